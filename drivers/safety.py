@@ -1,0 +1,399 @@
+"""The rig's guard against writing to the wrong disk.
+
+A block device may be opened for writing only if nothing uses it (no mounted filesystem, swap,
+holder such as device-mapper or RAID, or exclusive opener) and either this process created it
+(:func:`rig.drivers.loop.owned_device_numbers`) or the user allowed it by path, serial or WWN
+(``--allow``, ``RIG_ALLOW_DEVICES``). A device in use is refused even when allowed: allowing says
+"this disk is scratch", not "corrupt the filesystem mounted on it".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from rig.drivers.loop import owned_device_numbers
+
+from rig.errors import ConfigError, UnsafeDeviceError
+
+DevNum = tuple[int, int]
+
+# --------------------------------------------------------------------------------------------
+# Allow list
+# --------------------------------------------------------------------------------------------
+
+
+def _norm_serial(serial: str) -> str:
+    return serial.strip().casefold()
+
+
+def _norm_wwn(wwn: str) -> str:
+    """Compare WWNs across spellings: lsblk ``0x5000c5...``, sysfs ``naa.5000c5...``."""
+    w = wwn.strip().casefold()
+    for prefix in ("0x", "naa.", "eui.", "wwn-"):
+        if w.startswith(prefix):
+            w = w[len(prefix) :]
+            break
+    return w
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """Devices the user allowed the rig to write to although the rig did not create them."""
+
+    paths: frozenset[str] = frozenset()
+    serials: frozenset[str] = frozenset()
+    wwns: frozenset[str] = frozenset()
+
+    ENV: ClassVar[str] = "RIG_ALLOW_DEVICES"
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[str], *, source: str = "--allow") -> AllowList:
+        """Parse entries: ``serial:XYZ``, ``wwn:0x...``, or a device path (a bare name such as
+        ``sdb`` means ``/dev/sdb``). Paths may contain colons (``/dev/disk/by-path/...``)."""
+        paths: set[str] = set()
+        serials: set[str] = set()
+        wwns: set[str] = set()
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                continue
+            kind, _, value = entry.partition(":")
+            kind = kind.casefold()
+            if kind in ("serial", "wwn"):
+                if not value.strip():
+                    raise ConfigError(f"{source} entry {entry!r} has no value after '{kind}:'")
+                (serials if kind == "serial" else wwns).add(
+                    _norm_serial(value) if kind == "serial" else _norm_wwn(value)
+                )
+            elif "/" not in entry:
+                paths.add(f"/dev/{entry}")
+            else:
+                paths.add(os.path.abspath(entry))
+        return cls(frozenset(paths), frozenset(serials), frozenset(wwns))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AllowList:
+        """The comma-separated ``RIG_ALLOW_DEVICES`` entries (empty if unset)."""
+        env = os.environ if environ is None else environ
+        return cls.from_entries(env.get(cls.ENV, "").split(","), source=cls.ENV)
+
+    def merged(self, other: AllowList | Iterable[str]) -> AllowList:
+        """This list plus ``other`` (another AllowList or raw CLI ``--allow`` entries)."""
+        if not isinstance(other, AllowList):
+            other = AllowList.from_entries(other)
+        return AllowList(
+            self.paths | other.paths, self.serials | other.serials, self.wwns | other.wwns
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.serials or self.wwns)
+
+    def allows(self, ident: DeviceIdentity) -> bool:
+        """Whether the device (or, for a partition, its whole disk) is on the list."""
+        candidates = [ident] if ident.disk is None else [ident, ident.disk]
+        for dev in candidates:
+            if dev.serial and _norm_serial(dev.serial) in self.serials:
+                return True
+            if dev.wwn and _norm_wwn(dev.wwn) in self.wwns:
+                return True
+            for path in self.paths:
+                if _same_device(path, dev.number):
+                    return True
+        return False
+
+
+def _same_device(path: str, number: DevNum) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISBLK(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == number
+
+
+# --------------------------------------------------------------------------------------------
+# Identity: what sysfs says a device is
+# --------------------------------------------------------------------------------------------
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            value = f.read().decode(errors="replace").strip()
+    except OSError:
+        return None
+    return value or None
+
+
+def _vpd_serial(path: str) -> str | None:
+    """SCSI VPD page 0x80 (unit serial number): 4-byte header, then ASCII."""
+    try:
+        with open(path, "rb") as f:
+            page = f.read()
+    except OSError:
+        return None
+    if len(page) < 4 or page[1] != 0x80:
+        return None
+    length = int.from_bytes(page[2:4], "big")
+    return page[4 : 4 + length].decode("ascii", errors="replace").strip() or None
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """A block device as sysfs names it; ``disk`` is the whole disk when this is a partition."""
+
+    name: str
+    number: DevNum
+    sysdir: str
+    serial: str | None = None
+    wwn: str | None = None
+    disk: DeviceIdentity | None = None
+
+
+def _identity_at(sysdir: str, number: DevNum) -> DeviceIdentity:
+    name = os.path.basename(sysdir)
+    disk = None
+    if os.path.exists(f"{sysdir}/partition"):
+        parent = os.path.dirname(sysdir)
+        dev = _read(f"{parent}/dev")
+        if dev is not None:
+            major, minor = (int(x) for x in dev.split(":"))
+            disk = _identity_at(parent, (major, minor))
+        return DeviceIdentity(name, number, sysdir, disk=disk)
+    serial = (
+        _read(f"{sysdir}/serial")
+        or _read(f"{sysdir}/device/serial")
+        or _vpd_serial(f"{sysdir}/device/vpd_pg80")
+    )
+    wwn = _read(f"{sysdir}/wwid") or _read(f"{sysdir}/device/wwid")
+    return DeviceIdentity(name, number, sysdir, serial=serial, wwn=wwn)
+
+
+def identity_by_number(number: DevNum) -> DeviceIdentity:
+    """Identity of block device ``(major, minor)`` from /sys/dev/block."""
+    sysdir = os.path.realpath(f"/sys/dev/block/{number[0]}:{number[1]}")
+    return _identity_at(sysdir, number)
+
+
+# --------------------------------------------------------------------------------------------
+# Usage: mounts, swap, holders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mount:
+    device: str
+    """Kernel name of the mounted device: the one asked about, or one of its partitions."""
+    mountpoint: str
+
+
+@dataclass(frozen=True)
+class Holder:
+    device: str
+    """Kernel name of the held device: the one asked about, or one of its partitions."""
+    holder: str
+    """Kernel name of the holder (``dm-0``, ``md127``...)."""
+
+
+@dataclass(frozen=True)
+class DeviceUsage:
+    """Who uses a block device (including its partitions) right now."""
+
+    name: str
+    mounts: tuple[Mount, ...] = ()
+    swaps: tuple[str, ...] = ()
+    holders: tuple[Holder, ...] = ()
+    partitions: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def mountpoints(self) -> list[str]:
+        return [m.mountpoint for m in self.mounts]
+
+    @property
+    def holder_names(self) -> list[str]:
+        return [h.holder for h in self.holders]
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.mounts or self.swaps or self.holders)
+
+
+def _unescape(s: str) -> str:
+    r"""/proc/self/mountinfo and /proc/swaps escape space, tab, newline and \ as \ooo."""
+    if "\\" not in s:
+        return s
+    return s.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")
+
+
+def _block_number(path: str) -> DevNum | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISBLK(st.st_mode):
+        return None
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+def _mount_table() -> list[tuple[DevNum, DevNum | None, str]]:
+    """``(st_dev of the mount, device of the mount source if it is a block node, mountpoint)``.
+
+    The source check catches filesystems (btrfs) whose st_dev is an anonymous number.
+    """
+    table = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        try:
+            major, minor = (int(x) for x in fields[2].split(":"))
+            sep = fields.index("-", 6)
+            source = _unescape(fields[sep + 2])
+        except (IndexError, ValueError):
+            continue
+        src_dev = _block_number(source) if source.startswith("/") else None
+        table.append(((major, minor), src_dev, _unescape(fields[4])))
+    return table
+
+
+def _swap_devices() -> set[DevNum]:
+    found = set()
+    try:
+        with open("/proc/swaps") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return set()
+    for line in lines:
+        if not line.strip():
+            continue
+        number = _block_number(_unescape(line.split()[0]))
+        if number is not None:
+            found.add(number)
+    return found
+
+
+def _partitions(ident: DeviceIdentity) -> list[tuple[str, DevNum]]:
+    parts = []
+    try:
+        entries = sorted(os.listdir(ident.sysdir))
+    except OSError:
+        return []
+    for entry in entries:
+        sub = f"{ident.sysdir}/{entry}"
+        if not os.path.exists(f"{sub}/partition"):
+            continue
+        dev = _read(f"{sub}/dev")
+        if dev is not None:
+            major, minor = (int(x) for x in dev.split(":"))
+            parts.append((entry, (major, minor)))
+    return parts
+
+
+def usage_by_number(number: DevNum) -> DeviceUsage:
+    """Mounts, swap and holders of a device, of its partitions, and (for a partition) of its
+    whole disk itself."""
+    ident = identity_by_number(number)
+    parts = _partitions(ident)
+    checked = [(ident.name, number, ident.sysdir)]
+    checked.extend((n, d, f"{ident.sysdir}/{n}") for n, d in parts)
+    if ident.disk is not None:
+        checked.append((ident.disk.name, ident.disk.number, ident.disk.sysdir))
+    mounts: list[Mount] = []
+    holders: list[Holder] = []
+    swaps: list[str] = []
+    table = _mount_table()
+    swap_devs = _swap_devices()
+    for name, dev, sysdir in checked:
+        mounts.extend(Mount(name, mp) for st_dev, src, mp in table if dev in (st_dev, src))
+        if dev in swap_devs:
+            swaps.append(name)
+        with contextlib.suppress(OSError):
+            holders.extend(Holder(name, h) for h in sorted(os.listdir(f"{sysdir}/holders")))
+    return DeviceUsage(
+        ident.name, tuple(mounts), tuple(swaps), tuple(holders), tuple(n for n, _ in parts)
+    )
+
+
+def device_usage(path: str) -> DeviceUsage:
+    """Who uses block device ``path``. Raises ConfigError if it is not a block device."""
+    number = _block_number(path)
+    if number is None:
+        raise ConfigError(f"{path} is not a block device")
+    return usage_by_number(number)
+
+
+# --------------------------------------------------------------------------------------------
+# The check
+# --------------------------------------------------------------------------------------------
+
+
+def _exclusively_open(path: str) -> bool:
+    """Whether someone holds the device with O_EXCL (a mount or swap in another mount namespace,
+    mkfs, md, a VM...): then our own exclusive open fails with EBUSY."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_EXCL | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        return e.errno == errno.EBUSY
+    os.close(fd)
+    return False
+
+
+def _usage_problem(path: str, usage: DeviceUsage) -> str | None:
+    def whose(dev: str) -> str:
+        return "it" if dev == usage.name else f"/dev/{dev}"
+
+    if usage.mounts:
+        m = usage.mounts[0]
+        return f"{whose(m.device)} is mounted at {m.mountpoint} (unmount it first)"
+    if usage.swaps:
+        dev = usage.swaps[0]
+        target = path if dev == usage.name else f"/dev/{dev}"
+        return f"{whose(dev)} is in use as swap (run 'swapoff {target}' first)"
+    if usage.holders:
+        h = usage.holders[0]
+        return (
+            f"{whose(h.device)} is held by {h.holder} (a device-mapper, RAID or similar device "
+            "is built on it; remove that first)"
+        )
+    return None
+
+
+def writable_problem(path: str, allow: AllowList | None = None) -> str | None:
+    """Why the rig must not write to ``path`` (``"<reason> (<fix>)"``), or None if it may.
+
+    Regular files and paths that do not exist yet are always fine. ``allow`` adds to the
+    entries in ``RIG_ALLOW_DEVICES``, which are always honoured.
+    """
+    number = _block_number(path)
+    if number is None:
+        return None
+    problem = _usage_problem(path, usage_by_number(number))
+    if problem is not None:
+        return problem
+    if _exclusively_open(path):
+        return "another program or the kernel has it open exclusively (stop that user first)"
+    ident = identity_by_number(number)
+    owned = owned_device_numbers()
+    if number in owned or (ident.disk is not None and ident.disk.number in owned):
+        return None
+    effective = AllowList.from_env()
+    if allow is not None:
+        effective = effective.merged(allow)
+    if effective.allows(ident):
+        return None
+    return f"the rig did not create it (allow it with --allow {path} or {AllowList.ENV})"
+
+
+def check_writable(path: str, allow: AllowList | None = None) -> None:
+    """Raise UnsafeDeviceError unless the rig may open ``path`` for writing (see module doc)."""
+    problem = writable_problem(path, allow)
+    if problem is not None:
+        raise UnsafeDeviceError(f"refusing to write to {path}: {problem}")

@@ -1,0 +1,197 @@
+"""``rig io``: qemu-io's command line, commands and output over a rig node graph."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rig.core.backend import BlockBackend
+from rig.core.cache import parse_cache_mode
+from rig.core.graph import open_node, spec_to_flat
+from rig.core.options import parse_keyval
+from rig.core.registry import service
+from rig.core.units import SizeError, parse_size
+from rig.errors import ConfigError, RigError
+from rig.qemuio import commands
+from rig.qemuio.session import OpenOptions, Session
+
+DESCRIPTION = """\
+Run qemu-io commands (-c, or one per line on standard input) against IMAGE: a file, a block
+device, json:{...}, or with --image-opts a key=value,... graph. With --loop SIZE the rig creates a
+fresh loop device for the run and removes it afterwards. Output and exit status follow qemu-io.
+"""
+
+QCOW2_MAGIC = b"QFI\xfb"
+PROBE_WARNING = (
+    "WARNING: Image format was not specified for '{0}' and probing guessed raw.\n"
+    "         Automatically detecting the format is dangerous for raw images, write operations"
+    " on block 0 will be restricted.\n"
+    "         Specify the 'raw' format explicitly to remove the restrictions.\n"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", nargs="?", metavar="IMAGE")
+    p.add_argument("-c", "--cmd", action="append", default=[], metavar="CMD",
+                   help="command to run (repeatable); without -c, read commands from stdin")
+    p.add_argument("-f", "--format", dest="fmt", metavar="FMT", help="image format (raw)")
+    p.add_argument("-r", "--read-only", action="store_true", help="open read-only")
+    p.add_argument("-n", "--nocache", action="store_true", help="cache=none (O_DIRECT)")
+    p.add_argument("-t", "--cache", default=None, metavar="CACHE",
+                   help="none, writeback, writethrough (default), directsync, unsafe")
+    p.add_argument("-d", "--discard", default="unmap", choices=("ignore", "off", "unmap", "on"))
+    p.add_argument("-i", "--aio", default="threads", choices=("threads", "native", "io_uring"),
+                   help="accepted for compatibility; requests run on the rig's thread pool")
+    p.add_argument("-k", "--native-aio", action="store_true", help="same as -i native")
+    p.add_argument("-m", "--misalign", action="store_true", help="misalign buffers by 16 bytes")
+    p.add_argument("-U", "--force-share", action="store_true", help="accepted; the rig does "
+                   "not take image locks")
+    p.add_argument("-o", "--options", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="extra node options (QEMU --image-opts syntax)")
+    p.add_argument("--image-opts", action="store_true", help="IMAGE is key=value,... options")
+    p.add_argument("--loop", metavar="SIZE", help="run on a fresh loop device of SIZE")
+    p.add_argument("--loop-block-size", type=int, default=512, choices=(512, 1024, 2048, 4096))
+    p.add_argument("--loop-direct-io", action="store_true", help="loop device with direct I/O")
+    p.add_argument("--allow", action="append", default=[], metavar="DEV",
+                   help="allow writing to this block device (path, serial:S or wwn:W)")
+
+
+def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, Any], bool]:
+    """The flat graph options for qemu-io's (path, -f, --image-opts, -o) and whether the
+    format was probed."""
+    if o.image_opts:
+        if path is None:
+            raise ConfigError("--image-opts needs the options as the IMAGE argument")
+        flat: dict[str, Any] = dict(parse_keyval(path))
+        probed = False
+    elif path is None:
+        raise ConfigError("no image given (give IMAGE, or --loop SIZE)")
+    elif path.startswith("json:"):
+        flat = spec_to_flat(path)
+        probed = False
+    else:
+        proto = spec_to_flat(path)
+        fmt = o.fmt
+        probed = fmt is None
+        if fmt is None:
+            fmt = probe_format(path)
+            err.write(PROBE_WARNING.format(path))
+        flat = {"driver": fmt, **{f"file.{k}": v for k, v in proto.items()}}
+    for extra in o.extra:
+        flat.update(parse_keyval(extra))
+    return flat, probed
+
+
+def probe_format(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return "raw"  # the open that follows reports the real problem
+    if head == QCOW2_MAGIC:
+        raise ConfigError(f"'{path}' is a qcow2 image; the qcow2 driver is not available yet")
+    return "raw"
+
+
+def make_opener(allow: list[str], err: Any) -> Any:
+    def opener(path: str | None, o: OpenOptions) -> BlockBackend:
+        mode = parse_cache_mode(o.cache)
+        flat, probed = build_spec(path, o, err)
+        defaults: dict[str, Any] = {
+            "cache.direct": mode.direct,
+            "cache.no-flush": mode.no_flush,
+            "read-only": o.read_only,
+            "discard": o.discard,
+        }
+        if allow:
+            flat.setdefault("file.x-allow", ":".join(allow)) if "file.driver" in flat or \
+                "file.filename" in flat else flat.setdefault("x-allow", ":".join(allow))
+        if o.aio != "threads":
+            flat.setdefault("file.aio", o.aio)
+        root = open_node(flat, defaults=defaults)
+        if probed:
+            root.probed = True  # type: ignore[attr-defined]
+        return BlockBackend(root, write_cache=mode.writeback, read_only=o.read_only or None)
+
+    return opener
+
+
+@contextlib.contextmanager
+def loop_device(args: argparse.Namespace) -> Iterator[str | None]:
+    if not args.loop:
+        yield None
+        return
+    try:
+        size = parse_size(args.loop)
+    except SizeError:
+        raise ConfigError(f"--loop: not a size: {args.loop!r} (e.g. 64M)") from None
+    if size <= 0 or size % args.loop_block_size:
+        raise ConfigError(f"--loop: the size must be a positive multiple of the block size "
+                          f"{args.loop_block_size}")
+    with service("scratch_loop")(size, block_size=args.loop_block_size,
+                                 direct_io=args.loop_direct_io) as dev:
+        yield str(dev.path)
+
+
+def run(args: argparse.Namespace) -> int:
+    out, err = sys.stdout, sys.stderr
+    if args.loop and args.image:
+        err.write("rig io: error: --loop creates its own device; do not also give IMAGE\n")
+        return 2
+    cache = args.cache or ("none" if args.nocache else "writethrough")
+    try:
+        parse_cache_mode(cache)
+    except ConfigError:
+        err.write(f"rig io: Invalid cache option: {cache}\n")
+        return 1
+    aio = "native" if args.native_aio else args.aio
+    defaults = OpenOptions(fmt=args.fmt, cache=cache, read_only=args.read_only,
+                           discard=args.discard, aio=aio, image_opts=args.image_opts,
+                           force_share=args.force_share, extra=tuple(args.options))
+    try:
+        with loop_device(args) as loop_path:
+            image = args.image
+            if loop_path is not None:
+                image = loop_path
+                defaults = OpenOptions(**{**defaults.__dict__, "fmt": args.fmt or "raw"})
+            allow = list(args.allow) + ([loop_path] if loop_path else [])
+            session = Session(opener=make_opener(allow, err), out=out, err=err,
+                              defaults=defaults, misalign=args.misalign)
+            if image is not None and session.open(image) < 0:
+                return 1
+            try:
+                return run_commands(session, args.cmd)
+            finally:
+                session.close()
+                out.flush()
+    except RigError as e:
+        err.write(f"rig io: {e}\n")
+        return 1
+
+
+def run_commands(session: Session, cmds: list[str]) -> int:
+    failed = False
+    lines: Any = cmds if cmds else (line.rstrip("\n") for line in sys.stdin)
+    interactive = not cmds and sys.stdin.isatty()
+    if interactive:
+        sys.stdout.write("rig io> ")
+        sys.stdout.flush()
+    for line in lines:
+        try:
+            ret, quit_ = commands.run(session, line)
+        except RigError as e:
+            session.err.write(f"rig io: {e}\n")
+            ret, quit_ = -1, False
+        if ret < 0:
+            failed = True
+        if quit_:
+            break
+        if interactive:
+            sys.stdout.write("rig io> ")
+            sys.stdout.flush()
+    if session.reap(wait=True) < 0:
+        failed = True
+    return 1 if failed else 0

@@ -1,0 +1,472 @@
+"""BlockBackend: the front door and the ONE request chokepoint.
+
+Every request from a user, the CLI, pytest or the export server enters here, and only here is it
+validated (bounds, flags), split at ``max_transfer``, aligned (read-modify-write through aligned
+bounce buffers, overlapping RMWs serialized by tracked requests), accounted (stats, dirty
+bitmaps), and subjected to the error policy. Nodes below receive only clean requests.
+
+Cache modes: ``write_cache=False`` is QEMU's writethrough: every write carries FUA, which a node
+without native FUA emulates with a flush.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import Enum
+from typing import Any, TypeVar
+
+from rig.core.bitmap import DirtyBitmap
+from rig.core.buffers import (
+    aligned_buffer,
+    as_byte_views,
+    iov_aligned,
+    iov_copy_in,
+    iov_copy_out,
+    iov_slice,
+)
+from rig.core.limits import DEFAULT_MAX_TRANSFER, BlockLimits
+from rig.core.node import BlockStatus, Iov, Node, ReqFlags
+from rig.core.stats import BlockStats
+from rig.core.tracked import RequestTracker
+from rig.errors import ConfigError, StateError
+
+T = TypeVar("T")
+
+_WRITE_FLAGS = ReqFlags.FUA
+_ZERO_FLAGS = ReqFlags.FUA | ReqFlags.MAY_UNMAP | ReqFlags.NO_FALLBACK
+#: Bounce buffers for unaligned I/O and zero-fill fallback are processed in pieces of this size.
+BOUNCE_CHUNK = 1 << 20
+
+
+class ErrorAction(str, Enum):
+    """What the backend does when a request fails (QEMU's rerror/werror)."""
+
+    REPORT = "report"
+    IGNORE = "ignore"
+    STOP = "stop"
+    ENOSPC = "enospc"
+
+
+class IoStatus(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    NOSPACE = "nospace"
+
+
+def _eio(msg: str) -> OSError:
+    return OSError(errno.EIO, msg)
+
+
+class BlockBackend:
+    """The front door over a node graph."""
+
+    def __init__(
+        self,
+        root: Node,
+        *,
+        write_cache: bool = True,
+        read_only: bool | None = None,
+        on_read_error: str | ErrorAction = ErrorAction.REPORT,
+        on_write_error: str | ErrorAction = ErrorAction.REPORT,
+        aio_workers: int = 8,
+    ) -> None:
+        self.root = root
+        self.write_cache = write_cache
+        self.read_only = root.read_only if read_only is None else read_only
+        try:
+            self.on_read_error = ErrorAction(on_read_error)
+            self.on_write_error = ErrorAction(on_write_error)
+        except ValueError as e:
+            raise ConfigError(f"error policy: {e} (one of report, ignore, stop, enospc)") from None
+        if self.on_read_error is ErrorAction.ENOSPC:
+            raise ConfigError("on_read_error: 'enospc' applies only to writes")
+        self.stats = BlockStats()
+        self.bitmaps: list[DirtyBitmap] = []
+        self.iostatus = IoStatus.OK
+        self._tracker = RequestTracker()
+        self._stopped = threading.Condition()
+        self._paused = False
+        self._aio_workers = aio_workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: set[Future[Any]] = set()
+        self._inflight_lock = threading.Lock()
+        self._zero_buf: memoryview | None = None
+        self.closed = False
+        self._length = root.getlength() if root.is_inserted() else 0
+
+    # ---------------------------------------------------------------- basics
+    @property
+    def limits(self) -> BlockLimits:
+        return self.root.limits
+
+    def getlength(self) -> int:
+        return self._length
+
+    def refresh_length(self) -> int:
+        self._length = self.root.getlength() if self.root.is_inserted() else 0
+        return self._length
+
+    def add_dirty_bitmap(self, granularity: int = 65536, name: str = "") -> DirtyBitmap:
+        bitmap = DirtyBitmap(self._length, granularity, name)
+        self.bitmaps.append(bitmap)
+        return bitmap
+
+    def _check(self, offset: int, length: int, write: bool) -> None:
+        if self.closed:
+            raise StateError("the block backend is closed")
+        if write and self.read_only:
+            raise OSError(errno.EPERM, "Block node is read-only")
+        if offset < 0 or length < 0:
+            self.stats.invalid += 1
+            raise _eio(f"invalid request: offset {offset} length {length}")
+        if offset + length > self._length:
+            if self._length == 0 and not self.root.is_inserted():
+                raise OSError(errno.ENOMEDIUM, "No medium found")
+            self.stats.invalid += 1
+            raise _eio(f"request [{offset}, {offset + length}) is beyond the end of the "
+                       f"device ({self._length} bytes)")
+
+    # --------------------------------------------------------- error policy
+    def _action_for(self, is_write: bool, err: int) -> ErrorAction:
+        action = self.on_write_error if is_write else self.on_read_error
+        if action is ErrorAction.ENOSPC:
+            return ErrorAction.STOP if err == errno.ENOSPC else ErrorAction.REPORT
+        return action
+
+    def _run(self, kind: str, nbytes: int, end: int, fn: Callable[[], None]) -> None:
+        """Run one request under accounting and the error policy."""
+        is_write = kind != "read"
+        while True:
+            start = time.perf_counter_ns()
+            try:
+                fn()
+            except OSError as e:
+                self.stats.account(kind, nbytes, time.perf_counter_ns() - start, False)
+                action = self._action_for(is_write, e.errno or errno.EIO)
+                if action is ErrorAction.REPORT:
+                    raise
+                if action is ErrorAction.IGNORE:
+                    return
+                self._stop(e)
+                continue
+            self.stats.account(kind, nbytes, time.perf_counter_ns() - start, True, end)
+            return
+
+    def _stop(self, err: OSError) -> None:
+        """``stop``: record the iostatus and park the request until :meth:`resume`."""
+        with self._stopped:
+            if self.iostatus is IoStatus.OK:
+                self.iostatus = IoStatus.NOSPACE if err.errno == errno.ENOSPC else IoStatus.FAILED
+            self._paused = True
+            while self._paused and not self.closed:
+                self._stopped.wait()
+            if self.closed:
+                raise err
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def resume(self) -> None:
+        """Retry the requests parked by the ``stop`` policy; the iostatus becomes ``ok``."""
+        with self._stopped:
+            self._paused = False
+            self.iostatus = IoStatus.OK
+            self._stopped.notify_all()
+
+    # ------------------------------------------------------------------ read
+    def pread(self, offset: int, length: int) -> bytes:
+        buf = bytearray(length)
+        self.preadv(offset, [memoryview(buf)])
+        return bytes(buf)
+
+    def preadv(self, offset: int, iov: Sequence[Any], flags: ReqFlags = ReqFlags.NONE) -> None:
+        views = as_byte_views(iov)
+        length = sum(v.nbytes for v in views)
+        self._check(offset, length, False)
+        if flags:
+            raise ValueError(f"preadv takes no flags, got {flags!r}")
+        self._run("read", length, 0, lambda: self._do_read(offset, length, views))
+
+    def _do_read(self, offset: int, length: int, iov: Iov) -> None:
+        lim = self.root.limits
+        align = lim.request_alignment
+        max_xfer = lim.max_transfer or DEFAULT_MAX_TRANSFER
+        if (offset | length) & (align - 1) == 0 and iov_aligned(iov, lim.buffer_alignment):
+            if length <= max_xfer:
+                self.root.preadv(offset, length, iov)
+                return
+            pos = 0
+            while pos < length:
+                n = min(max_xfer, length - pos)
+                self.root.preadv(offset + pos, n, iov_slice(iov, pos, n))
+                pos += n
+            return
+        self._bounce_read(offset, length, iov, align, max_xfer)
+
+    def _bounce_read(self, offset: int, length: int, iov: Iov, align: int, max_xfer: int) -> None:
+        chunk = max(align, min(max_xfer, BOUNCE_CHUNK) // align * align)
+        a_start = offset - offset % align
+        a_end = -(-(offset + length) // align) * align
+        bounce = aligned_buffer(min(chunk, a_end - a_start))
+        pos = a_start
+        while pos < a_end:
+            n = min(chunk, a_end - pos)
+            self.root.preadv(pos, n, [bounce[:n]])
+            lo = max(offset, pos)
+            hi = min(offset + length, pos + n)
+            if hi > lo:
+                iov_copy_in(iov_slice(iov, lo - offset, hi - lo), bounce[lo - pos:hi - pos])
+            pos += n
+
+    # ----------------------------------------------------------------- write
+    def pwrite(self, offset: int, data: Any, *, fua: bool = False) -> None:
+        self.pwritev(offset, [data], ReqFlags.FUA if fua else ReqFlags.NONE)
+
+    def pwritev(self, offset: int, iov: Sequence[Any], flags: ReqFlags = ReqFlags.NONE) -> None:
+        views = as_byte_views(iov)
+        length = sum(v.nbytes for v in views)
+        self._check(offset, length, True)
+        if flags & ~_WRITE_FLAGS:
+            raise ValueError(f"pwritev accepts only FUA, got {flags!r}")
+        if not self.write_cache:
+            flags |= ReqFlags.FUA
+        try:
+            self._run("write", length, offset + length,
+                      lambda: self._do_write(offset, length, views, flags))
+        finally:
+            self._mark_dirty(offset, length)
+
+    def _do_write(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        lim = self.root.limits
+        align = lim.request_alignment
+        if (offset | length) & (align - 1) == 0:
+            if not iov_aligned(iov, lim.buffer_alignment):
+                bounce = aligned_buffer(length)
+                iov_copy_out(iov, bounce)
+                iov = [bounce]
+            req = self._tracker.begin(offset, offset + length, serialising=False)
+            try:
+                self._aligned_write(offset, length, iov, flags)
+            finally:
+                self._tracker.end(req)
+            return
+        self._rmw_write(offset, length, iov, flags, align)
+
+    def _aligned_write(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        root = self.root
+        max_xfer = root.limits.max_transfer or DEFAULT_MAX_TRANSFER
+        root.emit("pwritev")
+        if length <= max_xfer:
+            root.pwritev(offset, length, iov, flags)
+        else:
+            # As QEMU does: only the last piece carries FUA.
+            pos = 0
+            while pos < length:
+                n = min(max_xfer, length - pos)
+                last = pos + n == length
+                root.pwritev(offset + pos, n, iov_slice(iov, pos, n),
+                             flags if last else flags & ~ReqFlags.FUA)
+                pos += n
+        root.emit("pwritev_done")
+
+    def _rmw_write(self, offset: int, length: int, iov: Iov, flags: ReqFlags,
+                   align: int) -> None:
+        a_start = offset - offset % align
+        a_end = -(-(offset + length) // align) * align
+        req = self._tracker.begin(a_start, a_end, serialising=True)
+        try:
+            bounce = aligned_buffer(a_end - a_start)
+            root = self.root
+            if offset != a_start:
+                root.emit("pwritev_rmw_head")
+                root.preadv(a_start, align, [bounce[:align]])
+                root.emit("pwritev_rmw_after_head")
+            tail_start = a_end - align
+            if offset + length != a_end and (tail_start != a_start or offset == a_start):
+                root.emit("pwritev_rmw_tail")
+                root.preadv(tail_start, align, [bounce[tail_start - a_start:]])
+                root.emit("pwritev_rmw_after_tail")
+            iov_copy_out(iov, bounce[offset - a_start:offset - a_start + length])
+            self._aligned_write(a_start, a_end - a_start, [bounce], flags)
+        finally:
+            self._tracker.end(req)
+
+    def _mark_dirty(self, offset: int, length: int) -> None:
+        for bitmap in self.bitmaps:
+            bitmap.mark(offset, length)
+
+    # ----------------------------------------------------------- zero/discard
+    def write_zeroes(self, offset: int, length: int, flags: ReqFlags = ReqFlags.NONE) -> None:
+        self._check(offset, length, True)
+        if flags & ~_ZERO_FLAGS:
+            raise ValueError(f"write_zeroes accepts FUA, MAY_UNMAP, NO_FALLBACK; got {flags!r}")
+        if not self.write_cache:
+            flags |= ReqFlags.FUA
+        try:
+            self._run("zero", length, offset + length,
+                      lambda: self._do_zeroes(offset, length, flags))
+        finally:
+            self._mark_dirty(offset, length)
+
+    def _zeroes(self) -> memoryview:
+        if self._zero_buf is None:
+            self._zero_buf = aligned_buffer(BOUNCE_CHUNK)
+        return self._zero_buf
+
+    def _do_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        align = self.root.limits.request_alignment
+        end = offset + length
+        head_end = min(end, -(-offset // align) * align)
+        tail_start = max(head_end, end - end % align)
+        write_flags = flags & ReqFlags.FUA
+        if head_end > offset:
+            if flags & ReqFlags.NO_FALLBACK:
+                raise OSError(errno.ENOTSUP, "unaligned write_zeroes needs a fallback write")
+            self._do_write(offset, head_end - offset, [self._zeroes()[:head_end - offset]],
+                           write_flags)
+        if tail_start > head_end:
+            req = self._tracker.begin(head_end, tail_start, serialising=False)
+            try:
+                self._aligned_zeroes(head_end, tail_start - head_end, flags)
+            finally:
+                self._tracker.end(req)
+        if end > tail_start:
+            if flags & ReqFlags.NO_FALLBACK:
+                raise OSError(errno.ENOTSUP, "unaligned write_zeroes needs a fallback write")
+            self._do_write(tail_start, end - tail_start, [self._zeroes()[:end - tail_start]],
+                           write_flags)
+
+    def _aligned_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        root = self.root
+        max_zero = root.limits.max_write_zeroes or DEFAULT_MAX_TRANSFER
+        root.emit("pwritev_zero")
+        pos = 0
+        while pos < length:
+            n = min(max_zero, length - pos)
+            try:
+                root.write_zeroes(offset + pos, n, flags)
+            except OSError as e:
+                if e.errno != errno.ENOTSUP or flags & ReqFlags.NO_FALLBACK:
+                    raise
+                self._zero_fallback(offset + pos, n, flags & ReqFlags.FUA)
+            pos += n
+        root.emit("pwritev_done")
+
+    def _zero_fallback(self, offset: int, length: int, flags: ReqFlags) -> None:
+        zeroes = self._zeroes()
+        max_xfer = self.root.limits.max_transfer or DEFAULT_MAX_TRANSFER
+        step = min(BOUNCE_CHUNK, max_xfer)
+        pos = 0
+        while pos < length:
+            n = min(step, length - pos)
+            last = pos + n == length
+            self.root.pwritev(offset + pos, n, [zeroes[:n]], flags if last else ReqFlags.NONE)
+            pos += n
+
+    def discard(self, offset: int, length: int) -> None:
+        """Discard is advisory: an unsupported discard (ENOTSUP) counts as success, as in QEMU.
+
+        Partial blocks at either end are left alone (a device discards whole blocks only).
+        """
+        self._check(offset, length, True)
+        align = max(self.root.limits.request_alignment, 1)
+        start = -(-offset // align) * align
+        end = (offset + length) - (offset + length) % align
+
+        def run() -> None:
+            if end > start:
+                try:
+                    self.root.discard(start, end - start)
+                except OSError as e:
+                    if e.errno != errno.ENOTSUP:
+                        raise
+            if not self.write_cache:
+                self.root.flush()
+
+        try:
+            self._run("discard", length, 0, run)
+        finally:
+            self._mark_dirty(offset, length)
+
+    # ------------------------------------------------------------------ flush
+    def flush(self) -> None:
+        """QEMU's flush: ``flush_to_os`` then, if anything was written, ``flush_to_disk``."""
+        if self.closed:
+            raise StateError("the block backend is closed")
+        self._run("flush", 0, 0, self.root.flush)
+
+    # ------------------------------------------------------------ the rest
+    def block_status(self, offset: int, length: int) -> BlockStatus:
+        self._check(offset, length, False)
+        return self.root.block_status(offset, length)
+
+    def truncate(self, length: int) -> None:
+        if self.read_only:
+            raise OSError(errno.EPERM, "Block node is read-only")
+        if length < 0:
+            raise _eio(f"invalid length {length}")
+        self.root.truncate(length)
+        self.refresh_length()
+
+    def is_inserted(self) -> bool:
+        return self.root.is_inserted()
+
+    def media_changed(self) -> bool:
+        return self.root.media_changed()
+
+    def eject(self, eject: bool = True) -> None:
+        self.root.eject(eject)
+        self.refresh_length()
+
+    def lock_medium(self, locked: bool) -> None:
+        self.root.lock_medium(locked)
+
+    # ----------------------------------------------------------------- aio
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run a backend call on the worker pool (queue depth > 1)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._aio_workers, thread_name_prefix="rig-aio")
+        fut = self._executor.submit(fn, *args)
+        with self._inflight_lock:
+            self._inflight.add(fut)
+        fut.add_done_callback(self._forget)
+        return fut
+
+    def _forget(self, fut: Future[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(fut)
+
+    def drain(self) -> None:
+        """Wait for every submitted request to complete (errors stay in their futures)."""
+        while True:
+            with self._inflight_lock:
+                pending = list(self._inflight)
+            if not pending:
+                return
+            for fut in pending:
+                try:
+                    fut.exception()
+                except BaseException:
+                    pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.drain()
+        with self._stopped:
+            self.closed = True
+            self._stopped.notify_all()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.root.close()
+
+    def __enter__(self) -> BlockBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

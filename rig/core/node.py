@@ -1,0 +1,291 @@
+"""The block node: one verb set for every driver, filter and format.
+
+Two layers, as in QEMU's block/io.c:
+
+* the **public verbs** (``preadv``, ``pwritev``, ``flush`` ...) hold the small per-node generic
+  steps: the write generation counter, FUA emulation by flush, QEMU's flush sequence
+  (``flush_to_os`` then ``flush_to_disk``, skipped when clean or ``no_flush``), recursion into
+  children. Drivers do not override them.
+* the **driver hooks** (``_preadv``, ``_pwritev``, ``_flush_to_disk`` ...) are what a driver or
+  filter implements. They receive requests that the chokepoint (:mod:`rig.core.backend`) has
+  already validated, aligned and split: drivers never re-validate.
+
+Data-path failures are ``OSError`` with the real errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import TYPE_CHECKING, ClassVar
+
+from rig.core.limits import BlockLimits
+
+if TYPE_CHECKING:
+    from rig.core.graph import OpenContext
+    from rig.core.options import Options
+
+#: A request's data: a sequence of buffers (an iovec). Writable for reads.
+Iov = Sequence[memoryview]
+
+
+class ReqFlags(IntFlag):
+    """Request flags (QEMU's BdrvRequestFlags subset)."""
+
+    NONE = 0
+    FUA = 1
+    """Forced unit access: the write is durable when it completes."""
+    MAY_UNMAP = 2
+    """write_zeroes may deallocate the range instead of writing zeroes."""
+    NO_FALLBACK = 4
+    """write_zeroes must fail with ENOTSUP rather than fall back to writing a zero buffer."""
+
+
+@dataclass(frozen=True)
+class BlockStatus:
+    """What :meth:`Node.block_status` reports for the extent ``[offset, offset+length)``."""
+
+    offset: int
+    length: int
+    data: bool
+    """Reads return stored data (as opposed to known zeroes with no data)."""
+    zero: bool
+    """Reads are known to return zeroes."""
+    allocated: bool
+    """The extent is allocated in this node (not inherited from a backing file)."""
+
+
+def _enotsup(what: str) -> OSError:
+    return OSError(errno.ENOTSUP, f"{what}: {errno.errorcode[errno.ENOTSUP]}")
+
+
+class Node:
+    """A block node. Subclasses implement the ``_``-prefixed driver hooks they support."""
+
+    #: Set by :func:`rig.core.registry.register_driver`.
+    driver_name: ClassVar[str] = ""
+    #: Format name printed by ``rig io info`` (QEMU's bdrv_get_format_name).
+    format_name: ClassVar[str] = ""
+    #: True for nodes that react to blkdebug events (the fault injector).
+    handles_events: ClassVar[bool] = False
+    #: Filters that change data must say so; the contract test checks they override every verb.
+    modifies_data: ClassVar[bool] = False
+
+    def __init__(self, *, node_name: str = "", read_only: bool = False, no_flush: bool = False,
+                 cache_direct: bool = False, discard_unmap: bool = True) -> None:
+        self.node_name = node_name
+        self.read_only = read_only
+        self.no_flush = no_flush
+        """QEMU's BDRV_O_NO_FLUSH (cache=unsafe / cache.no-flush=on): flush_to_disk is skipped."""
+        self.cache_direct = cache_direct
+        """QEMU's BDRV_O_NOCACHE (cache.direct=on): host drivers open with O_DIRECT."""
+        self.discard_unmap = discard_unmap
+        """QEMU's BDRV_O_UNMAP (discard=unmap); without it discard succeeds doing nothing."""
+        self.children: dict[str, Node] = {}
+        self.limits = BlockLimits()
+        self.supported_write_flags = ReqFlags.NONE
+        self.supported_zero_flags = ReqFlags.NONE
+        self.write_gen = 0
+        self.flushed_gen = 0
+        self._flush_lock = threading.Lock()
+        self._event_sink: Node | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------------ graph
+    @classmethod
+    def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
+        """Build the node from its options. Drivers override to read their own keys."""
+        return cls(**ctx.node_kwargs())
+
+    @property
+    def primary_child(self) -> Node | None:
+        """The child that holds this node's data (``file``, or a filter's ``image``)."""
+        for role in ("file", "image"):
+            child = self.children.get(role)
+            if child is not None:
+                return child
+        return None
+
+    def attach_child(self, role: str, child: Node) -> None:
+        self.children[role] = child
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute what depends on children: limits and where events go."""
+        self.refresh_limits()
+        sink: Node | None = self
+        while sink is not None and not sink.handles_events:
+            sink = sink.primary_child
+        self._event_sink = sink
+
+    def refresh_limits(self) -> None:
+        """Drivers compute their own limits at open; filters override to merge their child's."""
+
+    def walk(self) -> list[Node]:
+        """This node and every node below it, depth first."""
+        out: list[Node] = [self]
+        for child in self.children.values():
+            out.extend(child.walk())
+        return out
+
+    def describe(self) -> str:
+        """A short description for error messages and ``info`` (e.g. the file name)."""
+        child = self.primary_child
+        return child.describe() if child is not None else self.node_name or self.driver_name
+
+    # ----------------------------------------------------------------- events
+    def emit(self, event: str) -> None:
+        """Fire a blkdebug event at the first event-handling node at or below this one."""
+        sink = self._event_sink
+        if sink is not None:
+            sink.debug_event(event)
+
+    def emit_below(self, event: str) -> None:
+        """QEMU's ``BLKDBG_EVENT(bs->file, ev)``: the event goes to the primary child's chain."""
+        child = self.primary_child
+        if child is not None:
+            child.emit(event)
+
+    def debug_event(self, event: str) -> None:
+        """Event hook; only nodes with ``handles_events`` receive calls."""
+
+    # ---------------------------------------------------------- public verbs
+    def preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags = ReqFlags.NONE) -> None:
+        self._preadv(offset, length, iov, flags)
+
+    def pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags = ReqFlags.NONE) -> None:
+        emulate_fua = bool(flags & ReqFlags.FUA) and not (
+            self.supported_write_flags & ReqFlags.FUA
+        )
+        if emulate_fua:
+            flags &= ~ReqFlags.FUA
+        self._pwritev(offset, length, iov, flags)
+        self._finish_write(emulate_fua)
+
+    def write_zeroes(self, offset: int, length: int, flags: ReqFlags = ReqFlags.NONE) -> None:
+        emulate_fua = bool(flags & ReqFlags.FUA) and not (
+            self.supported_zero_flags & ReqFlags.FUA
+        )
+        if emulate_fua:
+            flags &= ~ReqFlags.FUA
+        self._write_zeroes(offset, length, flags)
+        self._finish_write(emulate_fua)
+
+    def _finish_write(self, emulate_fua: bool) -> None:
+        # QEMU 7.2 bumps write_gen after its FUA-emulating flush, so that flush does not see the
+        # write at this node and relies on the node below having counted it. A leaf has nobody
+        # below: bump first there, or a FUA write on a one-node graph would never be synced.
+        leaf = not self.children
+        if leaf:
+            self.write_gen += 1
+        if emulate_fua:
+            self.flush()
+        if not leaf:
+            self.write_gen += 1
+
+    def discard(self, offset: int, length: int) -> None:
+        if not self.discard_unmap:
+            return
+        self._discard(offset, length)
+        self.write_gen += 1
+
+    def flush(self) -> None:
+        """QEMU's ``bdrv_co_flush``: flush_to_os, flush_to_disk if dirty, then the children.
+
+        Flushes of one node are serialised. A read-only or empty node flushes nothing.
+        """
+        if self.read_only or not self.is_inserted():
+            return
+        with self._flush_lock:
+            current_gen = self.write_gen
+            try:
+                self.emit_below("flush_to_os")
+                self._flush_to_os()
+                if not self.no_flush and self.flushed_gen != current_gen:
+                    self.emit_below("flush_to_disk")
+                    self._flush_to_disk()
+            finally:
+                # QEMU records the generation even when the flush failed (``out:`` label).
+                self.flushed_gen = current_gen
+        first_error: OSError | None = None
+        for child in self.children.values():
+            try:
+                child.flush()
+            except OSError as e:
+                first_error = first_error or e
+        if first_error is not None:
+            raise first_error
+
+    def block_status(self, offset: int, length: int) -> BlockStatus:
+        return self._block_status(offset, length)
+
+    def getlength(self) -> int:
+        return self._getlength()
+
+    def truncate(self, length: int) -> None:
+        self._truncate(length)
+
+    # Removable media (fixed media defaults, as QEMU's generic code does).
+    def is_inserted(self) -> bool:
+        child = self.primary_child
+        return child.is_inserted() if child is not None else True
+
+    def media_changed(self) -> bool:
+        child = self.primary_child
+        return child.media_changed() if child is not None else False
+
+    def eject(self, eject: bool = True) -> None:
+        child = self.primary_child
+        if child is None:
+            raise _enotsup("eject")
+        child.eject(eject)
+
+    def lock_medium(self, locked: bool) -> None:
+        child = self.primary_child
+        if child is not None:
+            child.lock_medium(locked)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._close()
+        finally:
+            for child in self.children.values():
+                child.close()
+
+    # ----------------------------------------------------------- driver hooks
+    def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        raise _enotsup("read")
+
+    def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        raise _enotsup("write")
+
+    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        """Raise ENOTSUP to make the chokepoint fall back to writing a zero buffer."""
+        raise _enotsup("write_zeroes")
+
+    def _discard(self, offset: int, length: int) -> None:
+        raise _enotsup("discard")
+
+    def _flush_to_os(self) -> None:
+        """Write back this node's own caches to the OS (e.g. a format's metadata cache)."""
+
+    def _flush_to_disk(self) -> None:
+        """Make everything written so far durable (fdatasync for files)."""
+
+    def _block_status(self, offset: int, length: int) -> BlockStatus:
+        return BlockStatus(offset, length, data=True, zero=False, allocated=True)
+
+    def _getlength(self) -> int:
+        raise _enotsup("getlength")
+
+    def _truncate(self, length: int) -> None:
+        raise _enotsup("truncate")
+
+    def _close(self) -> None:
+        """Release the node's own resources; children are closed by :meth:`close`."""

@@ -1,0 +1,57 @@
+"""Tracked requests: in-flight writes, so that overlapping read-modify-writes serialize.
+
+As in QEMU, a *serialising* request (an RMW write that reads and rewrites whole aligned blocks)
+waits for every overlapping in-flight write, and an ordinary write waits for overlapping
+serialising requests. A request registers only once nothing conflicts, so waiters hold nothing
+and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(eq=False)
+class TrackedRequest:
+    offset: int
+    end: int
+    serialising: bool
+
+    def overlaps(self, offset: int, end: int) -> bool:
+        return offset < self.end and self.offset < end
+
+
+class RequestTracker:
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active: list[TrackedRequest] = []
+        self._waiters = 0
+
+    def begin(self, offset: int, end: int, serialising: bool) -> TrackedRequest:
+        req = TrackedRequest(offset, end, serialising)
+        with self._cond:
+            while self._conflict(req):
+                self._waiters += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiters -= 1
+            self._active.append(req)
+        return req
+
+    def _conflict(self, req: TrackedRequest) -> bool:
+        for other in self._active:
+            if (req.serialising or other.serialising) and other.overlaps(req.offset, req.end):
+                return True
+        return False
+
+    def end(self, req: TrackedRequest) -> None:
+        with self._cond:
+            self._active.remove(req)
+            if self._waiters:
+                self._cond.notify_all()
+
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._active)

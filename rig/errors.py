@@ -1,0 +1,40 @@
+"""The rig's own exceptions.
+
+Data-path failures (injected or real) are plain ``OSError`` with the real errno, so code under
+test cannot tell them apart. Everything the rig itself refuses derives from :class:`RigError`.
+"""
+
+from __future__ import annotations
+
+
+class RigError(Exception):
+    """Base of every error the rig raises on its own behalf (not data-path OSErrors)."""
+
+
+class ConfigError(RigError, ValueError):
+    """A graph, option, CLI argument or config file is wrong. The message names the key."""
+
+
+class RegistrationError(RigError):
+    """A driver name is unknown or registered twice."""
+
+
+class UnsafeDeviceError(RigError, PermissionError):
+    """The rig refuses to write to a device (mounted, held, or not explicitly allowed)."""
+
+
+class DeviceNotFoundError(RigError, FileNotFoundError):
+    """A device or image named by the user does not exist."""
+
+
+class StateError(RigError):
+    """An operation was asked of an object in the wrong state (closed node, detached loop)."""
+
+
+class ExecutionError(RigError):
+    """A host tool the rig ran failed."""
+
+    def __init__(self, msg: str, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(msg)
+        self.stdout = stdout
+        self.stderr = stderr

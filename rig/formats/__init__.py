@@ -1,0 +1,1 @@
+"""Format drivers (raw; qcow2 later): nodes over a protocol node's ``file`` child."""

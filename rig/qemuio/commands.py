@@ -1,0 +1,666 @@
+"""qemu-io's commands: the table (names, usage, argument counts) and their implementations.
+
+Each command returns 0 or a negative errno; the session's exit status is 1 if any failed. Output
+goes where qemu-io 7.2 sends it: results and I/O errors to stdout, usage problems to stderr.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from rig.core.buffers import aligned_buffer
+from rig.core.node import ReqFlags
+from rig.core.units import SizeError, parse_size
+from rig.qemuio.format import cvtstr, dump_buffer, report
+from rig.qemuio.getopt import GetoptError, Parsed, getopt
+from rig.qemuio.session import Session
+
+BDRV_REQUEST_MAX_BYTES = 2147483136
+
+
+class CommandFailed(Exception):
+    """A message was printed and the command returns ``ret``."""
+
+    def __init__(self, ret: int = -errno.EINVAL) -> None:
+        super().__init__(ret)
+        self.ret = ret
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    altname: str | None
+    args: str
+    oneline: str
+    argmin: int
+    argmax: int
+    optstring: str
+    func: Callable[[Session, Parsed], int]
+    nofile_ok: bool = False
+    usage_on_bad_args: bool = True
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, args: str, oneline: str, *, alt: str | None = None, argmin: int = 0,
+            argmax: int = 0, opts: str = "", nofile_ok: bool = False
+            ) -> Callable[[Callable[[Session, Parsed], int]], Callable[[Session, Parsed], int]]:
+    def deco(fn: Callable[[Session, Parsed], int]) -> Callable[[Session, Parsed], int]:
+        COMMANDS[name] = Command(name, alt, args, oneline, argmin, argmax, opts, fn, nofile_ok)
+        return fn
+    return deco
+
+
+def find(name: str) -> Command | None:
+    for cmd in COMMANDS.values():
+        if name in (cmd.name, cmd.altname):
+            return cmd
+    return None
+
+
+# ------------------------------------------------------------------ helpers
+def usage(s: Session, cmd: Command) -> int:
+    s.out.write(f"{cmd.name} {cmd.args} -- {cmd.oneline}\n")
+    return -errno.EINVAL
+
+
+def cvtnum(s: Session, text: str) -> int:
+    try:
+        value = parse_size(text)
+    except SizeError:
+        s.out.write(f"Parsing error: non-numeric argument, or extraneous/unrecognized suffix "
+                    f"-- {text}\n")
+        raise CommandFailed() from None
+    if value > (1 << 63) - 1:
+        s.out.write(f"Parsing error: argument too large -- {text}\n")
+        raise CommandFailed()
+    return value
+
+
+def pattern_byte(s: Session, text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 255:
+        s.out.write(f"{text} is not a valid pattern byte\n")
+        raise CommandFailed()
+    return value
+
+
+def length_arg(s: Session, text: str) -> int:
+    count = cvtnum(s, text)
+    if count > BDRV_REQUEST_MAX_BYTES:
+        s.out.write(f"length cannot exceed {BDRV_REQUEST_MAX_BYTES}, given {text}\n")
+        raise CommandFailed()
+    return count
+
+
+_buffers: dict[int, memoryview] = {}
+
+
+def io_buffer(s: Session, size: int, fill: int) -> memoryview:
+    """qemu_io_alloc: an aligned buffer filled with ``fill`` (misaligned by 16 with ``-m``)."""
+    extra = 16 if s.misalign else 0
+    buf = _buffers.get(size + extra)
+    if buf is None:
+        buf = aligned_buffer(size + extra)
+        if size + extra <= 1 << 20:
+            _buffers[size + extra] = buf
+    view = buf[extra:extra + size]
+    view[:] = bytes([fill]) * size if size <= 1 << 16 else _fill(size, fill)
+    return view
+
+
+def _fill(size: int, fill: int) -> bytes:
+    return bytes([fill]) * size
+
+
+def lengths(s: Session, texts: list[str]) -> list[int]:
+    out = []
+    total = 0
+    for text in texts:
+        n = cvtnum(s, text)
+        if n > BDRV_REQUEST_MAX_BYTES:
+            s.out.write(f"Argument '{text}' exceeds maximum size {BDRV_REQUEST_MAX_BYTES}\n")
+            raise CommandFailed()
+        if total > BDRV_REQUEST_MAX_BYTES - n:
+            s.out.write(f"The total number of bytes exceed the maximum size "
+                        f"{BDRV_REQUEST_MAX_BYTES}\n")
+            raise CommandFailed()
+        total += n
+        out.append(n)
+    return out
+
+
+def fail(s: Session, what: str, e: OSError) -> int:
+    code = e.errno or errno.EIO
+    s.out.write(f"{what} failed: {os.strerror(code)}\n")
+    return -code
+
+
+def verify(s: Session, data: memoryview, offset: int, pattern: int, start: int,
+           count: int) -> bool:
+    if bytes(data[start:start + count]) != bytes([pattern]) * count:
+        s.out.write(f"Pattern verification failed at offset {offset + start}, {count} bytes\n")
+        return False
+    return True
+
+
+# ----------------------------------------------------------------- commands
+@command("read", "[-abCqv] [-P pattern [-s off] [-l len]] off len",
+         "reads a number of bytes at a specified offset", alt="r", argmin=2, argmax=-1,
+         opts="abCl:pP:qs:v")
+def read_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    csv = quiet = verbose = False
+    pattern: int | None = None
+    poff = 0
+    plen: int | None = None
+    for o, a in p.opts:
+        if o == "C":
+            csv = True
+        elif o == "q":
+            quiet = True
+        elif o == "v":
+            verbose = True
+        elif o == "P":
+            pattern = pattern_byte(s, a)
+        elif o == "s":
+            poff = cvtnum(s, a)
+        elif o == "l":
+            plen = cvtnum(s, a)
+        elif o in "ab":
+            s.out.write("vmstate is not supported by rig io\n")
+            return -errno.ENOTSUP
+    if len(p.args) != 2:
+        return usage(s, COMMANDS["read"])
+    offset = cvtnum(s, p.args[0])
+    count = length_arg(s, p.args[1])
+    if pattern is None and (plen is not None or p.has("s")):
+        return usage(s, COMMANDS["read"])
+    if plen is None:
+        plen = count - poff
+    if plen < 0 or plen + poff > count:
+        s.out.write("pattern verification range exceeds end of read data\n")
+        return -errno.EINVAL
+    buf = io_buffer(s, count, 0xab)
+    t1 = time.perf_counter()
+    try:
+        s.blk.preadv(offset, [buf])
+    except OSError as e:
+        return fail(s, "read", e)
+    elapsed = time.perf_counter() - t1
+    ret = 0
+    if pattern is not None and not verify(s, buf, offset, pattern, poff, plen):
+        ret = -errno.EINVAL
+    if quiet:
+        return ret
+    if verbose:
+        s.out.write(dump_buffer(buf, offset))
+    s.out.write(report("read", elapsed, offset, count, count, 1, csv))
+    return ret
+
+
+@command("readv", "[-Cqv] [-P pattern] off len [len..]",
+         "reads a number of bytes at a specified offset", argmin=2, argmax=-1, opts="CP:qv")
+def readv_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    csv, quiet, verbose = p.has("C"), p.has("q"), p.has("v")
+    pattern = None
+    for o, a in p.opts:
+        if o == "P":
+            pattern = pattern_byte(s, a)
+    if len(p.args) < 2:
+        return usage(s, COMMANDS["readv"])
+    offset = cvtnum(s, p.args[0])
+    sizes = lengths(s, p.args[1:])
+    total = sum(sizes)
+    buf = io_buffer(s, total, 0xab)
+    iov = _split(buf, sizes)
+    t1 = time.perf_counter()
+    try:
+        s.blk.preadv(offset, iov)
+    except OSError as e:
+        return fail(s, "readv", e)
+    elapsed = time.perf_counter() - t1
+    ret = 0
+    if pattern is not None and not verify(s, buf, offset, pattern, 0, total):
+        ret = -errno.EINVAL
+    if quiet:
+        return ret
+    if verbose:
+        s.out.write(dump_buffer(buf, offset))
+    s.out.write(report("read", elapsed, offset, total, total, 1, csv))
+    return ret
+
+
+def _split(buf: memoryview, sizes: list[int]) -> list[memoryview]:
+    out = []
+    pos = 0
+    for n in sizes:
+        out.append(buf[pos:pos + n])
+        pos += n
+    return out
+
+
+@command("write", "[-bcCfnquz] [-P pattern | -s source_file] off len",
+         "writes a number of bytes at a specified offset", alt="w", argmin=2, argmax=-1,
+         opts="bcCfnpP:qs:uz")
+def write_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    flags = ReqFlags.NONE
+    pattern = 0xCD
+    source: str | None = None
+    csv, quiet, zero = p.has("C"), p.has("q"), p.has("z")
+    for o, a in p.opts:
+        if o == "f":
+            flags |= ReqFlags.FUA
+        elif o == "u":
+            flags |= ReqFlags.MAY_UNMAP
+        elif o == "n":
+            flags |= ReqFlags.NO_FALLBACK
+        elif o == "P":
+            pattern = pattern_byte(s, a)
+        elif o == "s":
+            source = a
+        elif o in "bc":
+            s.out.write("vmstate and compressed writes are not supported by rig io\n")
+            return -errno.ENOTSUP
+    if len(p.args) != 2:
+        return usage(s, COMMANDS["write"])
+    if sum(1 for x in (zero, p.has("P"), source is not None) if x) > 1:
+        s.out.write("Only one of -z, -P, and -s can be specified at the same time\n")
+        return -errno.EINVAL
+    if flags & ReqFlags.MAY_UNMAP and not zero:
+        s.out.write("-u requires -z to be specified\n")
+        return -errno.EINVAL
+    if flags & ReqFlags.NO_FALLBACK and not zero:
+        s.out.write("-n requires -z to be specified\n")
+        return -errno.EINVAL
+    offset = cvtnum(s, p.args[0])
+    count = length_arg(s, p.args[1])
+    t1 = time.perf_counter()
+    try:
+        if zero:
+            s.blk.write_zeroes(offset, count, flags)
+        else:
+            buf = io_buffer(s, count, pattern)
+            if source is not None:
+                _read_source(s, source, buf)
+            s.blk.pwritev(offset, [buf], flags)
+    except OSError as e:
+        return fail(s, "write", e)
+    elapsed = time.perf_counter() - t1
+    if not quiet:
+        s.out.write(report("wrote", elapsed, offset, count, count, 1, csv))
+    return 0
+
+
+def _read_source(s: Session, path: str, buf: memoryview) -> None:
+    try:
+        with open(path, "rb") as f:
+            n = f.readinto(buf)
+    except OSError as e:
+        s.out.write(f"Failed to open file '{path}': {os.strerror(e.errno or errno.EIO)}\n")
+        raise CommandFailed(-(e.errno or errno.EIO)) from None
+    if n != buf.nbytes:
+        s.out.write(f"Failed to read file '{path}': file is too short\n")
+        raise CommandFailed()
+
+
+@command("writev", "[-Cfq] [-P pattern] off len [len..]",
+         "writes a number of bytes at a specified offset", argmin=2, argmax=-1, opts="CfqP:")
+def writev_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    flags = ReqFlags.FUA if p.has("f") else ReqFlags.NONE
+    pattern = 0xCD
+    for o, a in p.opts:
+        if o == "P":
+            pattern = pattern_byte(s, a)
+    if len(p.args) < 2:
+        return usage(s, COMMANDS["writev"])
+    offset = cvtnum(s, p.args[0])
+    sizes = lengths(s, p.args[1:])
+    total = sum(sizes)
+    buf = io_buffer(s, total, pattern)
+    t1 = time.perf_counter()
+    try:
+        s.blk.pwritev(offset, _split(buf, sizes), flags)
+    except OSError as e:
+        return fail(s, "writev", e)
+    if not p.has("q"):
+        s.out.write(report("wrote", time.perf_counter() - t1, offset, total, total, 1,
+                           p.has("C")))
+    return 0
+
+
+@command("aio_read", "[-Ciqv] [-P pattern] off len [len..]",
+         "asynchronously reads a number of bytes", argmin=2, argmax=-1, opts="CP:iqv")
+def aio_read_cmd(s: Session, p: Parsed) -> int:
+    blk = s.blk
+    assert blk is not None
+    if p.has("i"):
+        s.out.write("injecting invalid read request\n")
+        blk.stats.account("read", 0, 0, False)
+        return 0
+    pattern = None
+    for o, a in p.opts:
+        if o == "P":
+            pattern = pattern_byte(s, a)
+    if len(p.args) < 2:
+        return usage(s, COMMANDS["aio_read"])
+    offset = cvtnum(s, p.args[0])
+    sizes = lengths(s, p.args[1:])
+    total = sum(sizes)
+    buf = aligned_buffer(total)
+    buf[:] = b"\xab" * total
+    iov = _split(buf, sizes)
+    t1 = time.perf_counter()
+    fut: Future[None] = blk.submit(blk.preadv, offset, iov)
+
+    def done(f: Future[None]) -> int:
+        e = f.exception()
+        if isinstance(e, OSError):
+            s.out.write(f"readv failed: {os.strerror(e.errno or errno.EIO)}\n")
+            return 0
+        if e is not None:
+            raise e
+        if pattern is not None and bytes(buf) != bytes([pattern]) * total:
+            s.out.write(f"Pattern verification failed at offset {offset}, {total} bytes\n")
+        if p.has("q"):
+            return 0
+        if p.has("v"):
+            s.out.write(dump_buffer(buf, offset))
+        s.out.write(report("read", time.perf_counter() - t1, offset, total, total, 1,
+                           p.has("C")))
+        return 0
+
+    s.pending.append((fut, done))
+    return 0
+
+
+@command("aio_write", "[-Cfiquz] [-P pattern] off len [len..]",
+         "asynchronously writes a number of bytes", argmin=2, argmax=-1, opts="CfiqP:uz")
+def aio_write_cmd(s: Session, p: Parsed) -> int:
+    blk = s.blk
+    assert blk is not None
+    if p.has("i"):
+        s.out.write("injecting invalid write request\n")
+        blk.stats.account("write", 0, 0, False)
+        return 0
+    flags = ReqFlags.NONE
+    pattern = 0xCD
+    for o, a in p.opts:
+        if o == "f":
+            flags |= ReqFlags.FUA
+        elif o == "u":
+            flags |= ReqFlags.MAY_UNMAP
+        elif o == "P":
+            pattern = pattern_byte(s, a)
+    zero = p.has("z")
+    if len(p.args) < 2:
+        return usage(s, COMMANDS["aio_write"])
+    if zero and p.has("P"):
+        s.out.write("-z and -P cannot be specified at the same time\n")
+        return -errno.EINVAL
+    if flags & ReqFlags.MAY_UNMAP and not zero:
+        s.out.write("-u requires -z to be specified\n")
+        return -errno.EINVAL
+    if zero and len(p.args) > 2:
+        s.out.write("-z supports only a single length parameter\n")
+        return -errno.EINVAL
+    offset = cvtnum(s, p.args[0])
+    sizes = lengths(s, p.args[1:])
+    total = sum(sizes)
+    t1 = time.perf_counter()
+    if zero:
+        fut: Future[None] = blk.submit(blk.write_zeroes, offset, total, flags)
+    else:
+        buf = aligned_buffer(total)
+        buf[:] = bytes([pattern]) * total
+        fut = blk.submit(blk.pwritev, offset, _split(buf, sizes), flags)
+
+    def done(f: Future[None]) -> int:
+        e = f.exception()
+        if isinstance(e, OSError):
+            s.out.write(f"aio_write failed: {os.strerror(e.errno or errno.EIO)}\n")
+            return 0
+        if e is not None:
+            raise e
+        if not p.has("q"):
+            s.out.write(report("wrote", time.perf_counter() - t1, offset, total, total, 1,
+                               p.has("C")))
+        return 0
+
+    s.pending.append((fut, done))
+    return 0
+
+
+@command("aio_flush", "", "completes all outstanding aio requests")
+def aio_flush_cmd(s: Session, p: Parsed) -> int:
+    s.reap(wait=True)
+    return 0
+
+
+@command("flush", "", "flush all in-core file state to disk", alt="f")
+def flush_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    try:
+        s.blk.flush()
+    except OSError as e:  # qemu-io prints nothing; only the exit status shows it
+        return -(e.errno or errno.EIO)
+    return 0
+
+
+@command("discard", "[-Cq] off len", "discards a number of bytes at a specified offset",
+         alt="d", argmin=2, argmax=-1, opts="Cq")
+def discard_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    if len(p.args) != 2:
+        return usage(s, COMMANDS["discard"])
+    offset = cvtnum(s, p.args[0])
+    count = length_arg(s, p.args[1])
+    t1 = time.perf_counter()
+    try:
+        s.blk.discard(offset, count)
+    except OSError as e:
+        return fail(s, "discard", e)
+    if not p.has("q"):
+        s.out.write(report("discard", time.perf_counter() - t1, offset, count, count, 1,
+                           p.has("C")))
+    return 0
+
+
+@command("length", "", "gets the length of the current file")
+def length_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    s.out.write(cvtstr(s.blk.getlength()) + "\n")
+    return 0
+
+
+@command("info", "", "prints information about the current file")
+def info_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    root = s.blk.root
+    s.out.write(f"format name: {root.format_name or root.driver_name}\n")
+    s.out.write("cluster size: 0 bytes\nvm state offset: 0 bytes\n")
+    return 0
+
+
+def _allocated_run(s: Session, offset: int, length: int) -> tuple[bool, int]:
+    assert s.blk is not None
+    st = s.blk.block_status(offset, length)
+    return st.allocated, max(st.length, 1)
+
+
+@command("map", "", "prints the allocated areas of a file")
+def map_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    size = s.blk.getlength()
+    offset = 0
+    while offset < size:
+        alloc, n = _allocated_run(s, offset, size - offset)
+        end = offset + n
+        while end < size:
+            a2, n2 = _allocated_run(s, end, size - end)
+            if a2 != alloc:
+                break
+            end += n2
+        n = end - offset
+        s.out.write(f"{cvtstr(n)} (0x{n:x}) bytes {'    ' if alloc else 'not '}allocated at "
+                    f"offset {cvtstr(offset)} (0x{offset:x})\n")
+        offset = end
+    return 0
+
+
+@command("alloc", "offset [count]", "checks if offset is allocated in the file",
+         alt="a", argmin=1, argmax=2)
+def alloc_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    offset = cvtnum(s, p.args[0])
+    count = cvtnum(s, p.args[1]) if len(p.args) > 1 else 512
+    remaining, pos, allocated = count, offset, 0
+    try:
+        while remaining > 0:
+            alloc, n = _allocated_run(s, pos, remaining)
+            n = min(n, remaining)
+            if alloc:
+                allocated += n
+            pos += n
+            remaining -= n
+    except OSError as e:
+        s.out.write(f"is_allocated failed: {os.strerror(e.errno or errno.EIO)}\n")
+        return -(e.errno or errno.EIO)
+    s.out.write(f"{allocated}/{count} bytes allocated at offset {cvtstr(offset)}\n")
+    return 0
+
+
+@command("truncate", "[-m prealloc_mode] off", "truncates the current file at the given offset",
+         alt="t", argmin=1, argmax=3, opts="m:")
+def truncate_cmd(s: Session, p: Parsed) -> int:
+    assert s.blk is not None
+    if len(p.args) != 1:
+        return usage(s, COMMANDS["truncate"])
+    size = cvtnum(s, p.args[0])
+    try:
+        s.blk.truncate(size)
+    except OSError as e:
+        s.out.write(f"truncate: {os.strerror(e.errno or errno.EIO)}\n")
+        return -(e.errno or errno.EIO)
+    return 0
+
+
+@command("open", "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+         "open the file specified by path", alt="o", argmin=1, argmax=-1, opts="rsCnkUt:d:o:f:",
+         nofile_ok=True)
+def open_cmd(s: Session, p: Parsed) -> int:
+    opts = s.defaults
+    extra: list[str] = []
+    for o, a in p.opts:
+        if o == "r":
+            opts = _replace(opts, read_only=True)
+        elif o == "n":
+            opts = _replace(opts, cache="none")
+        elif o == "t":
+            opts = _replace(opts, cache=a)
+        elif o == "d":
+            opts = _replace(opts, discard=a)
+        elif o == "o":
+            extra.append(a)
+        elif o == "f":
+            opts = _replace(opts, fmt=a)
+        elif o == "U":
+            opts = _replace(opts, force_share=True)
+    if extra:
+        opts = _replace(opts, extra=tuple(extra))
+    if len(p.args) > 1:
+        return usage(s, COMMANDS["open"])
+    return s.open(p.args[0] if p.args else None, opts)
+
+
+def _replace(opts: object, **kw: object) -> object:
+    from dataclasses import replace
+
+    return replace(opts, **kw)  # type: ignore[type-var]
+
+
+@command("close", "", "close the current open file", alt="c")
+def close_cmd(s: Session, p: Parsed) -> int:
+    s.close()
+    return 0
+
+
+@command("sleep", "milliseconds", "waits for the given value in milliseconds", argmin=1,
+         argmax=1, nofile_ok=True)
+def sleep_cmd(s: Session, p: Parsed) -> int:
+    ms = cvtnum(s, p.args[0])
+    time.sleep(ms / 1000)
+    return 0
+
+
+@command("help", "[command]", "help for one or all commands", alt="?", argmax=1,
+         nofile_ok=True)
+def help_cmd(s: Session, p: Parsed) -> int:
+    if p.args:
+        cmd = find(p.args[0])
+        if cmd is None:
+            s.out.write(f"command {p.args[0]} not found\n")
+            return -errno.EINVAL
+        s.out.write(_help_line(cmd))
+        return 0
+    for name in sorted(COMMANDS):
+        s.out.write(_help_line(COMMANDS[name]))
+    s.out.write("\nUse 'help commandname' for extended help.\n")
+    return 0
+
+
+def _help_line(cmd: Command) -> str:
+    alias = f"(or {cmd.altname}) " if cmd.altname else ""
+    args = f"{cmd.args} " if cmd.args else ""
+    return f"{cmd.name} {alias}{args}-- {cmd.oneline}\n"
+
+
+def run(s: Session, line: str) -> tuple[int, bool]:
+    """Run one command line. Returns (ret, quit)."""
+    words = [w for w in line.split(" ") if w]
+    if not words:
+        return 0, False
+    s.reap()
+    name = words[0]
+    if name in ("quit", "q"):
+        return 0, True
+    cmd = find(name)
+    if cmd is None:
+        s.err.write(f'command "{name}" not found\n')
+        return -errno.EINVAL, False
+    if not cmd.nofile_ok and s.blk is None:
+        s.err.write("no file open, try 'help open'\n")
+        return -errno.EINVAL, False
+    argc = len(words) - 1
+    if argc < cmd.argmin or (cmd.argmax != -1 and argc > cmd.argmax):
+        if cmd.argmax == -1:
+            expect = f"at least {cmd.argmin} arguments"
+        elif cmd.argmin == cmd.argmax:
+            expect = f"{cmd.argmin} arguments"
+        else:
+            expect = f"between {cmd.argmin} and {cmd.argmax} arguments"
+        s.err.write(f"bad argument count {argc} to {name}, expected {expect}\n")
+        return -errno.EINVAL, False
+    try:
+        parsed = getopt(name, words[1:], cmd.optstring)
+    except GetoptError as e:
+        s.err.write(f"{e}\n")
+        return usage(s, cmd), False
+    if cmd.optstring == "" and cmd.argmax != -1:
+        parsed = Parsed(args=words[1:])
+    try:
+        return cmd.func(s, parsed), False
+    except CommandFailed as e:
+        return e.ret, False

@@ -1,0 +1,81 @@
+"""A qemu-io session: the open backend, pending aio requests, where output goes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import TextIO
+
+from rig.core.backend import BlockBackend
+from rig.errors import RigError
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """qemu-io's open flags (command line or the ``open`` command)."""
+
+    fmt: str | None = None
+    cache: str = "writethrough"
+    read_only: bool = False
+    discard: str = "unmap"
+    aio: str = "threads"
+    image_opts: bool = False
+    force_share: bool = False
+    extra: tuple[str, ...] = ()
+    """``-o key=value,...`` strings."""
+
+
+Opener = Callable[[str | None, OpenOptions], BlockBackend]
+
+
+@dataclass
+class Session:
+    opener: Opener
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    blk: BlockBackend | None = None
+    defaults: OpenOptions = field(default_factory=OpenOptions)
+    misalign: bool = False
+    pending: list[tuple[Future[None], Callable[[Future[None]], int]]] = field(
+        default_factory=list)
+
+    def open(self, path: str | None, options: OpenOptions | None = None) -> int:
+        if self.blk is not None:
+            self.err.write("file open already, try 'help close'\n")
+            return -errno.EBUSY
+        opts = options or self.defaults
+        try:
+            self.blk = self.opener(path, opts)
+        except (RigError, OSError) as e:
+            where = f"device {path}" if path and not opts.image_opts else ""
+            msg = str(e) if isinstance(e, RigError) else os.strerror(e.errno or errno.EIO)
+            self.err.write(f"rig io: can't open{' ' + where if where else ''}: {msg}\n")
+            return -errno.EINVAL
+        return 0
+
+    def with_defaults(self, **changes: object) -> OpenOptions:
+        return replace(self.defaults, **changes)  # type: ignore[arg-type]
+
+    def reap(self, wait: bool = False) -> int:
+        """Print completions of aio requests that finished (all of them when ``wait``)."""
+        ret = 0
+        still: list[tuple[Future[None], Callable[[Future[None]], int]]] = []
+        for fut, done in self.pending:
+            if wait or fut.done():
+                fut.exception()  # waits
+                r = done(fut)
+                ret = ret or r
+            else:
+                still.append((fut, done))
+        self.pending = still
+        return ret
+
+    def close(self) -> None:
+        self.reap(wait=True)
+        if self.blk is not None:
+            self.blk.close()
+            self.blk = None

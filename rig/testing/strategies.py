@@ -1,0 +1,92 @@
+"""Hypothesis strategies for block I/O: extents, operation mixes, cache modes."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from rig.core.cache import CACHE_MODES
+from rig.testing.ops import Discard, Flush, Op, Read, Write, WriteZeroes
+
+#: The canonical cache mode names ("off" is an alias of "none").
+CACHE_MODE_NAMES = ("writeback", "none", "writethrough", "directsync", "unsafe")
+
+Extent = tuple[int, int]
+
+
+def _clamp(value: int, lo: int, hi: int) -> int:
+    return max(lo, min(value, hi))
+
+
+def _delta(align: int) -> st.SearchStrategy[int]:
+    """A small distance from a block boundary: mostly a few bytes, sometimes up to a block."""
+    return st.one_of(st.integers(-2, 2), st.integers(-(align - 1), align - 1))
+
+
+@st.composite
+def _extent(draw: st.DrawFn, size: int, align: int, max_len: int, min_len: int,
+            kinds: tuple[str, ...]) -> Extent:
+    kind = draw(st.sampled_from(kinds))
+    if kind == "aligned":
+        nblocks = draw(st.integers(max(-(-min_len // align), 1), min(max_len, size) // align))
+        first = draw(st.integers(0, size // align - nblocks))
+        return first * align, nblocks * align
+    if kind == "boundary":
+        start = draw(st.integers(0, size // align)) * align + draw(_delta(align))
+        start = _clamp(start, 0, size - min_len)
+        want = draw(st.integers(0, max_len // align)) * align + draw(_delta(align))
+        return start, _clamp(want, min_len, min(max_len, size - start))
+    length = draw(st.integers(min_len, max_len))
+    return draw(st.integers(0, size - length)), length
+
+
+def extents(size: int, align: int = 1, max_len: int | None = None, *, min_len: int = 1,
+            unaligned: bool = True) -> st.SearchStrategy[Extent]:
+    """``(offset, length)`` pairs inside a device of ``size`` bytes.
+
+    With ``align > 1`` the mix holds block-aligned extents, extents whose ends lie a few bytes
+    around block boundaries (the read-modify-write edge cases) and, unless ``unaligned=False``,
+    arbitrary ones. ``unaligned=False`` gives aligned extents only.
+    """
+    if align < 1 or align & (align - 1):
+        raise InvalidArgument(f"align must be a power of two >= 1, got {align}")
+    max_len = size if max_len is None else min(max_len, size)
+    if min_len < 0 or max_len < min_len:
+        raise InvalidArgument(f"no extent of {min_len}..{max_len} bytes fits in {size} bytes")
+    kinds: list[str] = []
+    if unaligned or align == 1:
+        kinds.append("any")
+    if align > 1 and max(min_len, 1) <= max_len // align * align:
+        kinds.append("aligned")
+    if align > 1 and unaligned:
+        kinds.append("boundary")
+    if not kinds:
+        raise InvalidArgument(f"no {align}-aligned extent of {min_len}..{max_len} bytes fits")
+    return _extent(size, align, max_len, min_len, tuple(kinds))
+
+
+def io_ops(size: int, align: int = 1, max_len: int | None = None,
+           discard_align: int | None = None) -> st.SearchStrategy[Op]:
+    """A mix of reads, writes (plain and FUA, with pattern data), write_zeroes (with and without
+    MAY_UNMAP), discards and flushes.
+
+    Discards are aligned to ``discard_align`` (default ``align``): a backend leaves partial
+    blocks of a discard alone, which a model that discards whole ranges would not match.
+    """
+    ext = extents(size, align, max_len)
+    d_align = discard_align or align
+    return st.one_of(
+        ext.map(lambda e: Read(*e)),
+        st.builds(lambda e, seed, fua: Write(e[0], e[1], seed, fua),
+                  ext, st.integers(0, 0xFFFF), st.booleans()),
+        st.builds(lambda e, unmap, fua: WriteZeroes(e[0], e[1], unmap, fua),
+                  ext, st.booleans(), st.booleans()),
+        extents(size, d_align, max_len, unaligned=False).map(lambda e: Discard(*e)),
+        st.just(Flush()),
+    )
+
+
+def cache_modes(direct: bool | None = None) -> st.SearchStrategy[str]:
+    """QEMU cache mode names; ``direct`` keeps only modes with (True) or without O_DIRECT."""
+    names = [n for n in CACHE_MODE_NAMES if direct is None or CACHE_MODES[n].direct == direct]
+    return st.sampled_from(names)
