@@ -57,7 +57,7 @@ class HostDeviceNode(PosixNode):
             raise ConfigError(f"'host_device' driver requires '{filename}' to be either a "
                               "character or block device")
         if not ctx.read_only and stat.S_ISBLK(st.st_mode):
-            extra = safety.AllowList.from_entries(allow.split(":")) if allow else None
+            extra = safety.AllowList.from_entries(allow.split(",")) if allow else None
             safety.check_writable(filename, extra)
         node = cls(filename, aio=aio, **ctx.node_kwargs())
         node.rdev = st.st_rdev

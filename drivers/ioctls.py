@@ -127,9 +127,9 @@ def ioctl(fd: int, name: str, arg: int | bytes | bytearray | ctypes.Structure = 
     """
     request = IOCTLS[name]
     try:
-        if isinstance(arg, ctypes.Structure):
-            return fcntl.ioctl(fd, request, arg, True)  # type: ignore[call-overload,no-any-return]
-        return fcntl.ioctl(fd, request, arg)  # type: ignore[call-overload,no-any-return]
+        result: object = fcntl.ioctl(fd, request, arg, True) if isinstance(
+            arg, ctypes.Structure | bytearray) else fcntl.ioctl(fd, request, arg)
+        return result if isinstance(result, int) else 0
     except OSError as e:
         code = e.errno if e.errno is not None else errno.EIO
         raise OSError(code, f"{name}: {os.strerror(code)}") from None

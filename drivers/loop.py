@@ -304,6 +304,7 @@ def _backoff(attempt: int) -> None:
 def _bind(ctl: int, backing_fd: int, spec: _Spec) -> tuple[int, int, int]:
     """Find a free loop device and bind it. Returns ``(device fd, index, attempts)``."""
     use_configure = True
+    missing_nodes = 0
     open_mode = (os.O_RDONLY if spec.read_only else os.O_RDWR) | os.O_CLOEXEC
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
@@ -315,10 +316,16 @@ def _bind(ctl: int, backing_fd: int, spec: _Spec) -> tuple[int, int, int]:
         except PermissionError:
             raise RigError(f"{_NEED_ROOT} (cannot open /dev/loop{index})") from None
         except OSError as e:
-            if e.errno in _VANISHED:
-                _backoff(attempt)
-                continue
-            raise
+            if e.errno not in _VANISHED:
+                raise
+            missing_nodes += e.errno == errno.ENOENT
+            if missing_nodes >= 3 and os.path.exists(f"/sys/block/loop{index}"):
+                raise DeviceNotFoundError(
+                    f"/dev/loop{index} is missing although the kernel created it (no devtmpfs "
+                    f"on /dev?): create it with 'mknod /dev/loop{index} b 7 {index}'"
+                ) from None
+            _backoff(attempt)
+            continue
         try:
             if use_configure:
                 try:
@@ -533,11 +540,12 @@ class LoopDevice:
     def max_sectors_kb(self) -> int:
         return int(self._sysfs("queue/max_sectors_kb"))
 
-    def set_max_sectors_kb(self, n: int) -> None:
+    def set_max_sectors_kb(self, n: int) -> int:
         """Cap the largest request the block layer sends this device (sysfs max_sectors_kb).
 
         A FUSE backing file needs this <= FUSE max_write, or a partly failed write can be
-        reported as success (see the host kernel facts, trap 1).
+        reported as success (see the host kernel facts, trap 1). Returns the value in effect:
+        recent kernels clamp values above max_hw_sectors_kb instead of refusing them.
         """
         if n <= 0:
             raise ConfigError(f"max_sectors_kb must be positive, got {n}")
@@ -552,6 +560,7 @@ class LoopDevice:
                 f"the kernel rejected max_sectors_kb={n} for {self.path} ({e.strerror}; "
                 f"allowed: page size / 1024 up to max_hw_sectors_kb={hw})"
             ) from None
+        return self.max_sectors_kb
 
 
 # --------------------------------------------------------------------------------------------

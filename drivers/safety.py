@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rig.drivers.loop import owned_device_numbers
@@ -33,12 +33,11 @@ def _norm_serial(serial: str) -> str:
 
 
 def _norm_wwn(wwn: str) -> str:
-    """Compare WWNs across spellings: lsblk ``0x5000c5...``, sysfs ``naa.5000c5...``."""
+    """Compare WWNs across spellings: lsblk ``0x5000c5...``, sysfs ``naa.5000c5...``,
+    /dev/disk/by-id ``wwn-0x5000c5...``."""
     w = wwn.strip().casefold()
-    for prefix in ("0x", "naa.", "eui.", "wwn-"):
-        if w.startswith(prefix):
-            w = w[len(prefix) :]
-            break
+    for prefix in ("wwn-", "0x", "naa.", "eui."):
+        w = w.removeprefix(prefix)
     return w
 
 
@@ -95,7 +94,11 @@ class AllowList:
         return bool(self.paths or self.serials or self.wwns)
 
     def allows(self, ident: DeviceIdentity) -> bool:
-        """Whether the device (or, for a partition, its whole disk) is on the list."""
+        """Whether the device (or, for a partition, its whole disk) is on the list.
+
+        Paths match by device number, so symlinks (/dev/disk/by-id/...) and other nodes for the
+        same device count, and a path that does not exist matches nothing.
+        """
         candidates = [ident] if ident.disk is None else [ident, ident.disk]
         for dev in candidates:
             if dev.serial and _norm_serial(dev.serial) in self.serials:
@@ -188,14 +191,15 @@ def identity_by_number(number: DevNum) -> DeviceIdentity:
 @dataclass(frozen=True)
 class Mount:
     device: str
-    """Kernel name of the mounted device: the one asked about, or one of its partitions."""
+    """Kernel name of the mounted device: the one asked about, one of its partitions, or (when
+    it is a partition) its whole disk."""
     mountpoint: str
 
 
 @dataclass(frozen=True)
 class Holder:
     device: str
-    """Kernel name of the held device: the one asked about, or one of its partitions."""
+    """Kernel name of the held device, as for :attr:`Mount.device`."""
     holder: str
     """Kernel name of the holder (``dm-0``, ``md127``...)."""
 
@@ -208,7 +212,7 @@ class DeviceUsage:
     mounts: tuple[Mount, ...] = ()
     swaps: tuple[str, ...] = ()
     holders: tuple[Holder, ...] = ()
-    partitions: tuple[str, ...] = field(default=(), repr=False)
+    partitions: tuple[str, ...] = ()
 
     @property
     def mountpoints(self) -> list[str]:
@@ -348,7 +352,9 @@ def _exclusively_open(path: str) -> bool:
 
 def _usage_problem(path: str, usage: DeviceUsage) -> str | None:
     def whose(dev: str) -> str:
-        return "it" if dev == usage.name else f"/dev/{dev}"
+        if dev == usage.name:
+            return "it"
+        return f"its {'partition' if dev in usage.partitions else 'disk'} /dev/{dev}"
 
     if usage.mounts:
         m = usage.mounts[0]
@@ -378,18 +384,19 @@ def writable_problem(path: str, allow: AllowList | None = None) -> str | None:
     problem = _usage_problem(path, usage_by_number(number))
     if problem is not None:
         return problem
-    if _exclusively_open(path):
-        return "another program or the kernel has it open exclusively (stop that user first)"
     ident = identity_by_number(number)
     owned = owned_device_numbers()
-    if number in owned or (ident.disk is not None and ident.disk.number in owned):
-        return None
-    effective = AllowList.from_env()
-    if allow is not None:
-        effective = effective.merged(allow)
-    if effective.allows(ident):
-        return None
-    return f"the rig did not create it (allow it with --allow {path} or {AllowList.ENV})"
+    if number not in owned and (ident.disk is None or ident.disk.number not in owned):
+        effective = AllowList.from_env()
+        if allow is not None:
+            effective = effective.merged(allow)
+        if not effective.allows(ident):
+            return f"the rig did not create it (allow it with --allow {path} or {AllowList.ENV})"
+    # Last, and only for devices we may use: an exclusive open briefly blocks other exclusive
+    # openers (mount, mkfs), so never probe devices that belong to someone else.
+    if _exclusively_open(path):
+        return "another program or the kernel has it open exclusively (stop that user first)"
+    return None
 
 
 def check_writable(path: str, allow: AllowList | None = None) -> None:

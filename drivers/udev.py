@@ -69,7 +69,7 @@ def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _info(dev: Any, allow: AllowList | None) -> DeviceInfo:
+def _info(dev: Any, allow: AllowList | None, backing_file: str | None) -> DeviceInfo:
     name = str(dev.sys_name)
     path = str(dev.device_node or f"/dev/{name}")
     number = (os.major(dev.device_number), os.minor(dev.device_number))
@@ -93,7 +93,7 @@ def _info(dev: Any, allow: AllowList | None) -> DeviceInfo:
         serial=ident.serial,
         wwn=ident.wwn,
         model=_attr(dev, "device/model"),
-        loop_backing_file=_attr(dev, "loop/backing_file"),
+        loop_backing_file=backing_file,
         writable_by_rig=not why_not,
         why_not=why_not,
     )
@@ -113,12 +113,13 @@ def list_block_devices(
         raise RigError("listing devices needs pyudev: pip install pyudev") from None
     result = []
     for dev in pyudev.Context().list_devices(subsystem="block", DEVTYPE="disk"):
+        backing_file = _attr(dev, "loop/backing_file")
         if (
             not include_unbound
             and os.major(dev.device_number) == LOOP_MAJOR
-            and _attr(dev, "loop/backing_file") is None
+            and backing_file is None
         ):
             continue
-        result.append(_info(dev, allow))
+        result.append(_info(dev, allow, backing_file))
     result.sort(key=lambda d: _natural_key(d.name))
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rig.core.backend import BlockBackend
@@ -107,8 +107,8 @@ def make_opener(allow: list[str], err: Any) -> Any:
             "discard": o.discard,
         }
         if allow:
-            flat.setdefault("file.x-allow", ":".join(allow)) if "file.driver" in flat or \
-                "file.filename" in flat else flat.setdefault("x-allow", ":".join(allow))
+            key = "file.x-allow" if any(k.startswith("file.") for k in flat) else "x-allow"
+            flat.setdefault(key, ",".join(allow))
         if o.aio != "threads":
             flat.setdefault("file.aio", o.aio)
         root = open_node(flat, defaults=defaults)
@@ -172,13 +172,24 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+#: qemu-io prints this before reading each command from standard input, terminal or not; it is
+#: part of the output that qemu-iotests golden files hold, so the rig prints it verbatim.
+PROMPT = "qemu-io> "
+
+
+def _stdin_lines(session: Session) -> Iterator[str]:
+    while True:
+        session.out.write(PROMPT)
+        session.out.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return
+        yield line.rstrip("\n")
+
+
 def run_commands(session: Session, cmds: list[str]) -> int:
     failed = False
-    lines: Any = cmds if cmds else (line.rstrip("\n") for line in sys.stdin)
-    interactive = not cmds and sys.stdin.isatty()
-    if interactive:
-        sys.stdout.write("rig io> ")
-        sys.stdout.flush()
+    lines: Iterable[str] = cmds if cmds else _stdin_lines(session)
     for line in lines:
         try:
             ret, quit_ = commands.run(session, line)
@@ -189,9 +200,6 @@ def run_commands(session: Session, cmds: list[str]) -> int:
             failed = True
         if quit_:
             break
-        if interactive:
-            sys.stdout.write("rig io> ")
-            sys.stdout.flush()
     if session.reap(wait=True) < 0:
         failed = True
     return 1 if failed else 0

@@ -71,44 +71,55 @@ def parse_keyval(text: str) -> dict[str, str]:
 def parse_json_filename(text: str) -> dict[str, Any]:
     """``json:{...}`` -> dict, with QEMU's message on bad JSON."""
     try:
-        value = json.loads(text[len("json:"):])
+        value = json.loads(text[len("json:") :])
     except json.JSONDecodeError as e:
-        raise ConfigError(f"Could not parse the JSON options: {e.msg} at column {e.colno}") from None
+        raise ConfigError(
+            f"Could not parse the JSON options: {e.msg} at column {e.colno}"
+        ) from None
     if not isinstance(value, dict):
         raise ConfigError("Could not parse the JSON options: expected an object")
     return value
 
 
+# Aliases: Options has methods named str/int/bool, which would shadow the builtins.
+_Str = str
+_Int = int
+_Bool = bool
+
+
 class Options:
     """The flat options of one node, with the keys still to be consumed."""
 
-    def __init__(self, flat: Mapping[str, Any], path: str = "",
-                 inherited: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, flat: Mapping[_Str, Any], path: _Str = "", inherited: Mapping[_Str, Any] | None = None
+    ) -> None:
         self._flat = dict(flat)
         self._unused = set(self._flat)
         self.path = path
         self._inherited = dict(inherited or {})
 
-    def _name(self, key: str) -> str:
+    def _name(self, key: _Str) -> _Str:
         return f"{self.path}{key}"
 
-    def has(self, key: str) -> bool:
+    def has(self, key: _Str) -> _Bool:
         return key in self._flat
 
-    def keys(self) -> Iterable[str]:
+    def keys(self) -> Iterable[_Str]:
         return self._flat.keys()
 
-    def _take(self, key: str) -> Any:
+    def _take(self, key: _Str) -> Any:
         self._unused.discard(key)
         return self._flat.get(key)
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: _Str, default: Any = None) -> Any:
         value = self._take(key)
         if value is None:
             return self._inherited.get(key, default)
         return value
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def str(
+        self, key: _Str, default: _Str | None = None, *, required: _Bool = False
+    ) -> _Str | None:
         value = self.raw(key)
         if value is None:
             if required:
@@ -118,7 +129,7 @@ class Options:
             raise ConfigError(f"Invalid parameter type for '{self._name(key)}', expected: string")
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: _Str, default: _Bool = False) -> _Bool:
         value = self.raw(key)
         if value is None:
             return default
@@ -128,7 +139,7 @@ class Options:
             return value.lower() in _TRUE
         raise ConfigError(f"Parameter '{self._name(key)}' expects 'on' or 'off'")
 
-    def int(self, key: str, default: int = 0, *, minimum: int | None = 0) -> int:
+    def int(self, key: _Str, default: _Int = 0, *, minimum: _Int | None = 0) -> _Int:
         value = self.raw(key)
         if value is None:
             return default
@@ -145,7 +156,7 @@ class Options:
             raise ConfigError(f"Parameter '{self._name(key)}' must be at least {minimum}")
         return value
 
-    def size(self, key: str, default: int = 0) -> int:
+    def size(self, key: _Str, default: _Int = 0) -> _Int:
         value = self.raw(key)
         if value is None:
             return default
@@ -157,7 +168,7 @@ class Options:
                 "(optional suffix k, M, G, T, P, E)"
             ) from None
 
-    def enum(self, key: str, choices: Iterable[str], default: str) -> str:
+    def enum(self, key: _Str, choices: Iterable[_Str], default: _Str) -> _Str:
         value = self.str(key, default)
         assert value is not None
         allowed = list(choices)
@@ -168,10 +179,10 @@ class Options:
             )
         return value
 
-    def child(self, role: str, inherited: Mapping[str, Any] | None = None) -> Options | None:
+    def child(self, role: _Str, inherited: Mapping[_Str, Any] | None = None) -> Options | None:
         """The options under ``role.`` as a child's Options; a plain string is a filename."""
         prefix = role + "."
-        sub = {k[len(prefix):]: v for k, v in self._flat.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in self._flat.items() if k.startswith(prefix)}
         plain = self._flat.get(role)
         if plain is not None:
             self._unused.discard(role)
@@ -185,7 +196,7 @@ class Options:
                 self._unused.discard(key)
         return Options(sub, f"{self.path}{prefix}", inherited)
 
-    def check_all_used(self, kind: str, driver: str) -> None:
+    def check_all_used(self, kind: _Str, driver: _Str) -> None:
         """Raise for the first option no one consumed (QEMU's message)."""
         if not self._unused:
             return

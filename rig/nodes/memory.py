@@ -80,6 +80,11 @@ class MemoryNode(Node):
         assert (offset | length) % align == 0, f"unaligned request {offset}+{length} / {align}"
         assert offset + length <= len(self._data), f"request {offset}+{length} past the end"
 
+    def _assert_transfer(self, offset: int, length: int) -> None:
+        self._assert_aligned(offset, length)
+        max_transfer = self.limits.max_transfer
+        assert not max_transfer or length <= max_transfer, f"{length} bytes > max-transfer"
+
     def _set_alloc(self, offset: int, length: int, state: int, *, whole_only: bool) -> None:
         """Set the state of the granules ``[offset, offset+length)`` touches (or covers)."""
         if length <= 0:
@@ -97,7 +102,7 @@ class MemoryNode(Node):
 
     # ----------------------------------------------------------- driver hooks
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        self._assert_aligned(offset, length)
+        self._assert_transfer(offset, length)
         with self._lock:
             pos = offset
             for buf in iov:
@@ -106,7 +111,7 @@ class MemoryNode(Node):
                 pos += n
 
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        self._assert_aligned(offset, length)
+        self._assert_transfer(offset, length)
         with self._lock:
             pos = offset
             for buf in iov:
@@ -147,7 +152,8 @@ class MemoryNode(Node):
     def _truncate(self, length: int) -> None:
         align = self.limits.request_alignment
         if length % align:
-            raise OSError(errno.EINVAL, f"truncate: {length} is not a multiple of the block size {align}")
+            raise OSError(errno.EINVAL,
+                          f"truncate: {length} is not a multiple of the block size {align}")
         with self._lock:
             old = len(self._data)
             if length < old:

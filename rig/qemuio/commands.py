@@ -6,19 +6,21 @@ goes where qemu-io 7.2 sends it: results and I/O errors to stdout, usage problem
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from rig.core.buffers import aligned_buffer
 from rig.core.node import ReqFlags
 from rig.core.units import SizeError, parse_size
 from rig.qemuio.format import cvtstr, dump_buffer, report
 from rig.qemuio.getopt import GetoptError, Parsed, getopt
-from rig.qemuio.session import Session
+from rig.qemuio.session import OpenOptions, Session
 
 BDRV_REQUEST_MAX_BYTES = 2147483136
 
@@ -46,6 +48,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+#: name or alias -> command, rebuilt from COMMANDS when a command is added (see :func:`find`).
+_INDEX: dict[str, Command] = {}
 
 
 def command(name: str, args: str, oneline: str, *, alt: str | None = None, argmin: int = 0,
@@ -53,15 +57,19 @@ def command(name: str, args: str, oneline: str, *, alt: str | None = None, argmi
             ) -> Callable[[Callable[[Session, Parsed], int]], Callable[[Session, Parsed], int]]:
     def deco(fn: Callable[[Session, Parsed], int]) -> Callable[[Session, Parsed], int]:
         COMMANDS[name] = Command(name, alt, args, oneline, argmin, argmax, opts, fn, nofile_ok)
+        _INDEX.clear()
         return fn
     return deco
 
 
 def find(name: str) -> Command | None:
-    for cmd in COMMANDS.values():
-        if name in (cmd.name, cmd.altname):
-            return cmd
-    return None
+    """The command called ``name`` or aliased so (the first registered wins, as in qemu-io)."""
+    if not _INDEX:
+        for cmd in COMMANDS.values():
+            for key in (cmd.name, cmd.altname):
+                if key is not None:
+                    _INDEX.setdefault(key, cmd)
+    return _INDEX.get(name)
 
 
 # ------------------------------------------------------------------ helpers
@@ -70,13 +78,24 @@ def usage(s: Session, cmd: Command) -> int:
     return -errno.EINVAL
 
 
+#: Sizes with a suffix seen so far ("4k", "1M" ...): scripts repeat a handful of them.
+_SIZES: dict[str, int] = {}
+
+
 def cvtnum(s: Session, text: str) -> int:
-    try:
-        value = parse_size(text)
-    except SizeError:
-        s.out.write(f"Parsing error: non-numeric argument, or extraneous/unrecognized suffix "
-                    f"-- {text}\n")
-        raise CommandFailed() from None
+    if text.isdigit() and text.isascii():  # plain decimal: what parse_size returns for it
+        value = int(text)
+    elif (cached := _SIZES.get(text)) is not None:
+        value = cached
+    else:
+        try:
+            value = parse_size(text)
+        except SizeError:
+            s.out.write(f"Parsing error: non-numeric argument, or extraneous/unrecognized "
+                        f"suffix -- {text}\n")
+            raise CommandFailed() from None
+        if len(_SIZES) < 256:
+            _SIZES[text] = value
     if value > (1 << 63) - 1:
         s.out.write(f"Parsing error: argument too large -- {text}\n")
         raise CommandFailed()
@@ -102,24 +121,60 @@ def length_arg(s: Session, text: str) -> int:
     return count
 
 
-_buffers: dict[int, memoryview] = {}
+class _IoBuffer:
+    """A reusable aligned buffer and what it is known to hold."""
+
+    __slots__ = ("fill", "view")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.fill: int | None = 0  # anonymous mmap memory starts zeroed
+
+
+#: (size, misalignment) -> buffer, for the synchronous commands (one runs at a time; the aio
+#: commands allocate their own). Buffers up to 1 MiB are kept.
+_buffers: dict[tuple[int, int], _IoBuffer] = {}
+_KEEP_MAX = 1 << 20
+
+
+def _io_buf(s: Session, size: int) -> _IoBuffer:
+    extra = 16 if s.misalign else 0
+    key = (size, extra)
+    b = _buffers.get(key)
+    if b is None:
+        b = _IoBuffer(aligned_buffer(size + extra)[extra:extra + size])
+        if size + extra <= _KEEP_MAX:
+            _buffers[key] = b
+    return b
 
 
 def io_buffer(s: Session, size: int, fill: int) -> memoryview:
-    """qemu_io_alloc: an aligned buffer filled with ``fill`` (misaligned by 16 with ``-m``)."""
-    extra = 16 if s.misalign else 0
-    buf = _buffers.get(size + extra)
-    if buf is None:
-        buf = aligned_buffer(size + extra)
-        if size + extra <= 1 << 20:
-            _buffers[size + extra] = buf
-    view = buf[extra:extra + size]
-    view[:] = bytes([fill]) * size if size <= 1 << 16 else _fill(size, fill)
+    """qemu_io_alloc: an aligned buffer filled with ``fill`` (misaligned by 16 with ``-m``).
+
+    The buffer is reused; it is refilled only when it may hold anything else. A write request
+    never changes its source buffer, so a run of writes with one pattern fills once. Whoever
+    lets the buffer be changed (a read into it) calls :func:`io_buffer_changed`.
+    """
+    b = _io_buf(s, size)
+    if b.fill != fill:
+        b.view[:] = bytes([fill]) * size
+        b.fill = fill
+    return b.view
+
+
+def read_buffer(s: Session, size: int, observed: bool) -> memoryview:
+    """The buffer a read lands in. qemu-io fills it with 0xab first; that content can only show
+    if the read succeeds without storing every byte, and only through -v or -P (``observed``).
+    Unobserved reads (the common ``read -q OFF LEN``) skip the fill: same output, less work."""
+    view = io_buffer(s, size, 0xAB) if observed else _io_buf(s, size).view
+    io_buffer_changed(s, size)
     return view
 
 
-def _fill(size: int, fill: int) -> bytes:
-    return bytes([fill]) * size
+def io_buffer_changed(s: Session, size: int) -> None:
+    b = _buffers.get((size, 16 if s.misalign else 0))
+    if b is not None:
+        b.fill = None
 
 
 def lengths(s: Session, texts: list[str]) -> list[int]:
@@ -163,6 +218,7 @@ def read_cmd(s: Session, p: Parsed) -> int:
     pattern: int | None = None
     poff = 0
     plen: int | None = None
+    has_s = False
     for o, a in p.opts:
         if o == "C":
             csv = True
@@ -174,23 +230,25 @@ def read_cmd(s: Session, p: Parsed) -> int:
             pattern = pattern_byte(s, a)
         elif o == "s":
             poff = cvtnum(s, a)
+            has_s = True
         elif o == "l":
             plen = cvtnum(s, a)
         elif o in "ab":
             s.out.write("vmstate is not supported by rig io\n")
             return -errno.ENOTSUP
-    if len(p.args) != 2:
+    args = p.args
+    if len(args) != 2:
         return usage(s, COMMANDS["read"])
-    offset = cvtnum(s, p.args[0])
-    count = length_arg(s, p.args[1])
-    if pattern is None and (plen is not None or p.has("s")):
+    offset = cvtnum(s, args[0])
+    count = length_arg(s, args[1])
+    if pattern is None and (plen is not None or has_s):
         return usage(s, COMMANDS["read"])
     if plen is None:
         plen = count - poff
     if plen < 0 or plen + poff > count:
         s.out.write("pattern verification range exceeds end of read data\n")
         return -errno.EINVAL
-    buf = io_buffer(s, count, 0xab)
+    buf = read_buffer(s, count, verbose or pattern is not None)
     t1 = time.perf_counter()
     try:
         s.blk.preadv(offset, [buf])
@@ -222,7 +280,7 @@ def readv_cmd(s: Session, p: Parsed) -> int:
     offset = cvtnum(s, p.args[0])
     sizes = lengths(s, p.args[1:])
     total = sum(sizes)
-    buf = io_buffer(s, total, 0xab)
+    buf = read_buffer(s, total, verbose or pattern is not None)
     iov = _split(buf, sizes)
     t1 = time.perf_counter()
     try:
@@ -258,16 +316,25 @@ def write_cmd(s: Session, p: Parsed) -> int:
     flags = ReqFlags.NONE
     pattern = 0xCD
     source: str | None = None
-    csv, quiet, zero = p.has("C"), p.has("q"), p.has("z")
+    csv = quiet = zero = has_pattern = may_unmap = no_fallback = False
     for o, a in p.opts:
-        if o == "f":
+        if o == "q":
+            quiet = True
+        elif o == "C":
+            csv = True
+        elif o == "z":
+            zero = True
+        elif o == "f":
             flags |= ReqFlags.FUA
         elif o == "u":
             flags |= ReqFlags.MAY_UNMAP
+            may_unmap = True
         elif o == "n":
             flags |= ReqFlags.NO_FALLBACK
+            no_fallback = True
         elif o == "P":
             pattern = pattern_byte(s, a)
+            has_pattern = True
         elif o == "s":
             source = a
         elif o in "bc":
@@ -275,13 +342,13 @@ def write_cmd(s: Session, p: Parsed) -> int:
             return -errno.ENOTSUP
     if len(p.args) != 2:
         return usage(s, COMMANDS["write"])
-    if sum(1 for x in (zero, p.has("P"), source is not None) if x) > 1:
+    if zero + has_pattern + (source is not None) > 1:
         s.out.write("Only one of -z, -P, and -s can be specified at the same time\n")
         return -errno.EINVAL
-    if flags & ReqFlags.MAY_UNMAP and not zero:
+    if may_unmap and not zero:
         s.out.write("-u requires -z to be specified\n")
         return -errno.EINVAL
-    if flags & ReqFlags.NO_FALLBACK and not zero:
+    if no_fallback and not zero:
         s.out.write("-n requires -z to be specified\n")
         return -errno.EINVAL
     offset = cvtnum(s, p.args[0])
@@ -291,9 +358,12 @@ def write_cmd(s: Session, p: Parsed) -> int:
         if zero:
             s.blk.write_zeroes(offset, count, flags)
         else:
-            buf = io_buffer(s, count, pattern)
             if source is not None:
+                buf = io_buffer(s, count, pattern)
+                io_buffer_changed(s, count)
                 _read_source(s, source, buf)
+            else:
+                buf = io_buffer(s, count, pattern)
             s.blk.pwritev(offset, [buf], flags)
     except OSError as e:
         return fail(s, "write", e)
@@ -585,10 +655,8 @@ def open_cmd(s: Session, p: Parsed) -> int:
     return s.open(p.args[0] if p.args else None, opts)
 
 
-def _replace(opts: object, **kw: object) -> object:
-    from dataclasses import replace
-
-    return replace(opts, **kw)  # type: ignore[type-var]
+def _replace(opts: OpenOptions, **kw: Any) -> OpenOptions:
+    return dataclasses.replace(opts, **kw)
 
 
 @command("close", "", "close the current open file", alt="c")
@@ -629,10 +697,13 @@ def _help_line(cmd: Command) -> str:
 
 def run(s: Session, line: str) -> tuple[int, bool]:
     """Run one command line. Returns (ret, quit)."""
-    words = [w for w in line.split(" ") if w]
-    if not words:
-        return 0, False
-    s.reap()
+    words = line.split(" ")
+    if "" in words:
+        words = [w for w in words if w]
+        if not words:
+            return 0, False
+    if s.pending:
+        s.reap()
     name = words[0]
     if name in ("quit", "q"):
         return 0, True

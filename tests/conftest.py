@@ -1,0 +1,74 @@
+"""Shared test fixtures: capability checks (a missing one is a skip that says how to get it)
+and real loop devices that are always removed.
+
+The user-facing pytest plugin (``rig.fixtures``) is its own issue; these are the project's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
+    "root": (lambda: os.geteuid() == 0, "needs root (run the tests as root, e.g. with sudo)"),
+    "loop": (
+        lambda: os.geteuid() == 0 and os.path.exists("/dev/loop-control"),
+        "needs loop devices: root and /dev/loop-control (modprobe loop)",
+    ),
+    "qemu_io": (
+        lambda: shutil.which("qemu-io") is not None,
+        "needs qemu-io to compare against (apt-get install qemu-utils)",
+    ),
+    "fio": (lambda: shutil.which("fio") is not None, "needs fio (apt-get install fio)"),
+    "mkfs": (
+        lambda: os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None,
+        "needs root and mkfs.ext4 (apt-get install e2fsprogs) to mount a file system",
+    ),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*caps): capabilities the test needs")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs"):
+        for cap in marker.args:
+            check, reason = CAPABILITIES[cap]
+            if not check():
+                pytest.skip(reason)
+
+
+@pytest.fixture
+def loop_device() -> Iterator[Callable[..., Any]]:
+    """A factory for scratch loop devices: ``loop_device(size, block_size=512, direct_io=False)``.
+
+    Every device it made is detached (and its backing file removed) when the test ends.
+    """
+    from rig.drivers.loop import scratch_loop
+
+    with contextlib.ExitStack() as stack:
+
+        def make(size: int = 16 << 20, **kw: Any) -> Any:
+            return stack.enter_context(scratch_loop(size, **kw))
+
+        yield make
+
+
+@pytest.fixture
+def raw_image(tmp_path: Path) -> Callable[..., Path]:
+    """A factory for sparse raw image files."""
+
+    def make(size: int = 4 << 20, name: str = "disk.img") -> Path:
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return path
+
+    return make
