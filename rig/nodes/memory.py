@@ -129,7 +129,11 @@ class MemoryNode(Node):
                 self._set_alloc(offset, length, _HOLE, whole_only=True)
 
     def _discard(self, offset: int, length: int) -> None:
-        self._assert_aligned(offset, length)
+        # Like a block device's BLKDISCARD: a piece that is not whole blocks is EINVAL. The
+        # chokepoint passes unaligned head/tail pieces down, as QEMU's bdrv_co_pdiscard does.
+        if (offset | length) % self.limits.request_alignment:
+            raise OSError(errno.EINVAL, f"discard of {offset}+{length}: not whole blocks of "
+                          f"{self.limits.request_alignment} bytes")
         with self._lock:
             self._data[offset:offset + length] = bytes(length)
             self._set_alloc(offset, length, _HOLE, whole_only=True)

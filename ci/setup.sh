@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up everything blockrig needs on a Debian machine, as root: the system tools it drives and
+# compares against (qemu-utils for qemu-io, fio, e2fsprogs and util-linux for the mount tests),
+# and the Python package in ./.venv (editable, with the test and lint tools). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "ci/setup.sh: run as root (apt-get, and loop devices need root)" >&2
+    exit 1
+fi
+
+need=()
+for tool in qemu-io:qemu-utils fio:fio mkfs.ext4:e2fsprogs losetup:util-linux; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+echo "ci/setup.sh: ready ($(.venv/bin/rig --version), $(qemu-io --version | head -1))"

@@ -1,0 +1,153 @@
+"""Bad input gets one clear line on stderr, a non-zero exit, no traceback, and no data touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.helpers import RIG, rig_io, run
+
+
+def one_line_error(err: str, *needles: str) -> None:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_image() -> None:
+    r = rig_io("-f", "raw", "-c", "read 0 512", "/nonexistent/disk.img")
+    assert r.rc == 1
+    one_line_error(r.err, "Could not open '/nonexistent/disk.img'", "No such file or directory")
+
+
+def test_missing_device() -> None:
+    r = rig_io("-f", "raw", "-c", "read 0 512", "host_device:/dev/rig-no-such-dev")
+    assert r.rc == 1
+    one_line_error(r.err, "/dev/rig-no-such-dev", "No such file or directory")
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ('json:{"driver": "raw", ', "Could not parse the JSON options"),
+        ('json:["raw"]', "expected an object"),
+        ('json:{"driver": "raw", "file": {"driver": "file", "filename": "IMG", "foo": 1}}',
+         "doesn't support the option 'file.foo'"),
+        ('json:{"driver": "nosuch", "file": "IMG"}', "Unknown driver 'nosuch'"),
+        ('json:{"driver": "raw", "file": {"driver": "file", "filename": "IMG", '
+         '"cache": {"direct": "maybe"}}}', "'file.cache.direct' expects 'on' or 'off'"),
+        ('json:{"driver": "raw", "file": {"driver": "file"}}', "requires a file name"),
+    ],
+)
+def test_bad_graph(raw_image: Callable[..., Path], spec: str, needle: str) -> None:
+    img = raw_image()
+    before = img.read_bytes()
+    r = rig_io("-c", "write 0 512", spec.replace("IMG", str(img)))
+    assert r.rc == 1
+    one_line_error(r.err, needle)
+    assert img.read_bytes() == before
+
+
+def test_bad_image_opts(raw_image: Callable[..., Path]) -> None:
+    img = raw_image()
+    r = rig_io("--image-opts", "-c", "write 0 512",
+               f"driver=raw,file.driver=file,file.filename={img},bogus=1")
+    assert r.rc == 1
+    one_line_error(r.err, "Block format 'raw' does not support the option 'bogus'")
+
+
+def test_bad_commands_keep_going_and_fail(raw_image: Callable[..., Path]) -> None:
+    img = raw_image()
+    r = rig_io("-f", "raw", "-c", "frobnicate", "-c", "write -P 7 0 512", str(img))
+    assert r.rc == 1
+    assert 'command "frobnicate" not found' in r.err
+    assert img.read_bytes()[:512] == b"\x07" * 512
+
+
+def test_offset_past_end_fails_without_writing(raw_image: Callable[..., Path]) -> None:
+    img = raw_image(1 << 20)
+    r = rig_io("-f", "raw", "-c", "write 1020k 8k", "-c", "read 1M 1", str(img))
+    assert r.rc == 1
+    assert r.out == "write failed: Input/output error\nread failed: Input/output error\n"
+    assert img.read_bytes() == bytes(1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--loop", "12q"], "--loop: not a size"),
+        (["--loop", "1000", "--loop-block-size", "4096"], "positive multiple of the block"),
+        (["-t", "sometimes", "IMG"], "Invalid cache option: sometimes"),
+        (["--loop", "1M", "IMG"], "do not also give IMAGE"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        ([], "no file open, try 'help open'"),
+    ],
+)
+def test_bad_arguments(raw_image: Callable[..., Path], args: list[str], needle: str) -> None:
+    img = str(raw_image())
+    r = rig_io(*[img if a == "IMG" else a for a in args], "-c", "read 0 512")
+    assert r.rc != 0
+    one_line_error(r.err, needle)
+
+
+def test_python_m_rig_version() -> None:
+    r = run([*RIG, "--version"])
+    assert r.rc == 0
+    assert r.out.startswith("rig ")
+
+
+@pytest.fixture
+def mounted_loop(loop_device: Callable[..., Any]) -> Iterator[Any]:
+    dev = loop_device(32 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", dev.path], check=True, capture_output=True)
+    mnt = tempfile.mkdtemp(prefix="rig-mnt-")
+    subprocess.run(["mount", dev.path, mnt], check=True, capture_output=True)
+    try:
+        yield dev
+    finally:
+        subprocess.run(["umount", mnt], check=False)
+        os.rmdir(mnt)
+
+
+@pytest.mark.needs("loop", "mkfs")
+def test_mounted_device_is_refused_even_when_allowed(mounted_loop: Any) -> None:
+    with open(mounted_loop.path, "rb") as f:
+        before = f.read(1 << 20)
+    r = rig_io("-f", "raw", "--allow", mounted_loop.path, "-c", "write -P 1 0 4k",
+               mounted_loop.path)
+    assert r.rc == 1
+    one_line_error(r.err, mounted_loop.path, "mounted")
+    with open(mounted_loop.path, "rb") as f:
+        assert f.read(1 << 20) == before
+
+
+@pytest.mark.needs("loop")
+def test_device_rig_did_not_create_is_refused_then_allowed(loop_device: Callable[..., Any]
+                                                          ) -> None:
+    dev = loop_device(4 << 20)  # made by this test process, not by the rig io process
+    r = rig_io("-f", "raw", "-c", "write -P 1 0 4k", dev.path)
+    assert r.rc == 1
+    one_line_error(r.err, "did not create", "--allow")
+    r = rig_io("-f", "raw", "--allow", dev.path, "-c", "write -P 1 0 4k", dev.path)
+    assert r.rc == 0, r.err
+    r = rig_io("-f", "raw", "-r", "-c", "read -P 1 0 4k", dev.path)
+    assert r.rc == 0, r.err
+
+
+@pytest.mark.needs("loop")
+def test_loop_main_job_leaves_nothing_behind() -> None:
+    before = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    r = rig_io("--loop", "16M", "--loop-block-size", "4096", "--loop-direct-io", "-t", "none",
+               "-c", "write -P 0xa5 0 1M", "-c", "read -P 0xa5 0 1M", "-c", "read -P 0 1M 1k")
+    assert r.rc == 0, r.err
+    assert "read 1048576/1048576 bytes at offset 0" in r.out
+    after = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert after == before
