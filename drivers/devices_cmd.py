@@ -9,7 +9,6 @@ import sys
 
 from rig.drivers.safety import AllowList
 from rig.drivers.udev import DeviceInfo, list_block_devices
-
 from rig.errors import RigError
 
 _HEADERS = (

@@ -6,13 +6,12 @@ import errno
 import os
 import stat
 
-from rig.drivers import libc
-from rig.drivers.posix import PosixNode, open_error
-
 from rig.core.graph import OpenContext
 from rig.core.node import BlockStatus, Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
+from rig.drivers import libc
+from rig.drivers.posix import PosixNode, open_error
 from rig.errors import ConfigError
 
 

@@ -11,15 +11,14 @@ import errno
 import os
 import stat
 
-from rig.drivers import safety
-from rig.drivers.ioctls import ioctl, ioctl_range, ioctl_read
-from rig.drivers.posix import PosixNode, open_error
-
 from rig.core.graph import OpenContext
 from rig.core.limits import BlockLimits
 from rig.core.node import Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
+from rig.drivers import safety
+from rig.drivers.ioctls import ioctl, ioctl_range, ioctl_read
+from rig.drivers.posix import PosixNode, open_error
 from rig.errors import ConfigError, RigError
 
 _NOT_SUPPORTED = (errno.ENODEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOTSUP)

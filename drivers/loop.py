@@ -36,7 +36,6 @@ from rig.drivers.ioctls import (
     LoopInfo64,
     ioctl,
 )
-
 from rig.errors import ConfigError, DeviceNotFoundError, RigError, StateError
 
 LOOP_CONTROL = "/dev/loop-control"

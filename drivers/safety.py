@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rig.drivers.loop import owned_device_numbers
-
 from rig.errors import ConfigError, UnsafeDeviceError
 
 DevNum = tuple[int, int]

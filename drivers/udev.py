@@ -17,7 +17,6 @@ from rig.drivers.safety import (
     usage_by_number,
     writable_problem,
 )
-
 from rig.errors import RigError
 
 LOOP_MAJOR = 7

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from rig.core import registry
 from rig.drivers import devices_cmd
 from rig.drivers.devices_cmd import human_size
 from rig.drivers.loop import scratch_loop
 from rig.drivers.safety import AllowList
 from rig.drivers.udev import list_block_devices
-
-from rig.core import registry
 
 pyudev = pytest.importorskip("pyudev", reason="needs pyudev (pip install pyudev)")
 

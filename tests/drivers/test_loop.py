@@ -19,6 +19,8 @@ from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
 import pytest
+
+from rig.core import registry
 from rig.drivers import loop
 from rig.drivers.loop import (
     LoopDevice,
@@ -27,8 +29,6 @@ from rig.drivers.loop import (
     owned_devices,
     scratch_loop,
 )
-
-from rig.core import registry
 from rig.errors import ConfigError, DeviceNotFoundError, RigError, StateError
 
 pytestmark = pytest.mark.needs("loop")

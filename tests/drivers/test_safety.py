@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from rig.drivers.loop import scratch_loop
 from rig.drivers.safety import (
     AllowList,
@@ -19,7 +20,6 @@ from rig.drivers.safety import (
     device_usage,
     writable_problem,
 )
-
 from rig.errors import ConfigError, UnsafeDeviceError
 
 MiB = 1024 * 1024
