@@ -24,6 +24,9 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+# pip's warnings go to a log; it is shown only when the install fails.
+if ! .venv/bin/python -m pip install -q -e '.[dev]' > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    exit 1
+fi
 echo "ci/setup.sh: ready ($(.venv/bin/rig --version), $(qemu-io --version | head -1))"
