@@ -114,7 +114,9 @@ def make_opener(allow: list[str], err: Any) -> Any:
         root = open_node(flat, defaults=defaults)
         if probed:
             root.probed = True  # type: ignore[attr-defined]
-        return BlockBackend(root, write_cache=mode.writeback, read_only=o.read_only or None)
+        # qemu-io's observable behaviour includes QEMU 7.2 swallowing a failed RMW read.
+        return BlockBackend(root, write_cache=mode.writeback, read_only=o.read_only or None,
+                            swallow_rmw_read_errors=True)
 
     return opener
 

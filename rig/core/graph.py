@@ -78,7 +78,7 @@ def spec_to_flat(spec: GraphSpec) -> dict[str, Any]:
 
 def probe_protocol(filename: str) -> str:
     """``file`` for regular files, ``host_device`` for block and character devices."""
-    for prefix in ("file:", "host_device:", "host_cdrom:"):
+    for prefix in ("file:", "host_device:", "host_cdrom:", "blkdebug:"):
         if filename.startswith(prefix):
             return prefix[:-1]
     try:

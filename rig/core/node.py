@@ -42,6 +42,8 @@ class ReqFlags(IntFlag):
     """write_zeroes may deallocate the range instead of writing zeroes."""
     NO_FALLBACK = 4
     """write_zeroes must fail with ENOTSUP rather than fall back to writing a zero buffer."""
+    PADDING = 8
+    """Internal (set only by the chokepoint): a read-modify-write read, not a guest read."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,16 @@ class Node:
 
     def debug_event(self, event: str) -> None:
         """Event hook; only nodes with ``handles_events`` receive calls."""
+
+    @property
+    def event_sink(self) -> Node | None:
+        """The event-handling node at or below this one (None: events are dropped)."""
+        return self._event_sink
+
+    @property
+    def event_alignment(self) -> int:
+        """Alignment whose read-modify-write emits the ``pwritev_rmw_*`` events at this node."""
+        return 1
 
     # ---------------------------------------------------------- public verbs
     def preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags = ReqFlags.NONE) -> None:

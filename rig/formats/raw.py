@@ -25,7 +25,8 @@ class RawFormat(Filter):
     probed: bool = False
 
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        self.emit_below("read_aio")
+        if not flags & ReqFlags.PADDING:
+            self.emit_below("read_aio")
         self.child.preadv(offset, length, iov, flags)
 
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:

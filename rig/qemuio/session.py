@@ -12,6 +12,7 @@ from typing import TextIO
 
 from rig.core.backend import BlockBackend
 from rig.errors import RigError
+from rig.filters.blkdebug import find_debug_node
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,18 @@ class Session:
         opts = options or self.defaults
         try:
             self.blk = self.opener(path, opts)
+            debug = find_debug_node(self.blk.root)
+            if debug is not None:
+                debug.say = self._say
         except (RigError, OSError) as e:
             where = f"device {path}" if path and not opts.image_opts else ""
             msg = str(e) if isinstance(e, RigError) else os.strerror(e.errno or errno.EIO)
             self.err.write(f"rig io: can't open{' ' + where if where else ''}: {msg}\n")
             return -errno.EINVAL
         return 0
+
+    def _say(self, line: str) -> None:
+        self.out.write(line + "\n")
 
     def with_defaults(self, **changes: object) -> OpenOptions:
         return replace(self.defaults, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,176 @@
+"""blkdebug's configuration: QEMU's ``-readconfig`` ini dialect and the options form, both turned
+into one list of rule dicts, with QEMU's error messages.
+
+The dialect, as util/qemu-config.c parses it (quirks included, on purpose, so existing files mean
+what they meant under QEMU):
+
+- a line that is exactly a newline is skipped; a line starting with ``#`` is a comment;
+- ``[group]`` or ``[group "id"]`` starts a section; only ``inject-error`` and ``set-state`` exist;
+- ``key = "value"``: spaces around ``=`` are required and the value must be double-quoted. An
+  unquoted value (``errno = 5``) is read as the empty string; ``errno="5"`` is a key named
+  ``errno="5"``; anything else that starts with a word is that word with an empty value.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rig.errors import ConfigError
+from rig.filters.blkdebug_events import DEFAULT_IOTYPES, EVENT_SET, IOTYPES
+
+GROUP_KEYS: dict[str, tuple[str, ...]] = {
+    "inject-error": ("event", "state", "iotype", "errno", "sector", "once", "immediately"),
+    "set-state": ("event", "state", "new_state"),
+}
+_NUMBER_KEYS = frozenset({"state", "errno", "sector", "new_state"})
+_BOOL_KEYS = frozenset({"once", "immediately"})
+_TRUE = {"on", "yes", "true", "y"}
+_FALSE = {"off", "no", "false", "n"}
+
+_GROUP_ID = re.compile(r'^\[(\S{1,63}) "([^"]{1,63})"\]')
+_GROUP = re.compile(r"^\[([^\]]{1,63})\]")
+_KEY_VALUE = re.compile(r'^\s*(\S{1,63}) = "([^"]{0,1023})"')
+_KEY_ONLY = re.compile(r"^\s*(\S{1,63})")
+
+
+@dataclass
+class Section:
+    group: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_config_text(text: str) -> list[Section]:
+    """Parse the ini dialect into sections, validating keys and value types as QEMU does."""
+    sections: list[Section] = []
+    current: Section | None = None
+    for line in text.splitlines(keepends=True):
+        if line == "\n" or line.startswith("#"):
+            continue
+        m = _GROUP_ID.match(line) or _GROUP.match(line)
+        if m:
+            group = m.group(1)
+            if group not in GROUP_KEYS:
+                raise ConfigError(f"There is no option group '{group}'")
+            current = Section(group)
+            sections.append(current)
+            continue
+        kv = _KEY_VALUE.match(line)
+        if kv:
+            key, value = kv.group(1), kv.group(2)
+        else:
+            ko = _KEY_ONLY.match(line)
+            if ko is None:
+                raise ConfigError("parse error")
+            key, value = ko.group(1), ""
+        if current is None:
+            raise ConfigError("no group defined")
+        set_value(current, key, value)
+    return sections
+
+
+def set_value(section: Section, key: str, value: Any) -> None:
+    """qemu_opt_set: the key must belong to the group; numbers and booleans are checked now."""
+    if key not in GROUP_KEYS[section.group]:
+        raise ConfigError(f"Invalid parameter '{key}'")
+    if key in _NUMBER_KEYS:
+        value = parse_number(key, value)
+    elif key in _BOOL_KEYS:
+        value = parse_bool(key, value)
+    elif not isinstance(value, str):
+        raise ConfigError(f"Invalid parameter type for '{key}', expected: string")
+    section.values[key] = value
+
+
+def parse_number(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"Parameter '{key}' expects a number")
+    if isinstance(value, int):
+        return value
+    try:
+        number = int(str(value), 0)
+    except ValueError:
+        raise ConfigError(f"Parameter '{key}' expects a number") from None
+    return number if number >= 0 else number & ((1 << 64) - 1)
+
+
+def parse_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"Parameter '{key}' expects 'on' or 'off'")
+
+
+def read_config_file(path: str) -> list[Section]:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"Could not read blkdebug config file: "
+                          f"{os.strerror(e.errno or errno.EIO)}") from None
+    return parse_config_text(text)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One validated rule, as blkdebug's add_rule() builds it."""
+
+    action: str  # "inject" | "set_state" | "suspend"
+    event: str
+    state: int = 0
+    errno: int = errno.EIO
+    offset: int = -1
+    once: bool = False
+    immediately: bool = False
+    iotypes: frozenset[str] = DEFAULT_IOTYPES
+    new_state: int = 0
+    tag: str = ""
+
+
+def build_rule(section: Section) -> RuleSpec:
+    """add_rule(): event and iotype names are checked here, after parsing."""
+    v = section.values
+    event = v.get("event")
+    if event is None:
+        raise ConfigError("Missing event name for rule")
+    if event not in EVENT_SET:
+        raise ConfigError(f"invalid parameter value: {event}")
+    state = int(v.get("state", 0))
+    if section.group == "set-state":
+        return RuleSpec("set_state", event, state=state, new_state=int(v.get("new_state", 0)))
+    iotypes = DEFAULT_IOTYPES
+    if "iotype" in v:
+        if v["iotype"] not in IOTYPES:
+            raise ConfigError(f"invalid parameter value: {v['iotype']}")
+        iotypes = frozenset({v["iotype"]})
+    sector = int(v.get("sector", (1 << 64) - 1))
+    offset = -1 if sector == (1 << 64) - 1 else sector * 512
+    return RuleSpec(
+        "inject", event, state=state, errno=int(v.get("errno", errno.EIO)), offset=offset,
+        once=bool(v.get("once", False)), immediately=bool(v.get("immediately", False)),
+        iotypes=iotypes,
+    )
+
+
+def sections_from_options(group: str, items: dict[str, Any]) -> list[Section]:
+    """``inject-error.0.event=...`` (and the unindexed ``inject-error.event=...``) -> sections.
+
+    ``items`` maps the part after ``group.`` to values.
+    """
+    indexed: dict[int, Section] = {}
+    plain = Section(group)
+    for key, value in items.items():
+        head, _, rest = key.partition(".")
+        if rest and head.isdigit():
+            set_value(indexed.setdefault(int(head), Section(group)), rest, value)
+        else:
+            set_value(plain, key, value)
+    out = [indexed[i] for i in sorted(indexed)]
+    if plain.values:
+        out.insert(0, plain)
+    return out

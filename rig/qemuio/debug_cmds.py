@@ -1,0 +1,78 @@
+"""qemu-io's blkdebug commands: ``break``, ``wait_break``, ``resume``, ``remove_break``.
+
+They act on the first blkdebug node down the graph (QEMU's bdrv_find_debug_node) and print
+qemu-io 7.2's lines on stdout.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from rig.filters.blkdebug import BlkdebugFilter, find_debug_node
+from rig.qemuio.commands import command
+from rig.qemuio.getopt import Parsed
+from rig.qemuio.session import Session
+
+
+def _debug_node(s: Session) -> BlkdebugFilter | None:
+    assert s.blk is not None
+    return find_debug_node(s.blk.root)
+
+
+@command("break", "event tag", "sets a breakpoint on event and tags the stopped request as tag",
+         argmin=2, argmax=2)
+def break_cmd(s: Session, p: Parsed) -> int:
+    node = _debug_node(s)
+    code = errno.ENOTSUP if node is None else 0
+    if node is not None:
+        try:
+            node.set_breakpoint(p.args[0], p.args[1])
+        except OSError as e:
+            code = e.errno or errno.EINVAL
+    if code:
+        s.out.write(f"Could not set breakpoint: {os.strerror(code)}\n")
+        return -code
+    return 0
+
+
+@command("remove_break", "tag", "remove a breakpoint by tag", argmin=1, argmax=1)
+def remove_break_cmd(s: Session, p: Parsed) -> int:
+    node = _debug_node(s)
+    code = errno.ENOTSUP if node is None else 0
+    if node is not None:
+        try:
+            node.remove_breakpoint(p.args[0])
+        except OSError as e:
+            code = e.errno or errno.EINVAL
+    if code:
+        s.out.write(f"Could not remove breakpoint {p.args[0]}: {os.strerror(code)}\n")
+        return -code
+    return 0
+
+
+@command("resume", "tag", "resumes the request tagged as tag", argmin=1, argmax=1)
+def resume_cmd(s: Session, p: Parsed) -> int:
+    node = _debug_node(s)
+    code = errno.ENOTSUP if node is None else (0 if node.resume(p.args[0]) else errno.ENOENT)
+    if code:
+        s.out.write(f"Could not resume request: {os.strerror(code)}\n")
+        return -code
+    return 0
+
+
+@command("wait_break", "tag", "waits for the suspension of a request", argmin=1, argmax=1)
+def wait_break_cmd(s: Session, p: Parsed) -> int:
+    """Like qemu-io it waits until a request is parked at TAG; unlike qemu-io it does not hang
+    forever when no submitted request is left that could get there."""
+    node = _debug_node(s)
+    if node is None:
+        return 0
+    tag = p.args[0]
+    while not node.wait_break(tag, timeout=0.05):
+        if all(fut.done() for fut, _ in s.pending):
+            if node.wait_break(tag, timeout=0.05):
+                break
+            s.err.write(f"wait_break: no request in flight can reach breakpoint '{tag}'\n")
+            return -errno.EDEADLK
+    return 0
