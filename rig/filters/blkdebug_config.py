@@ -33,8 +33,26 @@ _FALSE = {"off", "no", "false", "n"}
 
 _GROUP_ID = re.compile(r'^\[(\S{1,63}) "([^"]{1,63})"\]')
 _GROUP = re.compile(r"^\[([^\]]{1,63})\]")
-_KEY_VALUE = re.compile(r'^\s*(\S{1,63}) = "([^"]{0,1023})"')
-_KEY_ONLY = re.compile(r"^\s*(\S{1,63})")
+
+
+def scan_key_value(line: str) -> tuple[str, str] | None:
+    """``sscanf(line, " %63s = \"%1023[^\"]\"")`` as glibc does it: the key is the greedy run
+    of non-space characters (no backtracking), whitespace around ``=`` is optional, a missing
+    quoted value leaves the value empty. None when not even a key can be read."""
+    rest = line.lstrip()
+    key_len = 0
+    while key_len < len(rest) and key_len < 63 and not rest[key_len].isspace():
+        key_len += 1
+    if key_len == 0:
+        return None
+    key, rest = rest[:key_len], rest[key_len:].lstrip()
+    if not rest.startswith("="):
+        return key, ""
+    rest = rest[1:].lstrip()
+    if not rest.startswith('"'):
+        return key, ""
+    # Without a closing quote the value runs to the end of the line, newline included.
+    return key, rest[1:].split('"', 1)[0][:1023]
 
 
 @dataclass
@@ -58,14 +76,10 @@ def parse_config_text(text: str) -> list[Section]:
             current = Section(group)
             sections.append(current)
             continue
-        kv = _KEY_VALUE.match(line)
-        if kv:
-            key, value = kv.group(1), kv.group(2)
-        else:
-            ko = _KEY_ONLY.match(line)
-            if ko is None:
-                raise ConfigError("parse error")
-            key, value = ko.group(1), ""
+        scanned = scan_key_value(line)
+        if scanned is None:
+            raise ConfigError("parse error")
+        key, value = scanned
         if current is None:
             raise ConfigError("no group defined")
         set_value(current, key, value)

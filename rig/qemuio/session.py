@@ -57,6 +57,7 @@ class Session:
         except (RigError, OSError) as e:
             where = f"device {path}" if path and not opts.image_opts else ""
             msg = str(e) if isinstance(e, RigError) else os.strerror(e.errno or errno.EIO)
+            msg = " ".join(msg.split("\n")).strip()
             self.err.write(f"rig io: can't open{' ' + where if where else ''}: {msg}\n")
             return -errno.EINVAL
         return 0

@@ -1,0 +1,270 @@
+"""The ``faults`` filter: the rig's own fault rules between the chokepoint and a node.
+
+Graph form::
+
+    {"driver": "faults", "file": {...child...},
+     "rules": "rules.toml",            # or inline: [{"action": "error", "op": "read"}, ...]
+     "seed": 123, "log": "run.jsonl"}  # both optional; or "replay": "run.jsonl" instead of rules
+
+From Python, ``f = backend.root`` (or any node of the graph that is a :class:`FaultsFilter`):
+``f.add_rule(Rule(Error("EIO"), op="write", nth=3))``, ``f.remove_rule(name)``,
+``f.enable(name)``, ``f.disable(name)``, ``f.counters()``, ``f.state``, ``f.log`` and
+``f.log.save(path)``. Matching and actions are in :mod:`rig.faults.engine` and
+docs/filters/faults.md.
+
+Every request gets a sequence number (``seq``, from 1). With no armed rules for a request's op the
+filter does only that and forwards (the fast path). ``modifies_data`` is True (corrupt, torn), so
+every data verb is overridden here.
+
+Flush: :meth:`Node.flush` runs this node's own flush hooks and then *recurses into the children*.
+A lying flush must stop that recursion, which no hook can do, so the public :meth:`flush` is
+overridden: it asks the rules first and calls ``Node.flush`` only when the flush goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rig.core.buffers import iov_slice
+from rig.core.node import BlockStatus, Iov, Node, ReqFlags
+from rig.core.registry import register_driver
+from rig.errors import ConfigError, StateError
+from rig.faults.engine import (
+    CORRUPT,
+    DROP,
+    FAIL,
+    FORWARD,
+    LIE,
+    TORN,
+    Clock,
+    FaultEngine,
+    RuleSource,
+)
+from rig.faults.load import load_rules, rules_from_flat
+from rig.faults.log import EventLog
+from rig.faults.replay import Replayer
+from rig.faults.rules import Op, Rule, Torn, injected_error
+from rig.filters.base import Filter
+
+if TYPE_CHECKING:
+    from rig.core.graph import OpenContext
+    from rig.core.options import Options
+
+_READ, _WRITE, _ZERO, _DISCARD, _FLUSH = Op.READ, Op.WRITE, Op.ZERO, Op.DISCARD, Op.FLUSH
+
+
+def flip_bits(iov: Iov, offset: int, bits: tuple[int, ...]) -> None:
+    """Flip absolute device ``bits`` in the data of a read of ``iov`` at ``offset``."""
+    bufs = [(b, b.nbytes) for b in iov]
+    for bit in bits:
+        pos = (bit >> 3) - offset
+        for buf, n in bufs:
+            if pos < n:
+                buf[pos] ^= 1 << (bit & 7)
+                break
+            pos -= n
+
+
+@register_driver("faults")
+class FaultsFilter(Filter):
+    """Fault rules over one child. See the module docstring."""
+
+    modifies_data = True
+
+    def __init__(self, *, rules: list[Rule] | None = None, seed: int = 0,
+                 clock: Clock | None = None, source: RuleSource | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if source is not None and rules:
+            raise ConfigError("faults: give rules or a replay source, not both")
+        self._pending = list(rules or ())
+        self.source: RuleSource = source if source is not None else FaultEngine(
+            seed=seed, clock=clock)
+        self._counter = itertools.count(1)  # next() on it is atomic under the GIL
+        self._seq = 0
+
+    @classmethod
+    def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
+        seed = opts.int("seed", 0)
+        log_path = opts.str("log")
+        replay = opts.str("replay")
+        rules = _rules_option(opts)
+        if replay is not None and rules:
+            raise ConfigError(f"Parameter '{opts.path}replay' cannot be combined with "
+                              f"'{opts.path}rules'")
+        source = Replayer(replay) if replay is not None else None
+        if source is not None and opts.has("seed"):
+            raise ConfigError(f"Parameter '{opts.path}seed': a replay uses the seed of its log")
+        node = cls(rules=rules, seed=seed, source=source, **ctx.node_kwargs())
+        try:
+            node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
+            if log_path is not None:
+                node.log.stream_to(log_path)
+        except BaseException:
+            node.close()
+            raise
+        return node
+
+    def attach_child(self, role: str, child: Node) -> None:
+        super().attach_child(role, child)
+        pending, self._pending = self._pending, []
+        for rule in pending:
+            self.add_rule(rule)
+
+    # ----------------------------------------------------------------- live control
+    @property
+    def engine(self) -> FaultEngine:
+        """The rule engine (not available while replaying a log)."""
+        if not isinstance(self.source, FaultEngine):
+            raise StateError("this faults filter replays a log: it has no live rules")
+        return self.source
+
+    @property
+    def log(self) -> EventLog:
+        return self.source.log
+
+    @property
+    def seq(self) -> int:
+        """How many requests the filter has seen (the last request's ``seq``)."""
+        return self._seq
+
+    @property
+    def state(self) -> int:
+        return self.engine.state
+
+    @state.setter
+    def state(self, value: int) -> None:
+        self.engine.state = value
+
+    def add_rule(self, rule: Rule, *, first: bool = False) -> str:
+        """Arm a rule (last in matching order, or ``first``); returns its name."""
+        if not self.children:  # rules given before the child is attached wait for it
+            self._pending.append(rule)
+            return rule.name
+        action = rule.action
+        align = self.limits.request_alignment
+        if isinstance(action, Torn) and action.unit % align:
+            raise ConfigError(f"rule {rule.name or '(unnamed)'}: 'unit': {action.unit} is not a "
+                              f"multiple of the device's block size {align}")
+        return self.engine.add_rule(rule, first=first)
+
+    def remove_rule(self, name: str) -> Rule:
+        return self.engine.remove_rule(name)
+
+    def enable(self, name: str) -> None:
+        self.engine.enable(name)
+
+    def disable(self, name: str) -> None:
+        self.engine.disable(name)
+
+    def rules(self) -> list[Rule]:
+        return self.engine.rules()
+
+    def counters(self) -> dict[str, int]:
+        """``{rule name: times fired}``."""
+        return self.source.counters()
+
+    def revive(self) -> None:
+        """Undo ``gone``: the device answers again."""
+        self.engine.revive()
+
+    # ----------------------------------------------------------------- data verbs
+    def _next(self) -> int:
+        self._seq = seq = next(self._counter)
+        return seq
+
+    def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        seq = self._next()
+        source = self.source
+        if _READ not in source.armed:
+            self.child.preadv(offset, length, iov, flags)
+            return
+        v = source.decide(seq, _READ, offset, length)
+        if v.kind == FAIL:
+            raise injected_error(v.errno)
+        self.child.preadv(offset, length, iov, flags)
+        if v.kind == CORRUPT:
+            flip_bits(iov, offset, v.bits)
+
+    def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        seq = self._next()
+        source = self.source
+        if _WRITE not in source.armed:
+            self.child.pwritev(offset, length, iov, flags)
+            return
+        v = source.decide(seq, _WRITE, offset, length)
+        kind = v.kind
+        if kind == FORWARD:
+            self.child.pwritev(offset, length, iov, flags)
+        elif kind == TORN:
+            if v.landed:
+                self.child.pwritev(offset, v.landed, iov_slice(iov, 0, v.landed), flags)
+            if v.errno:
+                raise injected_error(v.errno)
+        elif kind == FAIL:
+            raise injected_error(v.errno)
+        else:
+            assert kind == DROP, kind
+
+    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        seq = self._next()
+        source = self.source
+        if _ZERO in source.armed:
+            v = source.decide(seq, _ZERO, offset, length)
+            if v.kind == FAIL:
+                raise injected_error(v.errno)
+            if v.kind == DROP:
+                return
+        self.child.write_zeroes(offset, length, flags)
+
+    def _discard(self, offset: int, length: int) -> None:
+        seq = self._next()
+        source = self.source
+        if _DISCARD in source.armed:
+            v = source.decide(seq, _DISCARD, offset, length)
+            if v.kind == FAIL:
+                raise injected_error(v.errno)
+            if v.kind == DROP:
+                return
+        self.child.discard(offset, length)
+
+    def flush(self) -> None:
+        """Ask the rules, then QEMU's flush sequence (see the module docstring for why here)."""
+        if self.read_only or not self.is_inserted():
+            return
+        seq = self._next()
+        source = self.source
+        if _FLUSH in source.armed:
+            v = source.decide(seq, _FLUSH, 0, 0)
+            if v.kind == FAIL:
+                raise injected_error(v.errno)
+            if v.kind == LIE:
+                return
+        super().flush()
+
+    def _block_status(self, offset: int, length: int) -> BlockStatus:
+        gone = self.source.gone
+        if gone is not None:
+            raise injected_error(gone)
+        return self.child.block_status(offset, length)
+
+    def _close(self) -> None:
+        self.source.close()
+
+
+def _rules_option(opts: Options) -> list[Rule]:
+    """``rules``: a file name, or inline tables flattened to ``rules.N.key``."""
+    inline = {k[len("rules."):]: opts.raw(k) for k in list(opts.keys()) if k.startswith("rules.")}
+    path = opts.raw("rules")
+    if path is not None:
+        if not isinstance(path, str):
+            raise ConfigError(f"Parameter '{opts.path}rules' expects a file name or a list of "
+                              "rule tables")
+        if inline:
+            raise ConfigError(f"Parameter '{opts.path}rules' is both a file name and a list")
+        return load_rules(Path(path))
+    if not inline:
+        return []
+    return rules_from_flat(inline, f"{opts.path}rules")
