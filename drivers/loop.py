@@ -581,7 +581,9 @@ def _supports_odirect(directory: str) -> bool:
 
 def _scratch_dir(directory: str | None, direct_io: bool) -> str:
     """Where scratch backing files go: ``directory`` if given, else /var/tmp (usually a disk, so
-    O_DIRECT works), else the temp dir. With ``direct_io`` the filesystem must take O_DIRECT."""
+    O_DIRECT works), else the temp dir. With ``direct_io`` the filesystem must take O_DIRECT.
+    ``RIG_SCRATCH_DIR`` in the environment stands in for ``directory``."""
+    directory = directory or os.environ.get("RIG_SCRATCH_DIR") or None
     if directory is not None:
         if not os.path.isdir(directory):
             raise ConfigError(f"scratch directory {directory} does not exist")

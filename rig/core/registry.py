@@ -27,7 +27,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[.
 _loaded = False
 
 #: Core nodes (no hardware access) registered alongside the host drivers.
-CORE_DRIVER_MODULES = ("rig.formats.raw", "rig.nodes.memory", "rig.filters.blkdebug")
+CORE_DRIVER_MODULES = ("rig.formats.raw", "rig.nodes.memory", "rig.filters.blkdebug",
+                       "rig.filters.faults")
 
 
 def register_driver(name: str) -> Callable[[N], N]:

@@ -31,28 +31,20 @@ from rig.core.buffers import iov_slice
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.registry import register_driver
 from rig.errors import ConfigError, StateError
-from rig.faults.engine import (
-    CORRUPT,
-    DROP,
-    FAIL,
-    FORWARD,
-    LIE,
-    TORN,
-    Clock,
-    FaultEngine,
-    RuleSource,
-)
+from rig.faults.engine import Clock, FaultEngine
 from rig.faults.load import load_rules, rules_from_flat
 from rig.faults.log import EventLog
 from rig.faults.replay import Replayer
 from rig.faults.rules import Op, Rule, Torn, injected_error
+from rig.faults.verdict import CORRUPT, DROP, FAIL, FORWARD, LIE, TORN, RuleSource
 from rig.filters.base import Filter
 
 if TYPE_CHECKING:
     from rig.core.graph import OpenContext
     from rig.core.options import Options
 
-_READ, _WRITE, _ZERO, _DISCARD, _FLUSH = Op.READ, Op.WRITE, Op.ZERO, Op.DISCARD, Op.FLUSH
+# Plain strings: StrEnum members hash through Python code, too slow for the per-request check.
+_READ, _WRITE, _ZERO, _DISCARD, _FLUSH = (op.value for op in Op)
 
 
 def flip_bits(iov: Iov, offset: int, bits: tuple[int, ...]) -> None:
@@ -72,6 +64,7 @@ class FaultsFilter(Filter):
     """Fault rules over one child. See the module docstring."""
 
     modifies_data = True
+    _child: Node  # ``self.child``, cached by attach_child for the fast path
 
     def __init__(self, *, rules: list[Rule] | None = None, seed: int = 0,
                  clock: Clock | None = None, source: RuleSource | None = None,
@@ -79,11 +72,11 @@ class FaultsFilter(Filter):
         super().__init__(**kwargs)
         if source is not None and rules:
             raise ConfigError("faults: give rules or a replay source, not both")
-        self._pending = list(rules or ())
+        self._pending: list[tuple[Rule, bool]] = [(rule, False) for rule in rules or ()]
         self.source: RuleSource = source if source is not None else FaultEngine(
             seed=seed, clock=clock)
-        self._counter = itertools.count(1)  # next() on it is atomic under the GIL
-        self._seq = 0
+        #: Request numbers (seq), from 1; next() on it is atomic under the GIL.
+        self._counter = itertools.count(1)
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -101,7 +94,11 @@ class FaultsFilter(Filter):
         try:
             node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
             if log_path is not None:
-                node.log.stream_to(log_path)
+                try:
+                    node.log.stream_to(log_path)
+                except OSError as e:
+                    raise ConfigError(f"Parameter '{opts.path}log': cannot write '{log_path}': "
+                                      f"{e.strerror}") from None
         except BaseException:
             node.close()
             raise
@@ -109,9 +106,10 @@ class FaultsFilter(Filter):
 
     def attach_child(self, role: str, child: Node) -> None:
         super().attach_child(role, child)
+        self._child = self.child
         pending, self._pending = self._pending, []
-        for rule in pending:
-            self.add_rule(rule)
+        for rule, first in pending:
+            self.add_rule(rule, first=first)
 
     # ----------------------------------------------------------------- live control
     @property
@@ -128,7 +126,7 @@ class FaultsFilter(Filter):
     @property
     def seq(self) -> int:
         """How many requests the filter has seen (the last request's ``seq``)."""
-        return self._seq
+        return int(repr(self._counter)[len("count("):-1]) - 1  # the count's next value - 1
 
     @property
     def state(self) -> int:
@@ -141,13 +139,13 @@ class FaultsFilter(Filter):
     def add_rule(self, rule: Rule, *, first: bool = False) -> str:
         """Arm a rule (last in matching order, or ``first``); returns its name."""
         if not self.children:  # rules given before the child is attached wait for it
-            self._pending.append(rule)
+            self._pending.append((rule, first))
             return rule.name
         action = rule.action
         align = self.limits.request_alignment
         if isinstance(action, Torn) and action.unit % align:
-            raise ConfigError(f"rule {rule.name or '(unnamed)'}: 'unit': {action.unit} is not a "
-                              f"multiple of the device's block size {align}")
+            raise ConfigError(f"rule {rule.name or '(unnamed)'!r}: 'unit': {action.unit} is not "
+                              f"a multiple of the device's block size {align}")
         return self.engine.add_rule(rule, first=first)
 
     def remove_rule(self, name: str) -> Rule:
@@ -171,36 +169,34 @@ class FaultsFilter(Filter):
         self.engine.revive()
 
     # ----------------------------------------------------------------- data verbs
-    def _next(self) -> int:
-        self._seq = seq = next(self._counter)
-        return seq
-
+    # The fast path (nothing armed for the op) is a counter bump, a set lookup and the forward:
+    # ``self._child`` caches ``self.child`` (set by attach_child) to keep it that small.
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        seq = self._next()
+        seq = next(self._counter)
         source = self.source
         if _READ not in source.armed:
-            self.child.preadv(offset, length, iov, flags)
+            self._child.preadv(offset, length, iov, flags)
             return
         v = source.decide(seq, _READ, offset, length)
         if v.kind == FAIL:
             raise injected_error(v.errno)
-        self.child.preadv(offset, length, iov, flags)
+        self._child.preadv(offset, length, iov, flags)
         if v.kind == CORRUPT:
             flip_bits(iov, offset, v.bits)
 
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        seq = self._next()
+        seq = next(self._counter)
         source = self.source
         if _WRITE not in source.armed:
-            self.child.pwritev(offset, length, iov, flags)
+            self._child.pwritev(offset, length, iov, flags)
             return
         v = source.decide(seq, _WRITE, offset, length)
         kind = v.kind
         if kind == FORWARD:
-            self.child.pwritev(offset, length, iov, flags)
+            self._child.pwritev(offset, length, iov, flags)
         elif kind == TORN:
             if v.landed:
-                self.child.pwritev(offset, v.landed, iov_slice(iov, 0, v.landed), flags)
+                self._child.pwritev(offset, v.landed, iov_slice(iov, 0, v.landed), flags)
             if v.errno:
                 raise injected_error(v.errno)
         elif kind == FAIL:
@@ -209,7 +205,7 @@ class FaultsFilter(Filter):
             assert kind == DROP, kind
 
     def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
-        seq = self._next()
+        seq = next(self._counter)
         source = self.source
         if _ZERO in source.armed:
             v = source.decide(seq, _ZERO, offset, length)
@@ -217,10 +213,10 @@ class FaultsFilter(Filter):
                 raise injected_error(v.errno)
             if v.kind == DROP:
                 return
-        self.child.write_zeroes(offset, length, flags)
+        self._child.write_zeroes(offset, length, flags)
 
     def _discard(self, offset: int, length: int) -> None:
-        seq = self._next()
+        seq = next(self._counter)
         source = self.source
         if _DISCARD in source.armed:
             v = source.decide(seq, _DISCARD, offset, length)
@@ -228,13 +224,13 @@ class FaultsFilter(Filter):
                 raise injected_error(v.errno)
             if v.kind == DROP:
                 return
-        self.child.discard(offset, length)
+        self._child.discard(offset, length)
 
     def flush(self) -> None:
         """Ask the rules, then QEMU's flush sequence (see the module docstring for why here)."""
         if self.read_only or not self.is_inserted():
             return
-        seq = self._next()
+        seq = next(self._counter)
         source = self.source
         if _FLUSH in source.armed:
             v = source.decide(seq, _FLUSH, 0, 0)
@@ -268,3 +264,13 @@ def _rules_option(opts: Options) -> list[Rule]:
     if not inline:
         return []
     return rules_from_flat(inline, f"{opts.path}rules")
+
+
+def find_faults(node: Node, name: str | None = None) -> FaultsFilter:
+    """The first ``faults`` node in the graph under ``node`` (depth first), or the one whose
+    ``node-name`` is ``name``. Raises :class:`~rig.errors.ConfigError` when there is none."""
+    for candidate in node.walk():
+        if isinstance(candidate, FaultsFilter) and name in (None, candidate.node_name):
+            return candidate
+    what = f"named {name!r} " if name is not None else ""
+    raise ConfigError(f"no faults node {what}in the graph of {node.describe()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,13 +29,16 @@ def normalise(text: str) -> str:
     return _CSV.sub(r"\1,TIME", text)
 
 
-def run(argv: list[str], stdin: str | None = None, timeout: float = 60) -> Result:
-    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str], stdin: str | None = None, timeout: float = 60,
+        env: dict[str, str] | None = None) -> Result:
+    full_env = {**os.environ, **env} if env else None
+    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                       env=full_env)
     return Result(p.returncode, p.stdout, p.stderr)
 
 
-def rig_io(*args: str, stdin: str | None = None) -> Result:
-    return run([*RIG, "io", *args], stdin)
+def rig_io(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+    return run([*RIG, "io", *args], stdin, env=env)
 
 
 def qemu_io(*args: str, stdin: str | None = None) -> Result:

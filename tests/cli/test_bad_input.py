@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,41 @@ def test_device_rig_did_not_create_is_refused_then_allowed(loop_device: Callable
     assert r.rc == 0, r.err
 
 
+def _loops_backed_by(directory: Path) -> list[str]:
+    from rig.drivers.loop import loops_for_backing_file
+
+    return [dev for path in directory.iterdir() for dev in loops_for_backing_file(str(path))]
+
+
 @pytest.mark.needs("loop")
-def test_loop_main_job_leaves_nothing_behind() -> None:
-    before = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+def test_loop_main_job_leaves_nothing_behind(tmp_path: Path) -> None:
+    seen: list[str] = []
     r = rig_io("--loop", "16M", "--loop-block-size", "4096", "--loop-direct-io", "-t", "none",
-               "-c", "write -P 0xa5 0 1M", "-c", "read -P 0xa5 0 1M", "-c", "read -P 0 1M 1k")
+               "-c", "write -P 0xa5 0 1M", "-c", "read -P 0xa5 0 1M", "-c", "read -P 0 1M 1k",
+               env={"RIG_SCRATCH_DIR": str(tmp_path)})
     assert r.rc == 0, r.err
     assert "read 1048576/1048576 bytes at offset 0" in r.out
-    after = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    assert after == before
+    seen += _loops_backed_by(tmp_path)
+    assert seen == []
+    assert list(tmp_path.iterdir()) == []  # the scratch backing file is gone too
+
+
+@pytest.mark.needs("loop")
+def test_killed_rig_io_leaves_no_loop_device(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*RIG, "io", "--loop", "8M", "-c", "sleep 60000"],
+                            env={**os.environ, "RIG_SCRATCH_DIR": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):  # wait until its loop device is bound
+            if _loops_backed_by(tmp_path):
+                break
+            time.sleep(0.05)
+        assert _loops_backed_by(tmp_path), "rig io did not attach a loop device"
+    finally:
+        proc.kill()
+        proc.wait()
+    for _ in range(100):  # autoclear detaches once the killed process's fds are closed
+        if not _loops_backed_by(tmp_path):
+            break
+        time.sleep(0.05)
+    assert _loops_backed_by(tmp_path) == []

@@ -1,0 +1,345 @@
+"""Fault rules as data: one frozen :class:`Rule` = predicates (all must match) + one action.
+
+A rule is checked against every request the ``faults`` filter sees (reads, writes, write-zeroes,
+discards, flushes, after the chokepoint has validated, aligned and split them). Its predicates:
+
+* ``op``: the request kinds it applies to (default: every kind its action can act on);
+* ``start``/``end``: a byte range ``[start, end)`` that must overlap the request (never matches a
+  flush, which has no range);
+* ``state``: the filter's integer state (starts at 1, as blkdebug's) must equal it;
+* ``after``/``before``: seconds since the filter opened, on the engine's clock;
+* ``nth`` (fire on exactly the nth) or ``every`` (on every k-th): counted among the requests that
+  match the predicates above;
+* ``probability``: a seeded draw, reproducible for a given seed, rule name and count.
+
+Actions are small frozen dataclasses (:class:`Error`, :class:`Delay`, :class:`Corrupt`,
+:class:`Torn`, :class:`Drop`, :class:`LyingFlush`, :class:`Gone`, :class:`SetState`). Any rule may
+also carry ``new_state``, applied when it fires. Every value is validated when the rule is built:
+a mistake is a :class:`~rig.errors.ConfigError` naming the key, never a surprise at I/O time.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import ClassVar
+
+from rig.errors import ConfigError
+
+
+class Op(StrEnum):
+    """The request kinds a rule can match."""
+
+    READ = "read"
+    WRITE = "write"
+    ZERO = "zero"
+    DISCARD = "discard"
+    FLUSH = "flush"
+
+
+ALL_OPS: frozenset[Op] = frozenset(Op)
+#: Request kinds that carry a byte range.
+RANGED_OPS: frozenset[Op] = ALL_OPS - {Op.FLUSH}
+#: ``end`` of a rule with only a ``start``: past the end of any device.
+UNBOUNDED = 1 << 63
+
+
+class RuleError(ConfigError):
+    """A rule value is wrong; ``key`` names the schema key (``'probability'``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key!r}: {message}")
+        self.key = key
+        self.message = message
+
+
+def errno_value(value: int | str, key: str = "errno") -> int:
+    """``"EIO"`` or ``5`` -> 5. Any positive errno below 4096 is accepted."""
+    if isinstance(value, bool):
+        raise RuleError(key, f"expected an errno name (EIO) or number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            value = int(text)
+        else:
+            code = getattr(_errno, text.upper(), None)
+            if not isinstance(code, int) or not text.upper().startswith("E"):
+                raise RuleError(key, f"unknown errno name {value!r} (e.g. EIO, ENOSPC, 5)")
+            return code
+    if not isinstance(value, int) or not 0 < value < 4096:
+        raise RuleError(key, f"expected an errno name (EIO) or a number 1..4095, got {value!r}")
+    return value
+
+
+def errno_name(code: int) -> str:
+    """5 -> ``"EIO"``; an unknown number stays a number in text form."""
+    return _errno.errorcode.get(code, str(code))
+
+
+def injected_error(code: int) -> OSError:
+    """The OSError an injected fault raises: the same shape as a real one."""
+    return OSError(code, os.strerror(code))
+
+
+# ------------------------------------------------------------------------------------ actions
+@dataclass(frozen=True)
+class Error:
+    """Fail the request with ``errno`` (name or number); it is not forwarded."""
+
+    errno: int | str = _errno.EIO
+    kind: ClassVar[str] = "error"
+    ops: ClassVar[frozenset[Op]] = ALL_OPS
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "errno", errno_value(self.errno))
+
+    @property
+    def code(self) -> int:
+        assert isinstance(self.errno, int)
+        return self.errno
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Sleep ``seconds`` on the engine's clock, then carry on (non-terminal)."""
+
+    seconds: float
+    kind: ClassVar[str] = "delay"
+    ops: ClassVar[frozenset[Op]] = ALL_OPS
+    terminal: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if (isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float)
+                or not math.isfinite(self.seconds) or self.seconds < 0):
+            raise RuleError("seconds", f"must be a finite number >= 0, got {self.seconds!r}")
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """Reads: flip ``bits`` distinct seeded bits of the returned data within the rule's range."""
+
+    bits: int = 1
+    kind: ClassVar[str] = "corrupt"
+    ops: ClassVar[frozenset[Op]] = frozenset({Op.READ})
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_int("bits", self.bits, 1)
+
+
+@dataclass(frozen=True)
+class Torn:
+    """Writes: only the first ``sectors`` units of ``unit`` bytes land (unit boundaries are
+    absolute device offsets, as a real device tears at its sector boundaries). Then the write
+    succeeds (``ack``) or fails with ``errno``."""
+
+    sectors: int = 1
+    unit: int = 512
+    ack: bool = False
+    errno: int | str = _errno.EIO
+    kind: ClassVar[str] = "torn"
+    ops: ClassVar[frozenset[Op]] = frozenset({Op.WRITE})
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_int("sectors", self.sectors, 0)
+        _check_int("unit", self.unit, 1)
+        if not isinstance(self.ack, bool):
+            raise RuleError("ack", f"expected true or false, got {self.ack!r}")
+        object.__setattr__(self, "errno", errno_value(self.errno))
+
+    @property
+    def code(self) -> int:
+        assert isinstance(self.errno, int)
+        return self.errno
+
+    def landed(self, offset: int, length: int) -> int:
+        """How many bytes of a write of ``length`` at ``offset`` land."""
+        end = (offset // self.unit + self.sectors) * self.unit
+        return max(0, min(offset + length, end) - offset)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Writes, write-zeroes, discards: acknowledged but not forwarded (the old data stays)."""
+
+    kind: ClassVar[str] = "drop"
+    ops: ClassVar[frozenset[Op]] = frozenset({Op.WRITE, Op.ZERO, Op.DISCARD})
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class LyingFlush:
+    """Flushes: acknowledged, not forwarded (nothing below is flushed)."""
+
+    kind: ClassVar[str] = "lying-flush"
+    ops: ClassVar[frozenset[Op]] = frozenset({Op.FLUSH})
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The device is gone: this request and every later one fail with ``errno``."""
+
+    errno: int | str = _errno.ENODEV
+    kind: ClassVar[str] = "gone"
+    ops: ClassVar[frozenset[Op]] = ALL_OPS
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "errno", errno_value(self.errno))
+
+    @property
+    def code(self) -> int:
+        assert isinstance(self.errno, int)
+        return self.errno
+
+
+@dataclass(frozen=True)
+class SetState:
+    """Only change the state to the rule's ``new_state`` (non-terminal)."""
+
+    kind: ClassVar[str] = "set-state"
+    ops: ClassVar[frozenset[Op]] = ALL_OPS
+    terminal: ClassVar[bool] = False
+
+
+Action = Error | Delay | Corrupt | Torn | Drop | LyingFlush | Gone | SetState
+ACTIONS: dict[str, type[Action]] = {
+    cls.kind: cls for cls in (Error, Delay, Corrupt, Torn, Drop, LyingFlush, Gone, SetState)
+}
+
+
+def _check_int(key: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RuleError(key, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_seconds(key: str, value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise RuleError(key, f"must be a number of seconds >= 0, got {value!r}")
+
+
+def _ops(value: str | Iterable[str]) -> frozenset[Op]:
+    items = [value] if isinstance(value, str) else list(value)
+    out: set[Op] = set()
+    for item in items:
+        try:
+            out.add(Op(item))
+        except ValueError:
+            raise RuleError("op", f"unknown op {item!r} (one of: "
+                            f"{', '.join(o.value for o in Op)})") from None
+    if not out:
+        raise RuleError("op", "must name at least one op")
+    return frozenset(out)
+
+
+# -------------------------------------------------------------------------------------- rule
+@dataclass(frozen=True)
+class Rule:
+    """One fault rule. See the module docstring for the predicates.
+
+    ``op`` accepts a name or names (``"read"``, ``("write", "zero")``) and is stored as a
+    ``frozenset[Op]``; ``None`` means every kind the action acts on (minus ``flush`` when the rule
+    has a byte range). ``name`` defaults to one the engine assigns (``rule-N``).
+    """
+
+    action: Action
+    name: str = ""
+    op: str | Iterable[str] | None = None
+    start: int | None = None
+    end: int | None = None
+    nth: int | None = None
+    every: int | None = None
+    probability: float = 1.0
+    state: int | None = None
+    after: float | None = None
+    before: float | None = None
+    once: bool = False
+    new_state: int | None = None
+    _ops: frozenset[Op] = field(init=False, repr=False, compare=False, default=ALL_OPS)
+
+    def __post_init__(self) -> None:
+        action = self.action
+        if not isinstance(action, tuple(ACTIONS.values())):
+            raise RuleError("action", f"expected one of {', '.join(ACTIONS)}, got {action!r}")
+        if not isinstance(self.name, str):
+            raise RuleError("name", f"expected a string, got {self.name!r}")
+        self._check_range()
+        ranged = self.start is not None or self.end is not None
+        if self.op is None:
+            ops = action.ops - {Op.FLUSH} if ranged else action.ops
+        else:
+            ops = _ops(self.op)
+            wrong = ops - action.ops
+            if wrong:
+                raise RuleError("op", f"action {action.kind!r} acts only on "
+                                f"{', '.join(sorted(action.ops))}, not {', '.join(sorted(wrong))}")
+            if ranged and Op.FLUSH in ops:
+                raise RuleError("op", "a byte range never matches a flush (it has no range)")
+        object.__setattr__(self, "op", ops)
+        object.__setattr__(self, "_ops", ops)
+        for key in ("nth", "every"):
+            value = getattr(self, key)
+            if value is not None:
+                _check_int(key, value, 1)
+        if self.nth is not None and self.every is not None:
+            raise RuleError("every", "use either 'nth' or 'every', not both")
+        p = self.probability
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise RuleError("probability", f"must be between 0 and 1, got {p!r}")
+        for key in ("state", "new_state"):
+            value = getattr(self, key)
+            if value is not None:
+                _check_int(key.replace("_", "-"), value, 0)
+        if isinstance(action, SetState) and self.new_state is None:
+            raise RuleError("new-state", "action 'set-state' needs a 'new-state'")
+        self._check_window()
+        if not isinstance(self.once, bool):
+            raise RuleError("once", f"expected true or false, got {self.once!r}")
+
+    def _check_range(self) -> None:
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None:
+                _check_int(key, value, 0)
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise RuleError("end", f"must be greater than 'start' ({self.start}), got {self.end}")
+
+    def _check_window(self) -> None:
+        for key in ("after", "before"):
+            value = getattr(self, key)
+            if value is not None:
+                _check_seconds(key, value)
+        if self.after is not None and self.before is not None and self.before <= self.after:
+            raise RuleError("before", f"must be later than 'after' ({self.after}), "
+                            f"got {self.before}")
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def ops(self) -> frozenset[Op]:
+        """The request kinds this rule matches."""
+        return self._ops
+
+    @property
+    def ranged(self) -> bool:
+        return self.start is not None or self.end is not None
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """``[start, end)``; an open side extends to 0 or past any device."""
+        return (self.start or 0, UNBOUNDED if self.end is None else self.end)
+
+    @property
+    def timed(self) -> bool:
+        return self.after is not None or self.before is not None
+
+    def with_name(self, name: str) -> Rule:
+        """A copy with another name (the engine names unnamed rules)."""
+        return replace(self, name=name)

@@ -1,0 +1,88 @@
+"""The event log: JSON lines with a header (seed, rules), streaming, loading, bad files."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rig.errors import ConfigError
+from rig.faults.engine import FaultEngine
+from rig.faults.load import rules_from_data
+from rig.faults.log import Event, EventLog
+from rig.faults.rules import Corrupt, Error, Rule, Torn
+
+events = st.builds(
+    Event, seq=st.integers(1, 10**6), time=st.floats(0, 1e6), op=st.sampled_from(["read", "write"]),
+    offset=st.integers(0, 1 << 40), length=st.integers(0, 1 << 20), rule=st.text(max_size=10),
+    action=st.sampled_from(["error", "torn", "corrupt", "delay"]), errno=st.integers(0, 200),
+    delay=st.floats(0, 10), bits=st.lists(st.integers(0, 1 << 40), max_size=5).map(tuple),
+    landed=st.none() | st.integers(0, 1 << 20), state=st.none() | st.integers(0, 9))
+
+
+@given(evs=st.lists(events, max_size=20), seed=st.integers(0, 2**64))
+def test_save_and_load_round_trip(tmp_path_factory: pytest.TempPathFactory, evs: list[Event],
+                                  seed: int) -> None:
+    log = EventLog(seed, [{"action": "error"}])
+    for e in evs:
+        log.append(e)
+    path = tmp_path_factory.mktemp("log") / "run.jsonl"
+    log.save(path)
+    back = EventLog.load(path)
+    assert back.seed == seed
+    assert back.rules == [{"action": "error"}]
+    assert [e.outcome() for e in back] == [e.outcome() for e in evs]
+    assert [e.time for e in back] == pytest.approx([e.time for e in evs], abs=1e-8)
+
+
+def test_the_file_says_what_fired_where_and_when(tmp_path: Path) -> None:
+    engine = FaultEngine([Rule(Error("ENOSPC"), name="full", op="write", start=4096),
+                          Rule(Torn(sectors=1), name="tear", op="write")], seed=42)
+    engine.decide(1, "write", 0, 1024)
+    engine.decide(2, "write", 8192, 512)
+    engine.log.save(tmp_path / "run.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert lines[0]["format"] == "blockrig-faults-log"
+    assert lines[0]["seed"] == 42
+    assert rules_from_data(lines[0]["rules"]) == engine.rules()  # the header reloads as rules
+    del lines[1]["time"], lines[2]["time"]
+    assert lines[1:] == [
+        {"seq": 1, "op": "write", "offset": 0, "length": 1024, "rule": "tear", "action": "torn",
+         "errno": errno.EIO, "errno_name": "EIO", "landed": 512},
+        {"seq": 2, "op": "write", "offset": 8192, "length": 512, "rule": "full",
+         "action": "error", "errno": errno.ENOSPC, "errno_name": "ENOSPC"},
+    ]
+
+
+def test_streaming_writes_each_event_as_it_happens(tmp_path: Path) -> None:
+    engine = FaultEngine([Rule(Corrupt(2), name="c")], seed=1)
+    path = tmp_path / "live.jsonl"
+    engine.log.stream_to(path)
+    assert len(path.read_text().splitlines()) == 1
+    engine.decide(1, "read", 0, 512)
+    assert len(EventLog.load(path)) == 1  # on disk before the log is closed
+    engine.decide(2, "read", 0, 512)
+    engine.close()
+    assert [e.seq for e in EventLog.load(path)] == [1, 2]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "empty file"),
+    ("{\"format\": \"other\"}\n", "line 1: not a fault log"),
+    ("{\"format\": \"blockrig-faults-log\", \"version\": 9}\n", "unsupported version 9"),
+    ("{\"format\": \"blockrig-faults-log\", \"version\": 1}\n{oops\n", "line 2: bad JSON"),
+    ("{\"format\": \"blockrig-faults-log\", \"version\": 1}\n{\"seq\": 1}\n",
+     "line 2: not an event"),
+    ("{\"format\": \"blockrig-faults-log\", \"version\": 1, \"seed\": \"x\"}\n",
+     "'seed' must be a number"),
+])
+def test_bad_logs_are_config_errors_with_line_numbers(tmp_path: Path, text: str,
+                                                      message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        EventLog.load(path)
