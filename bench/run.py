@@ -45,6 +45,10 @@ def rig_command() -> list[str]:
     return [sys.executable, "-m", "rig"]
 
 
+#: Environment for the processes under test (set by :func:`main`).
+CHILD_ENV: dict[str, str] = dict(os.environ)
+
+
 def run_timed(argv: list[str], script: Path | None, out: Path | None = None) -> float:
     """Run ``argv`` with ``script`` as stdin; return the process wall time in seconds.
 
@@ -56,7 +60,7 @@ def run_timed(argv: list[str], script: Path | None, out: Path | None = None) -> 
     try:
         t0 = time.perf_counter()
         proc = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                              check=False)
+                              env=CHILD_ENV, check=False)
         wall = time.perf_counter() - t0
     finally:
         for f in (stdin, stdout):
@@ -373,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the loop backing file and the raw file go (ext4, O_DIRECT)")
     p.add_argument("--seed", type=int, default=1, help="RNG seed for random offsets")
     p.add_argument("--only", choices=("fio", "qemu"), help="run only one part")
+    p.add_argument("--as-is", action="store_true",
+                   help="run rig io with the environment unchanged (by default a bytecode cache "
+                   "in a scratch directory is enabled, see README)")
     args = p.parse_args(argv)
     args.seconds = 0.5 if args.quick else 2.5
     args.size = (256 if args.quick else 1024) * MiB
@@ -393,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     p2: list[QemuCase] = []
     startup: Series | None = None
     with scratch_tmp() as tmp:
+        if not args.as_is:
+            # A normal installation has bytecode caches. Enable them for rig io even when the
+            # environment turns them off, but outside the source tree (nothing is left behind).
+            CHILD_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+            CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+        elif os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            log("note: PYTHONDONTWRITEBYTECODE is set: rig io compiles its modules at every start")
         if args.only in (None, "fio"):
             log("part 1: rig io vs fio on a loop device")
             p1, startup = part1(args, tmp, log)

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from enum import StrEnum
@@ -108,6 +109,7 @@ class BlockBackend:
         self._inflight: set[Future[Any]] = set()
         self._inflight_lock = threading.Lock()
         self._zero_buf: memoryview | None = None
+        self._last_aligned: tuple[weakref.ref[memoryview], int] | None = None
         self.swallow_rmw_read_errors = swallow_rmw_read_errors
         """QEMU 7.2 quirk: a failing read-modify-write read is ignored and the write goes on
         (the unread part is written as zeroes). Off by default; ``rig io`` turns it on."""
@@ -210,7 +212,7 @@ class BlockBackend:
         lim = self.root.limits
         align = lim.request_alignment
         max_xfer = lim.max_transfer or DEFAULT_MAX_TRANSFER
-        if (offset | length) & (align - 1) == 0 and iov_aligned(iov, lim.buffer_alignment):
+        if (offset | length) & (align - 1) == 0 and self._iov_aligned(iov, lim.buffer_alignment):
             if length <= max_xfer:
                 self.root.preadv(offset, length, iov)
                 return
@@ -221,6 +223,20 @@ class BlockBackend:
                 pos += n
             return
         self._bounce_read(offset, length, iov, align, max_xfer)
+
+    def _iov_aligned(self, iov: Iov, alignment: int) -> bool:
+        """:func:`iov_aligned`, remembering the last one-buffer iovec it passed. Callers such as
+        ``rig io`` reuse one buffer per request size, and finding a buffer's address costs more
+        than the rest of a small request's checks. A memoryview's address and size never change;
+        the weak reference keeps no export alive (the caller may resize or close its buffer)."""
+        last = self._last_aligned  # one read: the aio workers share it
+        if last is not None and len(iov) == 1 and last[0]() is iov[0] and last[1] == alignment:
+            return True
+        if not iov_aligned(iov, alignment):
+            return False
+        if len(iov) == 1:
+            self._last_aligned = (weakref.ref(iov[0]), alignment)
+        return True
 
     def _bounce_read(self, offset: int, length: int, iov: Iov, align: int, max_xfer: int) -> None:
         chunk = max(align, min(max_xfer, BOUNCE_CHUNK) // align * align)
@@ -259,7 +275,7 @@ class BlockBackend:
         lim = self.root.limits
         align = lim.request_alignment
         if (offset | length) & (align - 1) == 0:
-            if not iov_aligned(iov, lim.buffer_alignment):
+            if not self._iov_aligned(iov, lim.buffer_alignment):
                 bounce = aligned_buffer(length)
                 iov_copy_out(iov, bounce)
                 iov = [bounce]

@@ -25,7 +25,7 @@ class RawFormat(Filter):
     probed: bool = False
 
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        if not flags & ReqFlags.PADDING:
+        if not (flags and flags & ReqFlags.PADDING):  # cheap when flag-less (the common case)
             self.emit_below("read_aio")
         self.child.preadv(offset, length, iov, flags)
 

@@ -131,20 +131,21 @@ class _IoBuffer:
         self.fill: int | None = 0  # anonymous mmap memory starts zeroed
 
 
-#: (size, misalignment) -> buffer, for the synchronous commands (one runs at a time; the aio
-#: commands allocate their own). Buffers up to 1 MiB are kept.
-_buffers: dict[tuple[int, int], _IoBuffer] = {}
+#: Buffers for the synchronous commands (one runs at a time; the aio commands allocate their
+#: own): size -> buffer, aligned and misaligned (``-m``). Buffers up to 1 MiB are kept.
+_buffers: dict[int, _IoBuffer] = {}
+_misaligned_buffers: dict[int, _IoBuffer] = {}
 _KEEP_MAX = 1 << 20
 
 
 def _io_buf(s: Session, size: int) -> _IoBuffer:
-    extra = 16 if s.misalign else 0
-    key = (size, extra)
-    b = _buffers.get(key)
+    kept = _misaligned_buffers if s.misalign else _buffers
+    b = kept.get(size)
     if b is None:
+        extra = 16 if s.misalign else 0
         b = _IoBuffer(aligned_buffer(size + extra)[extra:extra + size])
         if size + extra <= _KEEP_MAX:
-            _buffers[key] = b
+            kept[size] = b
     return b
 
 
@@ -166,13 +167,15 @@ def read_buffer(s: Session, size: int, observed: bool) -> memoryview:
     """The buffer a read lands in. qemu-io fills it with 0xab first; that content can only show
     if the read succeeds without storing every byte, and only through -v or -P (``observed``).
     Unobserved reads (the common ``read -q OFF LEN``) skip the fill: same output, less work."""
-    view = io_buffer(s, size, 0xAB) if observed else _io_buf(s, size).view
-    io_buffer_changed(s, size)
-    return view
+    b = _io_buf(s, size)
+    if observed and b.fill != 0xAB:
+        b.view[:] = b"\xab" * size
+    b.fill = None  # the read changes it
+    return b.view
 
 
 def io_buffer_changed(s: Session, size: int) -> None:
-    b = _buffers.get((size, 16 if s.misalign else 0))
+    b = (_misaligned_buffers if s.misalign else _buffers).get(size)
     if b is not None:
         b.fill = None
 
@@ -695,6 +698,18 @@ def _help_line(cmd: Command) -> str:
     return f"{cmd.name} {alias}{args}-- {cmd.oneline}\n"
 
 
+_QUIET_IS_FLAG: dict[str, bool] = {}
+
+
+def _quiet_is_flag(optstring: str) -> bool:
+    """Whether ``-q`` is an option without an argument in ``optstring``."""
+    known = _QUIET_IS_FLAG.get(optstring)
+    if known is None:
+        i = optstring.find("q")
+        known = _QUIET_IS_FLAG[optstring] = i >= 0 and optstring[i + 1:i + 2] != ":"
+    return known
+
+
 def run(s: Session, line: str) -> tuple[int, bool]:
     """Run one command line. Returns (ret, quit)."""
     words = line.split(" ")
@@ -724,14 +739,23 @@ def run(s: Session, line: str) -> tuple[int, bool]:
             expect = f"between {cmd.argmin} and {cmd.argmax} arguments"
         s.err.write(f"bad argument count {argc} to {name}, expected {expect}\n")
         return -errno.EINVAL, False
-    try:
-        parsed = getopt(name, words[1:], cmd.optstring)
-    except GetoptError as e:
-        s.err.write(f"{e}\n")
-        return usage(s, cmd), False
+    if (argc == 3 and words[1] == "-q" and words[2][:1] != "-" and words[3][:1] != "-"
+            and _quiet_is_flag(cmd.optstring)):
+        # The usual script line, "read -q OFF LEN": what getopt returns for it, without getopt.
+        parsed = Parsed([("q", "")], words[2:])
+    else:
+        try:
+            parsed = getopt(name, words[1:], cmd.optstring)
+        except GetoptError as e:
+            s.err.write(f"{e}\n")
+            return usage(s, cmd), False
     if cmd.optstring == "" and cmd.argmax != -1:
         parsed = Parsed(args=words[1:])
     try:
         return cmd.func(s, parsed), False
     except CommandFailed as e:
         return e.ret, False
+
+
+# The blkdebug commands register themselves in COMMANDS (kept in their own module).
+from rig.qemuio import debug_cmds  # noqa: E402,F401

@@ -9,7 +9,7 @@ class GetoptError(Exception):
     """Carries glibc's message, e.g. ``read: invalid option -- 'x'``."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Parsed:
     opts: list[tuple[str, str]] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
@@ -34,34 +34,29 @@ def _analyse(optstring: str) -> tuple[frozenset[str], frozenset[str]]:
 def getopt(prog: str, argv: list[str], optstring: str) -> Parsed:
     """Parse ``argv`` (without the command name). Options may follow operands, as in glibc."""
     letters, takes_arg = _OPTSTRINGS.get(optstring) or _analyse(optstring)
-    out = Parsed()
-    opts = out.opts
-    i = 0
-    n = len(argv)
-    while i < n:
-        arg = argv[i]
-        if arg[:1] != "-" or len(arg) == 1:  # an operand ("-" alone is one too)
-            out.args.append(arg)
-            i += 1
-            continue
-        if arg == "--":
-            out.args.extend(argv[i + 1:])
+    opts: list[tuple[str, str]] = []
+    args: list[str] = []
+    words = iter(argv)
+    for arg in words:
+        if arg[:1] != "-" or arg == "-":  # an operand ("-" alone is one too)
+            args.append(arg)
+        elif arg == "--":
+            args.extend(words)
             break
-        j = 1
-        while j < len(arg):
-            ch = arg[j]
-            if ch not in letters:
-                raise GetoptError(f"{prog}: invalid option -- '{ch}'")
-            if ch in takes_arg:
-                if j + 1 < len(arg):
-                    opts.append((ch, arg[j + 1:]))
-                elif i + 1 < n:
-                    i += 1
-                    opts.append((ch, argv[i]))
-                else:
-                    raise GetoptError(f"{prog}: option requires an argument -- '{ch}'")
-                break
-            opts.append((ch, ""))
-            j += 1
-        i += 1
-    return out
+        elif len(arg) == 2 and arg[1] not in takes_arg:  # the usual "-q"
+            if arg[1] not in letters:
+                raise GetoptError(f"{prog}: invalid option -- '{arg[1]}'")
+            opts.append((arg[1], ""))
+        else:
+            for j in range(1, len(arg)):
+                ch = arg[j]
+                if ch not in letters:
+                    raise GetoptError(f"{prog}: invalid option -- '{ch}'")
+                if ch in takes_arg:
+                    value = arg[j + 1:] or next(words, None)
+                    if value is None:
+                        raise GetoptError(f"{prog}: option requires an argument -- '{ch}'")
+                    opts.append((ch, value))
+                    break
+                opts.append((ch, ""))
+    return Parsed(opts, args)
