@@ -15,6 +15,10 @@ from typing import Any
 
 import pytest
 
+#: tests/plugin/ tests the rig.fixtures plugin with pytester (pytest_plugins is only allowed in
+#: the top-level conftest).
+pytest_plugins = ["pytester"]
+
 CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
     "root": (lambda: os.geteuid() == 0, "needs root (run the tests as root, e.g. with sudo)"),
     "loop": (
@@ -72,3 +76,13 @@ def raw_image(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _repro_bundles_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Repro bundles of the machines these tests break on purpose go to a temp dir, not into
+    the checkout (``rig.testing.bundle`` writes to ``$RIG_REPRO_DIR``)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RIG_REPRO_DIR", str(tmp_path_factory.mktemp("repro")))
+    yield
+    patch.undo()

@@ -17,6 +17,8 @@ from rig.core.units import SizeError, parse_size
 from rig.errors import ConfigError, RigError
 from rig.qemuio import commands
 from rig.qemuio.session import OpenOptions, Session
+from rig.throttle.group import GROUPS
+from rig.throttle.limits import ThrottleLimits
 
 DESCRIPTION = """\
 Run qemu-io commands (-c, or one per line on standard input) against IMAGE: a file, a block
@@ -52,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--options", action="append", default=[], metavar="KEY=VALUE,...",
                    help="extra node options (QEMU --image-opts syntax)")
     p.add_argument("--image-opts", action="store_true", help="IMAGE is key=value,... options")
+    p.add_argument("--object", action="append", default=[], metavar="TYPE,id=ID,...",
+                   help="create an object (throttle-group,id=ID,x-bps-total=N,...)")
     p.add_argument("--loop", metavar="SIZE", help="run on a fresh loop device of SIZE")
     p.add_argument("--loop-block-size", type=int, default=512, choices=(512, 1024, 2048, 4096))
     p.add_argument("--loop-direct-io", action="store_true", help="loop device with direct I/O")
@@ -138,8 +142,38 @@ def loop_device(args: argparse.Namespace) -> Iterator[str | None]:
         yield str(dev.path)
 
 
+def create_objects(specs: list[str]) -> None:
+    """qemu-io's ``--object``: only ``throttle-group`` exists in the rig. Limits are ``x-NAME``
+    (or ``limits.NAME``) with QEMU's names; errors are QEMU's messages."""
+    for spec in specs:
+        kind, _, rest = spec.partition(",")
+        if "=" in kind:  # qom-type=throttle-group,...
+            rest, kind = spec, ""
+        props = parse_keyval(rest)
+        kind = props.pop("qom-type", kind)
+        if kind != "throttle-group":
+            raise ConfigError(f"Parameter 'qom-type' does not accept value '{kind}'")
+        name = props.pop("id", None)
+        if name is None:
+            raise ConfigError("Parameter 'id' is missing")
+        values: dict[str, str] = {}
+        for key, value in props.items():
+            for prefix in ("x-", "limits."):
+                if key.startswith(prefix):
+                    values[key[len(prefix):]] = value
+                    break
+            else:
+                raise ConfigError(f"Parameter '{key}' is unexpected")
+        GROUPS.create(name, ThrottleLimits.from_mapping(values, "x-"))
+
+
 def run(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
+    try:
+        create_objects(args.object)
+    except ConfigError as e:
+        err.write(f"rig io: {e}\n")
+        return 1
     if args.loop and args.image:
         err.write("rig io: error: --loop creates its own device; do not also give IMAGE\n")
         return 2

@@ -1,4 +1,5 @@
-"""``rig``: subcommands ``io`` (qemu-io's language), plus those drivers register (``devices``)."""
+"""``rig``: subcommands ``io`` (qemu-io's language), ``replay`` (repro bundles), plus those
+drivers register (``devices``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rig import __version__
-from rig.cli import io_cmd
+from rig.cli import io_cmd, replay_cmd
 from rig.cli.errors import OneLineParser
 from rig.core.registry import commands
 from rig.errors import RigError
@@ -24,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     io_cmd.add_arguments(io)
     io.set_defaults(run=io_cmd.run)
+    replay = sub.add_parser("replay", help="re-run a repro bundle of a failed property test",
+                            description=replay_cmd.DESCRIPTION)
+    replay_cmd.add_arguments(replay)
+    replay.set_defaults(run=replay_cmd.run)
     for name, (add_args, run) in sorted(commands().items()):
         p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0]
                            if run.__doc__ else None)

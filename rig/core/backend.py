@@ -489,15 +489,22 @@ class BlockBackend:
             self._inflight.discard(fut)
 
     def drain(self) -> None:
-        """Wait for every submitted request to complete (errors stay in their futures)."""
-        while True:
-            with self._inflight_lock:
-                pending = list(self._inflight)
-            if not pending:
-                return
-            for fut in pending:
-                with contextlib.suppress(CancelledError):
-                    fut.exception()
+        """Wait for every submitted request to complete (errors stay in their futures).
+
+        The graph is drained as QEMU drains it: ``drain_begin`` first (throttle nodes lift
+        their limits), ``drain_end`` once nothing is in flight."""
+        self.root.drain_begin()
+        try:
+            while True:
+                with self._inflight_lock:
+                    pending = list(self._inflight)
+                if not pending:
+                    return
+                for fut in pending:
+                    with contextlib.suppress(CancelledError):
+                        fut.exception()
+        finally:
+            self.root.drain_end()
 
     def close(self) -> None:
         if self.closed:

@@ -284,6 +284,17 @@ class Node:
         if child is not None:
             child.lock_medium(locked)
 
+    def drain_begin(self) -> None:
+        """QEMU's bdrv_drained_begin: requests queued in this graph must not wait (a throttle
+        node lifts its limits). Called by :meth:`BlockBackend.drain`; recurses to children."""
+        for child in self.children.values():
+            child.drain_begin()
+
+    def drain_end(self) -> None:
+        """End of :meth:`drain_begin`."""
+        for child in self.children.values():
+            child.drain_end()
+
     def close(self) -> None:
         if self.closed:
             return

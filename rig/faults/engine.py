@@ -25,12 +25,13 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-import time
 from bisect import insort
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any
 
+from rig.core.clock import Clock as Clock
+from rig.core.clock import RealClock as RealClock
 from rig.errors import ConfigError
 from rig.faults.index import RangeIndex
 from rig.faults.log import Event, EventLog
@@ -48,24 +49,6 @@ from rig.faults.rules import (
     Torn,
 )
 from rig.faults.verdict import CORRUPT, DROP, FAIL, LIE, PASS, TORN, Verdict
-
-
-class Clock(Protocol):
-    """Where the engine gets time and sleeps (tests use :class:`rig.testing.clock.VirtualClock`)."""
-
-    def monotonic(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class RealClock:
-    """``time.monotonic`` and ``time.sleep``."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 def draw(seed: int, name: str, count: int, salt: str = "p") -> float:

@@ -69,8 +69,13 @@ class Session:
         return replace(self.defaults, **changes)  # type: ignore[arg-type]
 
     def reap(self, wait: bool = False) -> int:
-        """Print completions of aio requests that finished (all of them when ``wait``)."""
+        """Print completions of aio requests that finished (all of them when ``wait``).
+
+        Waiting for all is qemu-io's ``blk_drain_all``: the graph drains (throttle limits are
+        lifted while it does)."""
         ret = 0
+        if wait and self.pending and self.blk is not None:
+            self.blk.drain()
         still: list[tuple[Future[None], Callable[[Future[None]], int]]] = []
         for fut, done in self.pending:
             if wait or fut.done():

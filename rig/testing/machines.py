@@ -5,18 +5,25 @@ Subclass and implement :meth:`BlockDeviceMachine.make_backends`; run with Hypoth
     class MyDisk(BlockDeviceMachine):
         def make_backends(self, data):
             cache = data.draw(cache_modes(), label="cache")
-            return [rig.open({"driver": "host_device", "filename": "/dev/sdx"}, cache=cache)]
+            return [self.open_graph({"driver": "host_device", "filename": "/dev/sdx"},
+                                    cache=cache)]
 
     TestMyDisk = MyDisk.TestCase
 
 Each example opens the backends in an ``initialize`` step (draws there, such as a cache mode,
 vary per example), runs rules, then compares the whole device with the model at teardown and
 releases the backends (:meth:`release_backends`, closing them by default).
+
+When an example fails, Hypothesis's final (shrunk) run writes a repro bundle
+(:mod:`rig.testing.bundle`): the graphs opened with :meth:`~BlockDeviceMachine.open_graph`, the
+operations, and where the backends diverged; ``rig replay BUNDLE`` re-runs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from hypothesis import strategies as st
@@ -24,9 +31,11 @@ from hypothesis.errors import InvalidDefinition
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from rig.core.backend import BlockBackend
+from rig.core.graph import GraphSpec
 from rig.core.node import ReqFlags
 from rig.testing.model import DiskModel
 from rig.testing.ops import (
+    Discard,
     Flush,
     Op,
     Read,
@@ -35,6 +44,7 @@ from rig.testing.ops import (
     apply_to_backend,
     apply_to_model,
 )
+from rig.testing.recorder import Recorder
 from rig.testing.strategies import extents
 
 _COMPARE_CHUNK = 1 << 20
@@ -66,6 +76,8 @@ class BlockDeviceMachine(RuleBasedStateMachine):
     #: file reads block 0, which a hole answers differently), or Hypothesis sees the strategies
     #: change between examples and reports a flaky definition.
     io_align: ClassVar[int | None] = None
+    #: Write a repro bundle (rig.testing.bundle) when an example fails.
+    repro_bundles: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,6 +89,9 @@ class BlockDeviceMachine(RuleBasedStateMachine):
         self.discards_kept_data = 0
         """Discards after which some backend still held old data (allowed, then zeroed)."""
         self._rule_failed = False
+        cls = type(self)
+        self.recorder = Recorder(f"{cls.__module__}.{cls.__qualname__}")
+        """The example's graphs, operations and failure, for the repro bundle."""
 
     # -------------------------------------------------------------- hooks
     def make_backends(self, data: st.DataObject) -> Sequence[BlockBackend]:
@@ -88,6 +103,16 @@ class BlockDeviceMachine(RuleBasedStateMachine):
         for blk in self.backends:
             blk.close()
 
+    def open_graph(self, spec: GraphSpec, *, cache: str = "writeback",
+                   read_only: bool = False) -> BlockBackend:
+        """``rig.open(spec, ...)``, remembered so a repro bundle can name the graph and
+        ``rig replay`` can open it again. Use it in :meth:`make_backends`."""
+        import rig
+
+        blk = rig.open(spec, cache=cache, read_only=read_only)
+        self.recorder.opened(blk, spec, cache, read_only)
+        return blk
+
     def describe(self, index: int) -> str:
         blk = self.backends[index]
         return f"backend {index} ({blk.root.describe()})"
@@ -96,6 +121,7 @@ class BlockDeviceMachine(RuleBasedStateMachine):
     @initialize(data=st.data())
     def open_backends(self, data: st.DataObject) -> None:
         self.backends = list(self.make_backends(data))
+        self.recorder.ready(self.backends, self.describe)
         if len(self.backends) < self.min_backends:
             raise InvalidDefinition(f"{type(self).__name__}.make_backends() returned "
                                     f"{len(self.backends)} backends, needs {self.min_backends}")
@@ -123,26 +149,41 @@ class BlockDeviceMachine(RuleBasedStateMachine):
         self._rule_failed = True
         g = got[pos:pos + 16].hex()
         w = want[pos:pos + 16].hex()
-        raise AssertionError(f"{self.describe(index)}: {what} differs at byte {offset + pos}: "
-                             f"got {g}... expected {w}...")
+        message = (f"{self.describe(index)}: {what} differs at byte {offset + pos}: "
+                   f"got {g}... expected {w}...")
+        self.recorder.fail("mismatch", message, backend=index, offset=offset + pos, got=g,
+                           expected=w)
+        raise AssertionError(message)
 
     def check_read(self, offset: int, results: list[bytes], expected: bytes) -> None:
         """Every backend's read must equal the model's."""
         for i, got in enumerate(results):
             self._assert_same(i, offset, got, expected, f"read [{offset}, +{len(expected)})")
 
+    @contextlib.contextmanager
+    def step(self, op: Op) -> Iterator[None]:
+        """Run one operation's code inside: it is recorded, and an exception marks the example
+        failed (the teardown then skips the final comparison and writes the repro bundle)."""
+        self.recorder.op(op)
+        self._rule_failed = True  # until the op and its checks complete
+        try:
+            yield
+        except BaseException as e:
+            self.recorder.raised(e)
+            raise
+        self._rule_failed = False
+
     def do(self, op: Op) -> None:
         """Apply ``op`` to the model and to every backend, checking reads."""
-        self._rule_failed = True  # until the op and its checks complete
-        if isinstance(op, Read):
-            expected = self.model.read(op.offset, op.length)
-            results = [blk.pread(op.offset, op.length) for blk in self.backends]
-            self.check_read(op.offset, results, expected)
-        else:
-            for blk in self.backends:
-                apply_to_backend(op, blk)
-            apply_to_model(op, self.model)
-        self._rule_failed = False
+        with self.step(op):
+            if isinstance(op, Read):
+                expected = self.model.read(op.offset, op.length)
+                results = [blk.pread(op.offset, op.length) for blk in self.backends]
+                self.check_read(op.offset, results, expected)
+            else:
+                for blk in self.backends:
+                    apply_to_backend(op, blk)
+                apply_to_model(op, self.model)
 
     def _extent(self, data: st.DataObject, *, aligned_to: int = 0) -> tuple[int, int]:
         align = aligned_to or self.align
@@ -174,23 +215,24 @@ class BlockDeviceMachine(RuleBasedStateMachine):
         if self.size < self.discard_align:
             return
         offset, length = self._extent(data, aligned_to=self.discard_align)
-        self._rule_failed = True
-        before = self.model.read(offset, length)
-        for i, blk in enumerate(self.backends):
-            blk.discard(offset, length)
-            after = blk.pread(offset, length)
-            if any(after):
-                bad = [p for p, (a, b) in enumerate(zip(after, before, strict=True))
-                       if a and a != b]
-                if bad:
-                    raise AssertionError(
-                        f"{self.describe(i)}: after discard [{offset}, +{length}) byte "
-                        f"{offset + bad[0]} reads 0x{after[bad[0]]:02x}: neither zero nor the "
-                        f"old 0x{before[bad[0]]:02x}")
-                self.discards_kept_data += 1
-                blk.write_zeroes(offset, length)
-        self.model.discard(offset, length)
-        self._rule_failed = False
+        with self.step(Discard(offset, length)):
+            before = self.model.read(offset, length)
+            for i, blk in enumerate(self.backends):
+                blk.discard(offset, length)
+                after = blk.pread(offset, length)
+                if any(after):
+                    bad = [p for p, (a, b) in enumerate(zip(after, before, strict=True))
+                           if a and a != b]
+                    if bad:
+                        pos = offset + bad[0]
+                        message = (f"{self.describe(i)}: after discard [{offset}, +{length}) "
+                                   f"byte {pos} reads 0x{after[bad[0]]:02x}: neither zero nor "
+                                   f"the old 0x{before[bad[0]]:02x}")
+                        self.recorder.fail("discard", message, backend=i, offset=pos)
+                        raise AssertionError(message)
+                    self.discards_kept_data += 1
+                    blk.write_zeroes(offset, length)
+            self.model.discard(offset, length)
 
     @rule()
     def flush(self) -> None:
@@ -213,9 +255,24 @@ class BlockDeviceMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.backends and not self._rule_failed:
-                self.check_all()
+                self.recorder.finishing()
+                try:
+                    self.check_all()
+                except AssertionError as e:
+                    self.recorder.raised(e)
+                    self.write_repro_bundle()
+                    raise
+            elif self._rule_failed:
+                self.write_repro_bundle()
         finally:
             self.release_backends()
+
+    def write_repro_bundle(self) -> Path | None:
+        """Write the failed example's repro bundle (see :mod:`rig.testing.bundle`), unless
+        ``repro_bundles`` is off or this is not Hypothesis's final run of the example."""
+        if not self.repro_bundles:
+            return None
+        return self.recorder.write(self.size, self.zero_on_start)
 
 
 class LockstepMachine(BlockDeviceMachine):
@@ -237,10 +294,13 @@ class LockstepMachine(BlockDeviceMachine):
                 agree = [j for j, r in enumerate(results) if r == results[0]]
                 model_side = "backend 0's side" if results[0] == expected else (
                     f"backend {i}'s side" if results[i] == expected else "neither side")
-                raise AssertionError(
+                message = (
                     f"backends disagree on read [{offset}, +{len(expected)}) at byte "
                     f"{offset + pos}: {self.describe(0)} (with {agree}) has "
                     f"{results[0][pos:pos + 8].hex()}, {self.describe(i)} has "
                     f"{results[i][pos:pos + 8].hex()}; the model is on {model_side}")
+                self.recorder.fail("disagreement", message, backends=[0, i], agree_with_0=agree,
+                                   offset=offset + pos, model_side=model_side)
+                raise AssertionError(message)
         super().check_read(offset, results, expected)
 

@@ -6,8 +6,9 @@ them on every device under test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 from rig.core.backend import BlockBackend
 from rig.core.node import ReqFlags
@@ -73,6 +74,56 @@ class Flush:
 
 
 Op = Read | Write | WriteZeroes | Discard | Flush
+
+#: Operation name in a serialized op (``{"op": "write", ...}``) -> its class.
+OP_TYPES: dict[str, type[Op]] = {
+    "read": Read, "write": Write, "write_zeroes": WriteZeroes, "discard": Discard,
+    "flush": Flush,
+}
+_OP_NAMES = {cls: name for name, cls in OP_TYPES.items()}
+
+
+def op_to_dict(op: Op) -> dict[str, Any]:
+    """``Write(0, 512, 7)`` -> ``{"op": "write", "offset": 0, "length": 512, "seed": 7,
+    "fua": False}`` (JSON-ready; :func:`op_from_dict` reverses it)."""
+    return {"op": _OP_NAMES[type(op)], **asdict(op)}
+
+
+def op_from_dict(data: dict[str, Any]) -> Op:
+    """The op a :func:`op_to_dict` dict describes. Raises ValueError naming what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(f"an operation must be a JSON object, got {data!r}")
+    name = data.get("op")
+    cls = OP_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown operation {name!r} (known: {', '.join(OP_TYPES)})")
+    kwargs = {k: v for k, v in data.items() if k != "op"}
+    known = {f.name: f.type for f in fields(cls)}
+    for key, value in kwargs.items():
+        if key not in known:
+            raise ValueError(f"{name}: unknown field {key!r} (known: {', '.join(known)})")
+        want = bool if known[key] == "bool" else int
+        if type(value) is not want:
+            raise ValueError(f"{name}: {key} must be {want.__name__}, got {value!r}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def describe_op(op: Op) -> str:
+    """A short qemu-io-like description: ``write -P seed 7 [4096, +512) fua``."""
+    match op:
+        case Read(offset, length):
+            return f"read [{offset}, +{length})"
+        case Write(offset, length, seed, fua):
+            return f"write seed {seed} [{offset}, +{length})" + (" fua" if fua else "")
+        case WriteZeroes(offset, length, may_unmap, fua):
+            extra = (" unmap" if may_unmap else "") + (" fua" if fua else "")
+            return f"write_zeroes [{offset}, +{length}){extra}"
+        case Discard(offset, length):
+            return f"discard [{offset}, +{length})"
+    return "flush"
 
 
 def apply_to_backend(op: Op, blk: BlockBackend) -> bytes | None:

@@ -1,11 +1,24 @@
-"""Hypothesis strategies for block I/O: extents, operation mixes, cache modes."""
+"""Hypothesis strategies for block I/O: extents, operation mixes, workloads, cache modes.
+
+Graph configurations and blkdebug fault rule sets live in :mod:`rig.testing.graphs` and are
+re-exported here, so suites import every strategy from this module.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from rig.core.cache import CACHE_MODES
+from rig.testing.graphs import (
+    blkdebug_rules,
+    faulty_graph,
+    faulty_graphs,
+    graph_specs,
+    memory_specs,
+)
 from rig.testing.ops import Discard, Flush, Op, Read, Write, WriteZeroes
 
 #: The canonical cache mode names ("off" is an alias of "none").
@@ -65,6 +78,48 @@ def extents(size: int, align: int = 1, max_len: int | None = None, *, min_len: i
     return _extent(size, align, max_len, min_len, tuple(kinds))
 
 
+#: Default weights of :func:`workloads`: mostly writes and reads, some of everything else.
+DEFAULT_MIX: Mapping[str, int] = {"read": 3, "write": 3, "write_fua": 1, "write_zeroes": 1,
+                                  "discard": 1, "flush": 1}
+
+
+def _op_strategies(size: int, align: int, max_len: int | None,
+                   discard_align: int | None) -> dict[str, st.SearchStrategy[Op]]:
+    ext = extents(size, align, max_len)
+    seeds = st.integers(0, 0xFFFF)
+    return {
+        "read": ext.map(lambda e: Read(*e)),
+        "write": st.builds(lambda e, seed: Write(e[0], e[1], seed), ext, seeds),
+        "write_fua": st.builds(lambda e, seed: Write(e[0], e[1], seed, True), ext, seeds),
+        "write_zeroes": st.builds(lambda e, unmap, fua: WriteZeroes(e[0], e[1], unmap, fua),
+                                  ext, st.booleans(), st.booleans()),
+        "discard": extents(size, discard_align or align, max_len, unaligned=False).map(
+            lambda e: Discard(*e)),
+        "flush": st.just(Flush()),
+    }
+
+
+def workloads(size: int, align: int = 1, max_len: int | None = None, *,
+              mix: Mapping[str, int] | None = None, min_ops: int = 1, max_ops: int = 50,
+              discard_align: int | None = None) -> st.SearchStrategy[list[Op]]:
+    """Operation sequences of ``min_ops..max_ops`` ops whose kinds follow the weights in ``mix``
+    (keys: ``read``, ``write``, ``write_fua``, ``write_zeroes``, ``discard``, ``flush``; a
+    missing key or weight 0 leaves that kind out; default :data:`DEFAULT_MIX`). Extents are as
+    in :func:`io_ops`: aligned, around block boundaries and arbitrary.
+    """
+    weights = dict(DEFAULT_MIX if mix is None else mix)
+    strategies = _op_strategies(size, align, max_len, discard_align)
+    unknown = set(weights) - set(strategies)
+    if unknown:
+        raise InvalidArgument(f"mix: unknown op kinds {sorted(unknown)} "
+                              f"(known: {', '.join(strategies)})")
+    if any(w < 0 for w in weights.values()) or not any(weights.values()):
+        raise InvalidArgument(f"mix: weights must be >= 0 and not all 0, got {weights}")
+    kinds = [kind for kind, w in weights.items() for _ in range(w)]
+    op = st.sampled_from(kinds).flatmap(lambda kind: strategies[kind])
+    return st.lists(op, min_size=min_ops, max_size=max_ops)
+
+
 def io_ops(size: int, align: int = 1, max_len: int | None = None,
            discard_align: int | None = None) -> st.SearchStrategy[Op]:
     """A mix of reads, writes (plain and FUA, with pattern data), write_zeroes (with and without
@@ -90,3 +145,9 @@ def cache_modes(direct: bool | None = None) -> st.SearchStrategy[str]:
     """QEMU cache mode names; ``direct`` keeps only modes with (True) or without O_DIRECT."""
     names = [n for n in CACHE_MODE_NAMES if direct is None or CACHE_MODES[n].direct == direct]
     return st.sampled_from(names)
+
+
+__all__ = [
+    "CACHE_MODE_NAMES", "DEFAULT_MIX", "Extent", "blkdebug_rules", "cache_modes", "extents",
+    "faulty_graph", "faulty_graphs", "graph_specs", "io_ops", "memory_specs", "workloads",
+]

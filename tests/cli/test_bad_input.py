@@ -110,7 +110,9 @@ def mounted_loop(loop_device: Callable[..., Any]) -> Iterator[Any]:
     dev = loop_device(32 << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", dev.path], check=True, capture_output=True)
     mnt = tempfile.mkdtemp(prefix="rig-mnt-")
-    subprocess.run(["mount", dev.path, mnt], check=True, capture_output=True)
+    # Read-only: a read-write ext4 mount rewrites its superblock on its own (commit, lazy
+    # init), which the test would take for a write by the rig.
+    subprocess.run(["mount", "-o", "ro", dev.path, mnt], check=True, capture_output=True)
     try:
         yield dev
     finally:
