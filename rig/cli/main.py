@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rig import __version__
-from rig.cli import io_cmd, replay_cmd
+from rig.cli import bench_cmd, io_cmd, replay_cmd
 from rig.cli.errors import OneLineParser
 from rig.core.registry import commands
 from rig.errors import RigError
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description=replay_cmd.DESCRIPTION)
     replay_cmd.add_arguments(replay)
     replay.set_defaults(run=replay_cmd.run)
+    bench = sub.add_parser("bench", help="benchmarks of the rig's own layers (throttle)")
+    bench_cmd.add_arguments(bench)
     for name, (add_args, run) in sorted(commands().items()):
         p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0]
                            if run.__doc__ else None)
