@@ -151,3 +151,36 @@ __all__ = [
     "CACHE_MODE_NAMES", "DEFAULT_MIX", "Extent", "blkdebug_rules", "cache_modes", "extents",
     "faulty_graph", "faulty_graphs", "graph_specs", "io_ops", "memory_specs", "workloads",
 ]
+
+
+@st.composite
+def _unit_limits(draw: st.DrawFn, unit: str, low: int, high: int) -> dict[str, int]:
+    """Limits for one unit (``bps`` or ``iops``): none, a total, or a read/write split; each
+    with an optional burst (``-max`` >= the rate, ``-max-length`` seconds)."""
+    mode = draw(st.sampled_from(["none", "total", "split"]), label=f"{unit} mode")
+    names = {"none": [], "total": [f"{unit}-total"],
+             "split": [f"{unit}-read", f"{unit}-write"]}[mode]
+    out: dict[str, int] = {}
+    for name in names:
+        if mode == "split" and not draw(st.booleans(), label=f"{name} set"):
+            continue
+        rate = draw(st.integers(low, high), label=name)
+        out[name] = rate
+        if draw(st.booleans(), label=f"{name} burst"):
+            out[f"{name}-max"] = draw(st.integers(rate, rate * 4), label=f"{name}-max")
+            out[f"{name}-max-length"] = draw(st.integers(1, 4), label=f"{name}-max-length")
+    return out
+
+
+@st.composite
+def throttle_limits(draw: st.DrawFn, *, max_bps: int = 64 << 20,
+                    max_iops: int = 10_000) -> dict[str, int]:
+    """Valid throttle limits by QEMU's option names (``{"bps-total": ..., "iops-read": ...}``),
+    as ``throttling.*`` / ``--object throttle-group,x-...`` take them. Every draw passes QEMU's
+    validity rules (``rig.throttle.limits.ThrottleLimits.from_mapping``); it may be empty (no
+    limits at all)."""
+    out = draw(_unit_limits("bps", 4096, max_bps))
+    out.update(draw(_unit_limits("iops", 1, max_iops)))
+    if any(k.startswith("iops-") and k.count("-") == 1 for k in out) and draw(st.booleans()):
+        out["iops-size"] = draw(st.sampled_from([512, 4096, 65536]), label="iops-size")
+    return out

@@ -7,9 +7,10 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+import rig
 from rig.core.cache import CACHE_MODES
 from rig.testing.ops import Discard, Flush, Op, Write, WriteZeroes, pattern
-from rig.testing.strategies import cache_modes, extents, io_ops
+from rig.testing.strategies import cache_modes, extents, io_ops, throttle_limits
 
 
 @given(st.data(), st.integers(1, 1 << 20), st.sampled_from([1, 512, 4096]))
@@ -77,3 +78,19 @@ def test_pattern_detects_shifts() -> None:
 @given(cache_modes(direct=False))
 def test_cache_modes_filter_on_o_direct(mode: str) -> None:
     assert not CACHE_MODES[mode].direct
+
+
+@given(limits=throttle_limits())
+@settings(max_examples=200, deadline=None)
+def test_throttle_limits_are_valid_and_open_a_throttle_node(limits: dict[str, int]) -> None:
+    from rig.throttle.limits import ThrottleLimits
+
+    assert ThrottleLimits.from_mapping(limits).to_mapping() == limits
+    spec = {"driver": "throttle", "file": {"driver": "memory", "size": 65536},
+            **{f"throttling.{k}": v for k, v in limits.items()}}
+    if not limits:  # no limits and no group: QEMU's throttle driver refuses the node too
+        with pytest.raises(rig.ConfigError, match="Please specify a throttle group"):
+            rig.open(spec)
+        return
+    with rig.open(spec) as blk:
+        assert blk.getlength() == 65536
