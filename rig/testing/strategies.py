@@ -168,7 +168,9 @@ def _unit_limits(draw: st.DrawFn, unit: str, low: int, high: int) -> dict[str, i
         out[name] = rate
         if draw(st.booleans(), label=f"{name} burst"):
             out[f"{name}-max"] = draw(st.integers(rate, rate * 4), label=f"{name}-max")
-            out[f"{name}-max-length"] = draw(st.integers(1, 4), label=f"{name}-max-length")
+            length = draw(st.integers(1, 4), label=f"{name}-max-length")
+            if length > 1:  # 1 second is the default; emit only what differs
+                out[f"{name}-max-length"] = length
     return out
 
 
