@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything blockrig needs on a Debian machine, as root: the system tools it drives and
-# compares against (qemu-utils for qemu-io, fio, e2fsprogs and util-linux for the mount tests),
+# compares against (qemu-utils for qemu-io, fio, e2fsprogs and util-linux for the mount tests,
+# fuse3 and libfuse3-3 for exports),
 # and the Python package in ./.venv (editable, with the test and lint tools). Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +12,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in qemu-io:qemu-utils fio:fio mkfs.ext4:e2fsprogs losetup:util-linux; do
+for tool in qemu-io:qemu-utils fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
+# Exports (rig run / rig.drivers.export) serve a FUSE file through mfusepy, which loads libfuse3.
+ldconfig -p | grep 'libfuse3\.so\.3 ' >/dev/null || need+=(libfuse3-3)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -3,9 +3,11 @@
 The core finds them through :mod:`rig.core.registry`; nothing in ``rig/`` imports a driver by name.
 """
 
-from rig.drivers import devices_cmd, file, host_device, loop
+from rig.drivers import devices_cmd, export, file, host_device, loop, run_cmd
 
 loop.register()
 devices_cmd.register()
+export.register()
+run_cmd.register()
 
-__all__ = ["devices_cmd", "file", "host_device", "loop"]
+__all__ = ["devices_cmd", "export", "file", "host_device", "loop", "run_cmd"]

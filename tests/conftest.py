@@ -19,6 +19,13 @@ import pytest
 #: the top-level conftest).
 pytest_plugins = ["pytester"]
 
+
+def _fuse_ok() -> bool:
+    from rig.drivers.export import fuse_available
+
+    return fuse_available()
+
+
 CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
     "root": (lambda: os.geteuid() == 0, "needs root (run the tests as root, e.g. with sudo)"),
     "loop": (
@@ -28,6 +35,11 @@ CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
     "qemu_io": (
         lambda: shutil.which("qemu-io") is not None,
         "needs qemu-io to compare against (apt-get install qemu-utils)",
+    ),
+    "fuse": (
+        lambda: os.geteuid() == 0 and _fuse_ok(),
+        "needs root, /dev/fuse, fusermount3 and libfuse3 with mfusepy "
+        "(apt-get install fuse3 libfuse3-3; pip install -e '.[dev]' or mfusepy)",
     ),
     "fio": (lambda: shutil.which("fio") is not None, "needs fio (apt-get install fio)"),
     "mkfs": (

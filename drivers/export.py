@@ -1,0 +1,263 @@
+"""Export a rig graph as a real block device: a FUSE-served file with a loop device on top.
+
+:func:`export` mounts one file (the backend's size) from a FUSE server running in a thread of this
+process (mfusepy over libfuse3, multithreaded), then binds a loop device to it with the settings
+that never lose a write error (``docs/export.md``): FUSE direct_io on every open, loop direct I/O,
+and the loop queue's ``max_sectors_kb`` capped to FUSE's ``max_write``.
+
+Nothing outlives the process: the loop device is autoclear (its fd dies with us), the mount uses
+``auto_unmount`` (fusermount3 unmounts it when our /dev/fuse fd closes, even after SIGKILL), and
+:func:`sweep_stale` removes mountpoint dirs (and any mount left on them) of dead processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from rig.core.backend import BlockBackend
+from rig.drivers.fuse_ops import FILE_NAME, ExportOperations
+from rig.drivers.loop import LoopDevice
+from rig.errors import RigError
+
+#: Mountpoints are ``<tmp>/blockrig-export-<pid>-<random>``: the sweeper spots dead pids.
+PREFIX = "blockrig-export-"
+_DIR_RE = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
+#: FUSE max_write for libfuse3 (max_pages=256): the loop queue is capped to this.
+LIBFUSE3_MAX_WRITE = 1 << 20
+MOUNT_TIMEOUT = 10.0
+_NEED_FUSE = ("exports need /dev/fuse, fusermount3 and libfuse3 with mfusepy "
+              "(apt-get install fuse3 libfuse3-3; pip install mfusepy)")
+
+
+@dataclass(frozen=True)
+class Export:
+    """A live export: ``path`` is the block device, ``file`` the FUSE file under it."""
+
+    path: str
+    mountpoint: str
+    file: str
+    max_write: int
+    loop: LoopDevice
+    operations: ExportOperations
+
+
+def load_mfusepy() -> ModuleType:
+    """Import mfusepy bound to libfuse3 (``FUSE_LIBRARY_NAME=fuse3``), or raise RigError."""
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    try:
+        import mfusepy
+    except (ImportError, OSError) as e:
+        raise RigError(f"{_NEED_FUSE}: {e}") from None
+    if getattr(mfusepy, "fuse_version_major", None) != 3:
+        raise RigError(f"mfusepy loaded libfuse{mfusepy.fuse_version_major}, not libfuse3 "
+                       "(set FUSE_LIBRARY_NAME=fuse3 before importing it)")
+    module: ModuleType = mfusepy
+    return module
+
+
+def fuse_available() -> bool:
+    """True if :func:`export` can work here (root, /dev/fuse, fusermount3, mfusepy+libfuse3)."""
+    if not (os.path.exists("/dev/fuse") and shutil.which("fusermount3")):
+        return False
+    try:
+        load_mfusepy()
+    except RigError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ mounts
+def fuse_mounts(under: str | None = None) -> list[str]:
+    """Mountpoints of FUSE mounts in this mount namespace (optionally those starting ``under``)."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, mnt = fields[sep + 1], fields[4].replace("\\040", " ")
+            if (fstype == "fuse" or fstype.startswith("fuse.")) and (
+                under is None or mnt.startswith(under)
+            ):
+                found.append(mnt)
+    return found
+
+
+def _unmount(mountpoint: str) -> None:
+    """``fusermount3 -u``; if still busy after a few tries, lazily (``-z``)."""
+    for _ in range(20):
+        if mountpoint not in fuse_mounts(mountpoint):
+            return
+        r = subprocess.run(["fusermount3", "-u", "-q", mountpoint], capture_output=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.05)
+    subprocess.run(["fusermount3", "-u", "-z", "-q", mountpoint], capture_output=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(tmpdir: str | None = None) -> list[str]:
+    """Unmount and remove export mountpoints left by dead processes; returns what it removed."""
+    base = tmpdir or tempfile.gettempdir()
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            m = _DIR_RE.match(name)
+            if not m or _pid_alive(int(m.group(1))):
+                continue
+            path = os.path.join(base, name)
+            _unmount(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+                removed.append(path)
+    return removed
+
+
+def _watcher_pids(mountpoint: str) -> list[int]:
+    """Our ``fusermount3`` children watching ``mountpoint`` (libfuse forks one per
+    auto_unmount mount and never waits for it)."""
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                comm_end = (stat := f.read()).rindex(")")
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat[comm_end + 2:].split()[1])
+        if ppid == me and stat.find("(fusermount3)") > 0 and mountpoint.encode() in argv:
+            found.append(int(name))
+    return found
+
+
+def _reap(pids: list[int], timeout: float = 2.0) -> None:
+    """Kill the watchers once we have unmounted ourselves, and reap them.
+
+    A watcher waits for EOF on a socket that libfuse 3.14 never closes, so without this every
+    export would leave a ``fusermount3`` process (and a zombie) until this process exits.
+    """
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # it ignores SIGTERM; the mount is gone already
+    deadline = time.monotonic() + timeout
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.remove(pid)
+        if pending:
+            time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------ serving
+class _Server:
+    """libfuse's multithreaded loop (``fuse_main``), in a daemon thread of this process."""
+
+    def __init__(self, ops: ExportOperations, mountpoint: str) -> None:
+        self.ops = ops
+        self.mountpoint = mountpoint
+        self.error: BaseException | None = None
+        self.watchers: list[int] = []
+        self.thread = threading.Thread(target=self._serve, name=f"rig-export {mountpoint}",
+                                       daemon=True)
+
+    def _serve(self) -> None:
+        mfusepy = load_mfusepy()
+        options: dict[str, Any] = {"foreground": True, "raw_fi": True, "fsname": "blockrig",
+                                   "subtype": "blockrig", "auto_unmount": True,
+                                   "max_threads": 8}
+        try:
+            mfusepy.FUSE(self.ops, self.mountpoint, **options)
+        except BaseException as e:  # reported by start()/stop()
+            self.error = e
+
+    def start(self) -> None:
+        self.thread.start()
+        file = os.path.join(self.mountpoint, FILE_NAME)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.mountpoint in fuse_mounts(self.mountpoint) and os.path.exists(file):
+                self.watchers = _watcher_pids(self.mountpoint)
+                return
+            if not self.thread.is_alive():
+                raise RigError(f"the FUSE server did not mount ({self.error or 'no error'}): "
+                               f"{_NEED_FUSE}")
+            time.sleep(0.01)
+        raise RigError(f"the FUSE mount on {self.mountpoint} did not appear within "
+                       f"{MOUNT_TIMEOUT:.0f} s")
+
+    def stop(self) -> None:
+        _unmount(self.mountpoint)
+        self.thread.join(timeout=5)
+        if not fuse_mounts(self.mountpoint):
+            _reap(self.watchers)
+
+
+@contextlib.contextmanager
+def export(backend: BlockBackend, *, block_size: int = 512,
+           max_write: int = 0) -> Iterator[Export]:
+    """Serve ``backend`` as ``/dev/loopN`` until the block ends; always torn down in order
+    (loop, then the mount, then the server thread, then the mountpoint dir).
+
+    ``max_write`` (bytes, a multiple of 4 KiB) lowers FUSE's largest WRITE from libfuse3's 1 MiB;
+    the loop queue is capped to whatever was negotiated.
+    """
+    size = backend.getlength()
+    if size <= 0 or size % block_size:
+        raise RigError(f"cannot export {size} bytes: the size must be a positive multiple of "
+                       f"the block size {block_size}")
+    if max_write < 0 or max_write % 4096:
+        raise RigError(f"max_write must be a multiple of 4096 bytes, got {max_write}")
+    load_mfusepy()
+    sweep_stale()
+    mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
+    server = _Server(ExportOperations(backend, max_write=max_write), mountpoint)
+    try:
+        server.start()
+        file = os.path.join(mountpoint, FILE_NAME)
+        negotiated = server.ops.negotiated_max_write or LIBFUSE3_MAX_WRITE
+        loop = LoopDevice.attach(file, block_size=block_size, direct_io=True)
+        try:
+            loop.set_max_sectors_kb(max(block_size, negotiated) // 1024)
+            yield Export(path=loop.path, mountpoint=mountpoint, file=file, max_write=negotiated,
+                         loop=loop, operations=server.ops)
+        finally:
+            loop.detach()
+    finally:
+        server.stop()
+        with contextlib.suppress(OSError):
+            os.rmdir(mountpoint)
+
+
+def register() -> None:
+    """Offer ``export`` as a service (called by ``rig.drivers``)."""
+    from rig.core.registry import register_service
+
+    register_service("export", export)

@@ -1,0 +1,109 @@
+"""``rig run [--faults RULES] [--size SIZE | IMAGE] -- CMD ARGS...``: run a command against an
+exported device (``RIG_DEV=/dev/loopN``), tear everything down, return the command's status.
+
+The graph is a ``file`` node on IMAGE (or on a sparse scratch file of SIZE, removed afterwards),
+under a ``faults`` filter when RULES is a ``.toml``/``.json`` rules file, or a ``blkdebug`` filter
+for any other RULES file (a blkdebug config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from rig.core.units import SizeError, parse_size
+from rig.errors import RigError
+
+_RULES_SUFFIXES = (".toml", ".json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--faults", metavar="RULES",
+                        help="fault rules: a .toml/.json rules file or a blkdebug .conf file")
+    parser.add_argument("--size", metavar="SIZE",
+                        help="export a sparse scratch file of SIZE (e.g. 16M) instead of IMAGE")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="[IMAGE] -- CMD ARGS",
+                        help="the raw image to export (or --size), then the command to run "
+                        "with RIG_DEV set to the device (options go before IMAGE)")
+
+
+def graph_spec(filename: str, rules: str | None) -> dict[str, Any]:
+    """The graph ``rig run`` exports: a file node, under a faults or blkdebug filter."""
+    leaf: dict[str, Any] = {"driver": "file", "filename": filename}
+    if rules is None:
+        return leaf
+    if rules.endswith(_RULES_SUFFIXES):
+        return {"driver": "faults", "rules": rules, "file": leaf}
+    return {"driver": "blkdebug", "config": rules, "image": leaf}
+
+
+@contextlib.contextmanager
+def _image(args: argparse.Namespace) -> Iterator[str]:
+    if args.size is None:
+        yield args.image
+        return
+    try:
+        size = parse_size(args.size)
+    except SizeError as e:
+        raise RigError(f"--size: {e}") from None
+    if size <= 0 or size % 512:
+        raise RigError(f"--size: {args.size} is not a positive multiple of 512 bytes")
+    fd, path = tempfile.mkstemp(prefix="blockrig-run-", suffix=".img")
+    try:
+        os.ftruncate(fd, size)
+        os.close(fd)
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def _check(args: argparse.Namespace) -> list[str]:
+    """Split ``[IMAGE] -- CMD ARGS`` (sets ``args.image``) and validate; returns CMD ARGS."""
+    rest = list(args.rest)
+    if "--" not in rest or rest.index("--") == len(rest) - 1:
+        raise RigError("no command: rig run [--faults RULES] [--size SIZE | IMAGE] -- CMD ARGS")
+    split = rest.index("--")
+    before, cmd = rest[:split], rest[split + 1:]
+    if len(before) > 1:
+        raise RigError(f"unexpected arguments before '--': {' '.join(before[1:])}")
+    args.image = before[0] if before else None
+    if (args.size is None) == (args.image is None):
+        raise RigError("give exactly one of --size SIZE or IMAGE")
+    if args.image is not None and not os.path.isfile(args.image):
+        raise RigError(f"{args.image}: not a regular file")
+    if args.faults is not None and not os.path.isfile(args.faults):
+        raise RigError(f"--faults: {args.faults}: no such file")
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a command against an exported device (RIG_DEV) with optional fault rules."""
+    import rig
+    from rig.drivers.export import export
+
+    try:
+        cmd = _check(args)
+        with _image(args) as filename, rig.open(graph_spec(filename, args.faults)) as blk, \
+                export(blk) as ex:
+            env = {**os.environ, "RIG_DEV": ex.path}
+            try:
+                return subprocess.run(cmd, env=env).returncode
+            except OSError as e:
+                print(f"rig run: {cmd[0]}: {e.strerror}", file=sys.stderr)
+                return 127
+    except RigError as e:
+        print(f"rig run: {e}", file=sys.stderr)
+        return 2
+
+
+def register() -> None:
+    """Offer ``rig run`` to the CLI (called by ``rig.drivers``)."""
+    from rig.core.registry import register_command
+
+    register_command("run", add_arguments, run)
