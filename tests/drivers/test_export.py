@@ -180,13 +180,18 @@ def test_rig_run_end_to_end(tmp_path: Path) -> None:
     rules.write_text(RULE.format(op="write", range=where, errno="EIO"))
     script = (f'dd if=/dev/zero of=$RIG_DEV bs=4k count=1 seek={BAD // 4096 + 1} oflag=direct '
               f'&& dd if=/dev/zero of=$RIG_DEV bs=4k count=1 seek={BAD // 4096} oflag=direct')
-    before = set(fuse_mounts(_prefix()))
+    # A private TMPDIR: the run's mountpoint and scratch image go there, so the check below
+    # cannot see another xdist worker's exports.
+    private = tmp_path / "tmp"
+    private.mkdir()
     r = subprocess.run([sys.executable, "-m", "rig.cli.main", "run", "--faults", str(rules),
                         "--size", "16M", "--", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "TMPDIR": str(private)})
     assert r.returncode == 1, r.stderr  # the second dd's status
     assert r.stderr.count("Input/output error") == 1
-    assert set(fuse_mounts(_prefix())) <= before
+    assert fuse_mounts(os.path.join(str(private), PREFIX)) == []
+    assert list(private.iterdir()) == []  # mountpoint and scratch image removed
     ok = subprocess.run([sys.executable, "-m", "rig.cli.main", "run", "--size", "1M", "--",
                          "sh", "-c", 'test -b "$RIG_DEV"'], capture_output=True, timeout=60)
     assert ok.returncode == 0
@@ -214,8 +219,13 @@ _KILLED_CHILD = textwrap.dedent("""
 def test_sigkilled_exporter_leaves_no_loop_and_no_mount(tmp_path: Path) -> None:
     img = tmp_path / "killed.img"
     img.write_bytes(b"")
+    # The child's mountpoint goes under tmp_path, so another worker's export (whose sweeper
+    # looks at the shared temp dir) cannot remove it before this test looks.
+    private = tmp_path / "mnt"
+    private.mkdir()
     child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(img)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, "TMPDIR": str(private)})
     try:
         assert child.stdout is not None
         path, mountpoint, file = child.stdout.readline().split()
@@ -230,7 +240,8 @@ def test_sigkilled_exporter_leaves_no_loop_and_no_mount(tmp_path: Path) -> None:
     assert loops_for_backing_file(file) == []  # autoclear: the loop fd died with the process
     assert fuse_mounts(mountpoint) == []  # auto_unmount: fusermount3 unmounted it
     assert os.path.isdir(mountpoint)  # only the empty dir is left, for the sweeper
-    assert mountpoint in sweep_stale()
+    assert os.path.dirname(mountpoint) == str(private)
+    assert mountpoint in sweep_stale(str(private))
     assert not os.path.exists(mountpoint)
 
 
