@@ -23,7 +23,6 @@ and no check writes anything.
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -180,16 +179,6 @@ class Resolved:
         return f"dev-{major}:{minor}"
 
 
-def _block_number(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISBLK(st.st_mode):
-        return None
-    return os.major(st.st_rdev), os.minor(st.st_rdev)
-
-
 def _whole_disks() -> Iterator[tuple[str, tuple[int, int]]]:
     try:
         names = sorted(os.listdir("/sys/block"))
@@ -223,7 +212,7 @@ def resolve(entry: DiskEntry) -> Resolved:
     for key in ("path", "by_path"):
         given = getattr(entry, key)
         if given:
-            number = _block_number(given)
+            number = safety.block_number(given)
             if number is None:
                 raise DeviceNotFoundError(f"lab disk {entry.name!r}: {key} {given} is not a "
                                           "block device (is the disk attached?)")
@@ -251,7 +240,7 @@ def resolve(entry: DiskEntry) -> Resolved:
 
 def entry_for_device(inventory: Inventory, path: str) -> DiskEntry | None:
     """The inventory entry for the device at ``path`` (None: unlisted or not a block device)."""
-    number = _block_number(path)
+    number = safety.block_number(path)
     if number is None:
         return None
     for disk in inventory.disks:

@@ -567,7 +567,8 @@ class LoopDevice:
 # --------------------------------------------------------------------------------------------
 
 
-def _supports_odirect(directory: str) -> bool:
+def supports_odirect(directory: str) -> bool:
+    """Whether files in ``directory`` can be opened with O_DIRECT (tmpfs, for one, cannot)."""
     fd, probe = tempfile.mkstemp(prefix=".rig-odirect-", dir=directory)
     os.close(fd)
     try:
@@ -587,7 +588,7 @@ def _scratch_dir(directory: str | None, direct_io: bool) -> str:
     if directory is not None:
         if not os.path.isdir(directory):
             raise ConfigError(f"scratch directory {directory} does not exist")
-        if direct_io and not _supports_odirect(directory):
+        if direct_io and not supports_odirect(directory):
             raise ConfigError(
                 f"scratch directory {directory} is on a filesystem without O_DIRECT: "
                 "pick another dir or direct_io=False"
@@ -596,7 +597,7 @@ def _scratch_dir(directory: str | None, direct_io: bool) -> str:
     for candidate in ("/var/tmp", tempfile.gettempdir()):
         if not (os.path.isdir(candidate) and os.access(candidate, os.W_OK)):
             continue
-        if direct_io and not _supports_odirect(candidate):
+        if direct_io and not supports_odirect(candidate):
             continue
         return candidate
     raise ConfigError("no writable scratch directory supporting O_DIRECT (pass dir=...)")

@@ -8,7 +8,7 @@ import errno
 import os
 from typing import Any, ClassVar
 
-from rig.core.buffers import PAGE_SIZE, aligned_buffer
+from rig.core.buffers import PAGE_SIZE, aligned_buffer, iov_slice
 from rig.core.graph import OpenContext
 from rig.core.limits import BlockLimits
 from rig.core.node import Iov, Node, ReqFlags
@@ -112,8 +112,6 @@ class PosixNode(Node):
         self._finish_short_read(offset, length, iov, done)
 
     def _finish_short_read(self, offset: int, length: int, iov: Iov, done: int) -> None:
-        from rig.core.buffers import iov_slice
-
         while done < length:
             rest = iov_slice(iov, done, length - done)
             n = os.preadv(self.fd, rest, offset + done)
@@ -127,8 +125,6 @@ class PosixNode(Node):
         done = os.pwritev(self.fd, iov, offset)
         if done == length:
             return
-        from rig.core.buffers import iov_slice
-
         while done < length:
             n = os.pwritev(self.fd, iov_slice(iov, done, length - done), offset + done)
             if n == 0:

@@ -233,7 +233,8 @@ def _unescape(s: str) -> str:
     return s.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")
 
 
-def _block_number(path: str) -> DevNum | None:
+def block_number(path: str) -> DevNum | None:
+    """A block device's (major, minor); None for anything else or a path that is gone."""
     try:
         st = os.stat(path)
     except OSError:
@@ -262,7 +263,7 @@ def _mount_table() -> list[tuple[DevNum, DevNum | None, str]]:
             source = _unescape(fields[sep + 2])
         except (IndexError, ValueError):
             continue
-        src_dev = _block_number(source) if source.startswith("/") else None
+        src_dev = block_number(source) if source.startswith("/") else None
         table.append(((major, minor), src_dev, _unescape(fields[4])))
     return table
 
@@ -277,7 +278,7 @@ def _swap_devices() -> set[DevNum]:
     for line in lines:
         if not line.strip():
             continue
-        number = _block_number(_unescape(line.split()[0]))
+        number = block_number(_unescape(line.split()[0]))
         if number is not None:
             found.add(number)
     return found
@@ -327,7 +328,7 @@ def usage_by_number(number: DevNum) -> DeviceUsage:
 
 def device_usage(path: str) -> DeviceUsage:
     """Who uses block device ``path``. Raises ConfigError if it is not a block device."""
-    number = _block_number(path)
+    number = block_number(path)
     if number is None:
         raise ConfigError(f"{path} is not a block device")
     return usage_by_number(number)
@@ -377,7 +378,7 @@ def writable_problem(path: str, allow: AllowList | None = None) -> str | None:
     Regular files and paths that do not exist yet are always fine. ``allow`` adds to the
     entries in ``RIG_ALLOW_DEVICES``, which are always honoured.
     """
-    number = _block_number(path)
+    number = block_number(path)
     if number is None:
         return None
     problem = _usage_problem(path, usage_by_number(number))

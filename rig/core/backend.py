@@ -59,6 +59,14 @@ class IoStatus(StrEnum):
     NOSPACE = "nospace"
 
 
+def _aligned_middle(offset: int, end: int, align: int) -> tuple[int, int]:
+    """Split ``[offset, end)`` at ``align``: returns ``(head_end, tail_start)``, so the pieces are
+    the unaligned head ``[offset, head_end)``, the aligned middle ``[head_end, tail_start)`` and
+    the unaligned tail ``[tail_start, end)`` (each possibly empty)."""
+    head_end = min(end, -(-offset // align) * align)
+    return head_end, max(head_end, end - end % align)
+
+
 def _eio(msg: str) -> OSError:
     return OSError(errno.EIO, msg)
 
@@ -361,10 +369,8 @@ class BlockBackend:
         return self._zero_buf
 
     def _do_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
-        align = self.root.limits.request_alignment
         end = offset + length
-        head_end = min(end, -(-offset // align) * align)
-        tail_start = max(head_end, end - end % align)
+        head_end, tail_start = _aligned_middle(offset, end, self.root.limits.request_alignment)
         write_flags = flags & ReqFlags.FUA
         if head_end > offset:
             if flags & ReqFlags.NO_FALLBACK:
@@ -416,10 +422,8 @@ class BlockBackend:
         (a file: hole punching) discards exactly the range; one that cannot says ENOTSUP.
         """
         self._check(offset, length, True)
-        align = max(self.root.limits.request_alignment, 1)
         end = offset + length
-        head_end = min(end, -(-offset // align) * align)
-        tail_start = max(head_end, end - end % align)
+        head_end, tail_start = _aligned_middle(offset, end, self.root.limits.request_alignment)
         max_discard = self.root.limits.max_discard or DEFAULT_MAX_TRANSFER
         middle = [(p, min(p + max_discard, tail_start))
                   for p in range(head_end, tail_start, max_discard)]

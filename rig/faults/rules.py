@@ -86,8 +86,25 @@ def injected_error(code: int) -> OSError:
 
 
 # ------------------------------------------------------------------------------------ actions
+class _WithErrno:
+    """For actions that fail with an ``errno`` given by name or number: stores the number."""
+
+    errno: int | str
+
+    def _normalise_errno(self) -> None:
+        object.__setattr__(self, "errno", errno_value(self.errno))
+
+    def __post_init__(self) -> None:
+        self._normalise_errno()
+
+    @property
+    def code(self) -> int:
+        assert isinstance(self.errno, int)
+        return self.errno
+
+
 @dataclass(frozen=True)
-class Error:
+class Error(_WithErrno):
     """Fail the request with ``errno`` (name or number); it is not forwarded."""
 
     errno: int | str = _errno.EIO
@@ -95,13 +112,6 @@ class Error:
     ops: ClassVar[frozenset[Op]] = ALL_OPS
     terminal: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "errno", errno_value(self.errno))
-
-    @property
-    def code(self) -> int:
-        assert isinstance(self.errno, int)
-        return self.errno
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ class Corrupt:
 
 
 @dataclass(frozen=True)
-class Torn:
+class Torn(_WithErrno):
     """Writes: only the first ``sectors`` units of ``unit`` bytes land (unit boundaries are
     absolute device offsets, as a real device tears at its sector boundaries). Then the write
     succeeds (``ack``) or fails with ``errno``."""
@@ -151,12 +161,7 @@ class Torn:
         _check_int("unit", self.unit, 1)
         if not isinstance(self.ack, bool):
             raise RuleError("ack", f"expected true or false, got {self.ack!r}")
-        object.__setattr__(self, "errno", errno_value(self.errno))
-
-    @property
-    def code(self) -> int:
-        assert isinstance(self.errno, int)
-        return self.errno
+        self._normalise_errno()
 
     def landed(self, offset: int, length: int) -> int:
         """How many bytes of a write of ``length`` at ``offset`` land."""
@@ -183,7 +188,7 @@ class LyingFlush:
 
 
 @dataclass(frozen=True)
-class Gone:
+class Gone(_WithErrno):
     """The device is gone: this request and every later one fail with ``errno``."""
 
     errno: int | str = _errno.ENODEV
@@ -191,13 +196,6 @@ class Gone:
     ops: ClassVar[frozenset[Op]] = ALL_OPS
     terminal: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "errno", errno_value(self.errno))
-
-    @property
-    def code(self) -> int:
-        assert isinstance(self.errno, int)
-        return self.errno
 
 
 @dataclass(frozen=True)

@@ -204,27 +204,26 @@ class FaultsFilter(Filter):
         else:
             assert kind == DROP, kind
 
-    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+    def _forwards(self, op: str, offset: int, length: int) -> bool:
+        """For write-zeroes and discard: raise an injected error, or say whether the request
+        goes on to the child (False when the rules drop it)."""
         seq = next(self._counter)
         source = self.source
-        if _ZERO in source.armed:
-            v = source.decide(seq, _ZERO, offset, length)
+        if op in source.armed:
+            v = source.decide(seq, op, offset, length)
             if v.kind == FAIL:
                 raise injected_error(v.errno)
             if v.kind == DROP:
-                return
-        self._child.write_zeroes(offset, length, flags)
+                return False
+        return True
+
+    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        if self._forwards(_ZERO, offset, length):
+            self._child.write_zeroes(offset, length, flags)
 
     def _discard(self, offset: int, length: int) -> None:
-        seq = next(self._counter)
-        source = self.source
-        if _DISCARD in source.armed:
-            v = source.decide(seq, _DISCARD, offset, length)
-            if v.kind == FAIL:
-                raise injected_error(v.errno)
-            if v.kind == DROP:
-                return
-        self._child.discard(offset, length)
+        if self._forwards(_DISCARD, offset, length):
+            self._child.discard(offset, length)
 
     def flush(self) -> None:
         """Ask the rules, then QEMU's flush sequence (see the module docstring for why here)."""

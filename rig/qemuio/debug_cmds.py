@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from rig.filters.blkdebug import BlkdebugFilter, find_debug_node
 from rig.qemuio.commands import command
@@ -20,35 +21,33 @@ def _debug_node(s: Session) -> BlkdebugFilter | None:
     return find_debug_node(s.blk.root)
 
 
-@command("break", "event tag", "sets a breakpoint on event and tags the stopped request as tag",
-         argmin=2, argmax=2)
-def break_cmd(s: Session, p: Parsed) -> int:
+def _call(s: Session, action: Callable[[BlkdebugFilter], None], failure: str) -> int:
+    """Run ``action`` on the debug node; print qemu-io's ``<failure>: <strerror>`` on error
+    (ENOTSUP when the graph has no blkdebug node)."""
     node = _debug_node(s)
     code = errno.ENOTSUP if node is None else 0
     if node is not None:
         try:
-            node.set_breakpoint(p.args[0], p.args[1])
+            action(node)
         except OSError as e:
             code = e.errno or errno.EINVAL
     if code:
-        s.out.write(f"Could not set breakpoint: {os.strerror(code)}\n")
+        s.out.write(f"{failure}: {os.strerror(code)}\n")
         return -code
     return 0
+
+
+@command("break", "event tag", "sets a breakpoint on event and tags the stopped request as tag",
+         argmin=2, argmax=2)
+def break_cmd(s: Session, p: Parsed) -> int:
+    return _call(s, lambda node: node.set_breakpoint(p.args[0], p.args[1]),
+                 "Could not set breakpoint")
 
 
 @command("remove_break", "tag", "remove a breakpoint by tag", argmin=1, argmax=1)
 def remove_break_cmd(s: Session, p: Parsed) -> int:
-    node = _debug_node(s)
-    code = errno.ENOTSUP if node is None else 0
-    if node is not None:
-        try:
-            node.remove_breakpoint(p.args[0])
-        except OSError as e:
-            code = e.errno or errno.EINVAL
-    if code:
-        s.out.write(f"Could not remove breakpoint {p.args[0]}: {os.strerror(code)}\n")
-        return -code
-    return 0
+    return _call(s, lambda node: node.remove_breakpoint(p.args[0]),
+                 f"Could not remove breakpoint {p.args[0]}")
 
 
 @command("resume", "tag", "resumes the request tagged as tag", argmin=1, argmax=1)

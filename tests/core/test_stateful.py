@@ -12,8 +12,6 @@ One loop device per parametrization (module scope); examples reopen the backends
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import rig
 from rig.core.backend import BlockBackend
 from rig.core.cache import CACHE_MODES
 from rig.core.registry import service
+from rig.drivers.loop import supports_odirect
 from rig.testing import profiles
 from rig.testing.machines import LockstepMachine
 from rig.testing.strategies import cache_modes
@@ -34,18 +33,6 @@ SIZE = 256 * 1024
 
 #: Root and /dev/loop-control, else a skip that says so (tests/conftest.py).
 pytestmark = pytest.mark.needs("loop")
-
-
-def _supports_odirect(directory: Path) -> bool:
-    fd, probe = tempfile.mkstemp(dir=directory)
-    os.close(fd)
-    try:
-        os.close(os.open(probe, os.O_RDONLY | os.O_DIRECT))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.unlink(probe)
 
 
 @pytest.fixture(scope="module", params=[(512, False), (512, True), (4096, False), (4096, True)],
@@ -61,7 +48,7 @@ def test_file_loop_and_memory_agree(loop: Any, tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
         f.truncate(SIZE)
-    modes = cache_modes(direct=None if _supports_odirect(tmp_path) else False)
+    modes = cache_modes(direct=None if supports_odirect(str(tmp_path)) else False)
     used: set[str] = set()
 
     class FileLoopMemory(LockstepMachine):
