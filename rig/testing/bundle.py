@@ -65,6 +65,10 @@ class Bundle:
     failure: dict[str, Any] = field(default_factory=dict)
     zero_on_start: bool = False
     seed: int | None = None
+    """Hypothesis's random seed; None when the run was derandomized (see ``derandomize``)."""
+    derandomize: bool = False
+    """The run used Hypothesis's ``derandomize`` setting (its ``ci`` profile does): the seed
+    then comes from the test's own code, so re-running the same test finds the same example."""
     reproduce_failure: str | None = None
     test: str | None = None
     driver_sources: dict[str, str] = field(default_factory=dict)
@@ -85,7 +89,8 @@ class Bundle:
         return {
             "format": FORMAT, "version": VERSION, "machine": self.machine, "test": self.test,
             "created": self.created, "host": self.host, "seed": self.seed,
-            "reproduce_failure": self.reproduce_failure, "size": self.size,
+            "derandomize": self.derandomize, "reproduce_failure": self.reproduce_failure,
+            "size": self.size,
             "zero_on_start": self.zero_on_start, "driver_sources": self.driver_sources,
             "backends": [b.to_dict() for b in self.backends], "rules": self.rules,
             "failure": self.failure, "ops": [op_to_dict(op) for op in self.ops],
@@ -111,6 +116,7 @@ class Bundle:
             machine=str(data.get("machine", "")), size=size, backends=backends, ops=ops,
             failure=dict(data.get("failure") or {}),
             zero_on_start=bool(data.get("zero_on_start")), seed=data.get("seed"),
+            derandomize=bool(data.get("derandomize")),
             reproduce_failure=data.get("reproduce_failure"), test=data.get("test"),
             driver_sources={str(k): str(v) for k, v in (data.get("driver_sources") or {}).items()},
             created=str(data.get("created", "")), host=dict(data.get("host") or {}),
@@ -178,34 +184,49 @@ def write(bundle: Bundle, directory_: str | os.PathLike[str] | None = None) -> P
     raise ConfigError(f"cannot find a free bundle name for {stem} in {where}")
 
 
-def hypothesis_origin() -> tuple[bool, int | None, str | None]:
-    """``(is_final, seed, reproduce_failure line)`` of the Hypothesis example running now.
+@dataclass(frozen=True)
+class Origin:
+    """Where the Hypothesis example running now comes from."""
 
-    Outside Hypothesis this is ``(True, None, None)``: a machine driven by hand always writes.
-    The seed and the line come from Hypothesis internals and are None if those change.
+    is_final: bool = True
+    """Hypothesis's final (shrunk, reported) run of a failing example."""
+    seed: int | None = None
+    derandomize: bool = False
+    reproduce_failure: str | None = None
+
+
+def hypothesis_origin() -> Origin:
+    """The :class:`Origin` of the Hypothesis example running now.
+
+    Outside Hypothesis this is ``Origin()``: a machine driven by hand always writes. The seed and
+    the ``@reproduce_failure`` line come from Hypothesis internals and are None if those change.
+    Under ``derandomize`` Hypothesis draws no random seed, so ``seed`` is None.
     """
     try:
         from hypothesis import core
         from hypothesis.control import current_build_context
         from hypothesis.errors import InvalidArgument
     except ImportError:  # pragma: no cover - hypothesis is a dependency of rig.testing
-        return True, None, None
+        return Origin()
     try:
         ctx = current_build_context()
     except InvalidArgument:
-        return True, None, None
+        return Origin()
     wrapped = getattr(ctx, "wrapped_test", None)
     seed: Any = None
     for name in ("_hypothesis_internal_use_seed", "_hypothesis_internal_use_generated_seed"):
         seed = seed if seed is not None else getattr(wrapped, name, None)
     if seed is None:
         seed = getattr(core, "global_force_seed", None)
+    used = getattr(wrapped, "_hypothesis_internal_use_settings", None)
     line = None
     try:
         line = core.reproduction_decorator(ctx.data.choices)
     except Exception:
         line = None
-    return bool(getattr(ctx, "is_final", True)), seed if isinstance(seed, int) else None, line
+    return Origin(is_final=bool(getattr(ctx, "is_final", True)),
+                  seed=seed if isinstance(seed, int) else None,
+                  derandomize=bool(getattr(used, "derandomize", False)), reproduce_failure=line)
 
 
 def rules_of(spec: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -93,12 +93,14 @@ class Recorder:
     def write(self, size: int, zero_on_start: bool) -> Path | None:
         """Write the bundle if this is Hypothesis's final (shrunk) run of the failing example;
         note its path on the exception and in Hypothesis's report. Never raises."""
-        is_final, seed, line = repro.hypothesis_origin()
-        if not is_final or not repro.enabled() or not self.backends:
+        origin = repro.hypothesis_origin()
+        if not origin.is_final or not repro.enabled() or not self.backends:
             return None
         bundle = repro.Bundle(machine=self.machine, size=size, backends=self.backends,
                               ops=list(self.ops), failure=self.failure or {"kind": "unknown"},
-                              zero_on_start=zero_on_start, seed=seed, reproduce_failure=line,
+                              zero_on_start=zero_on_start, seed=origin.seed,
+                              derandomize=origin.derandomize,
+                              reproduce_failure=origin.reproduce_failure,
                               driver_sources=dict(self.driver_sources))
         try:
             self.path = repro.write(bundle).resolve()

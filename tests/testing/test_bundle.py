@@ -29,8 +29,10 @@ from rig.testing.replay import INITIAL, replay
 
 SIZE = 64 * 1024
 MEMORY = {"driver": "memory", "size": SIZE}
+#: derandomize is set explicitly: Hypothesis's ``ci`` profile (chosen when $CI is set) turns it on.
 SHRINK = settings(max_examples=50, stateful_step_count=6, deadline=None, database=None,
-                  report_multiple_bugs=False, suppress_health_check=list(HealthCheck))
+                  report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
+                  derandomize=False)
 #: No shrinking: the final run (which writes the bundle) replays the first failure found.
 DETECT = settings(SHRINK, phases=[Phase.generate])
 
@@ -107,7 +109,8 @@ def test_a_failing_machine_writes_its_shrunk_example(repro_dir: Path) -> None:
     assert len(writes) == 2, b.ops  # shrunk: the lost write needs exactly two
     assert b.failure["kind"] in ("mismatch", "disagreement")
     assert b.failure["op_index"] == len(b.ops) - (b.failure["kind"] == "disagreement")
-    assert b.seed is not None and (b.reproduce_failure or "").startswith("@reproduce_failure(")
+    assert b.seed is not None and not b.derandomize
+    assert (b.reproduce_failure or "").startswith("@reproduce_failure(")
     assert b.driver_sources == {"test-bundle-lose-second-write": str(Path(__file__).resolve())}
 
     with rig.open(MEMORY) as good, rig.open(BROKEN) as bad:
@@ -117,6 +120,14 @@ def test_a_failing_machine_writes_its_shrunk_example(repro_dir: Path) -> None:
     assert result.divergence.op_index == b.failure["op_index"]
     with rig.open(MEMORY) as good:
         assert not replay(b.ops, [good], size=b.size).reproduced
+
+
+def test_a_derandomized_run_says_so_instead_of_a_seed(repro_dir: Path) -> None:
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(Broken, settings=settings(DETECT, derandomize=True))
+    b = _only_bundle(repro_dir)
+    assert b.derandomize and b.seed is None
+    assert repro.load(next(repro_dir.glob("*.json"))).derandomize
 
 
 def test_rig_replay_exit_status(repro_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
