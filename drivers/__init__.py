@@ -3,11 +3,12 @@
 The core finds them through :mod:`rig.core.registry`; nothing in ``rig/`` imports a driver by name.
 """
 
-from rig.drivers import devices_cmd, export, file, host_device, loop, run_cmd
+from rig.drivers import devices_cmd, export, export_cmd, file, host_device, loop, run_cmd
 
 loop.register()
 devices_cmd.register()
 export.register()
+export_cmd.register()
 run_cmd.register()
 
-__all__ = ["devices_cmd", "export", "file", "host_device", "loop", "run_cmd"]
+__all__ = ["devices_cmd", "export", "export_cmd", "file", "host_device", "loop", "run_cmd"]

@@ -221,13 +221,14 @@ class _Server:
 
 
 @contextlib.contextmanager
-def export(backend: BlockBackend, *, block_size: int = 512,
-           max_write: int = 0) -> Iterator[Export]:
+def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
+           request_timeout: float = 0.0) -> Iterator[Export]:
     """Serve ``backend`` as ``/dev/loopN`` until the block ends; always torn down in order
     (loop, then the mount, then the server thread, then the mountpoint dir).
 
     ``max_write`` (bytes, a multiple of 4 KiB) lowers FUSE's largest WRITE from libfuse3's 1 MiB;
-    the loop queue is capped to whatever was negotiated.
+    the loop queue is capped to whatever was negotiated. ``request_timeout`` (seconds, 0 for
+    none) answers ETIMEDOUT for a request the graph has not finished by then (``fuse_ops``).
     """
     size = backend.getlength()
     if size <= 0 or size % block_size:
@@ -235,10 +236,14 @@ def export(backend: BlockBackend, *, block_size: int = 512,
                        f"the block size {block_size}")
     if max_write < 0 or max_write % 4096:
         raise RigError(f"max_write must be a multiple of 4096 bytes, got {max_write}")
+    if request_timeout < 0:
+        raise RigError(f"request_timeout must be 0 (none) or a positive number of seconds, "
+                       f"got {request_timeout}")
     load_mfusepy()
     sweep_stale()
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
-    server = _Server(ExportOperations(backend, max_write=max_write), mountpoint)
+    ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
+    server = _Server(ops, mountpoint)
     try:
         server.start()
         file = os.path.join(mountpoint, FILE_NAME)
@@ -252,6 +257,7 @@ def export(backend: BlockBackend, *, block_size: int = 512,
             loop.detach()
     finally:
         server.stop()
+        ops.stop_timed_requests()
         with contextlib.suppress(OSError):
             os.rmdir(mountpoint)
 

@@ -7,14 +7,26 @@ into EIO (``docs/export.md``).
 
 mfusepy registers every attribute whose name is a FUSE operation as a callback, so this class
 keeps its state in underscore names only (a ``self.lock`` would become the ``lock`` op).
+
+With ``request_timeout`` set, every data request runs on a pool of the export's own and the FUSE
+thread waits at most that long for it: a graph that stalls (a breakpoint never resumed, a hung
+host device) answers ETIMEDOUT, which the block layer passes to the program unchanged, instead
+of blocking it forever (the kernel's own FUSE request timeout is 0, that is none, here). The
+stalled call itself goes on in its pool thread; a write that timed out may still land later,
+as with a disk whose command timed out.
 """
 
 from __future__ import annotations
 
 import errno
+import queue
 import stat
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
 
 from rig.core.backend import BlockBackend
 
@@ -23,6 +35,40 @@ _PATH = "/" + FILE_NAME
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
+#: Pool threads for timed requests: libfuse's ``max_threads`` plus room for stalled ones.
+_TIMED_WORKERS = 16
+_T = TypeVar("_T")
+
+
+class _DaemonPool:
+    """Worker threads for timed requests. Daemon threads, unlike ThreadPoolExecutor's: a request
+    stalled for good must not keep the process from exiting."""
+
+    def __init__(self, workers: int) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+                                       | None] = queue.SimpleQueue()
+        self._workers = workers
+        for n in range(workers):
+            threading.Thread(target=self._work, name=f"rig-export-req-{n}", daemon=True).start()
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn, args = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:
+                future.set_exception(e)
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._tasks.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        for _ in range(self._workers):
+            self._tasks.put(None)
 
 
 class ExportOperations:
@@ -30,9 +76,16 @@ class ExportOperations:
 
     use_ns = True
 
-    def __init__(self, backend: BlockBackend, *, max_write: int = 0) -> None:
+    def __init__(self, backend: BlockBackend, *, max_write: int = 0,
+                 request_timeout: float = 0.0) -> None:
+        if request_timeout < 0:
+            raise ValueError(f"request_timeout must be >= 0 seconds, got {request_timeout}")
         self._backend = backend
         self._max_write_wanted = max_write
+        self._timeout = request_timeout
+        self._pool = _DaemonPool(_TIMED_WORKERS) if request_timeout else None
+        #: Requests answered ETIMEDOUT because the graph did not finish them in time.
+        self.timed_out = 0
         self._size = backend.getlength()
         self._mtime = time.time_ns()
         #: What the kernel and libfuse agreed on (set in init_with_config); 0 until mounted.
@@ -41,6 +94,23 @@ class ExportOperations:
         self.fsync_count = 0
 
     # ------------------------------------------------------------------ lifecycle
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, or ETIMEDOUT after ``request_timeout`` seconds if one is set."""
+        if self._pool is None:
+            return fn(*args)
+        future = self._pool.submit(fn, *args)
+        try:
+            return future.result(timeout=self._timeout)
+        except FutureTimeout:
+            self.timed_out += 1
+            raise OSError(errno.ETIMEDOUT, f"{what} did not complete within "
+                          f"{self._timeout:g} s") from None
+
+    def stop_timed_requests(self) -> None:
+        """Stop taking timed requests (stalled ones go on; their threads are not joined)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+
     def init_with_config(self, conn: Any, config: Any) -> None:
         """Lower ``max_write`` if asked, record it; keep the kernel from caching data."""
         if conn is not None:
@@ -89,19 +159,19 @@ class ExportOperations:
         if n == 0:
             return b""
         buf = bytearray(n)
-        self._backend.preadv(offset, [memoryview(buf)])
+        self._call("read", self._backend.preadv, offset, [memoryview(buf)])
         return bytes(buf)
 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         if offset + len(data) > self._size:
             raise OSError(errno.ENOSPC, "write beyond the end of the export")
-        self._backend.pwritev(offset, [memoryview(data)])
+        self._call("write", self._backend.pwritev, offset, [memoryview(data)])
         return len(data)
 
     def fsync(self, path: str, datasync: int, fh: Any) -> int:
         """A block-device fsync arrives here (datasync=0): one flush of the graph."""
         self.fsync_count += 1
-        self._backend.flush()
+        self._call("flush", self._backend.flush)
         return 0
 
     def flush(self, path: str, fh: Any) -> int:
@@ -116,9 +186,9 @@ class ExportOperations:
         if offset < 0 or offset + size > self._size:
             raise OSError(errno.EINVAL, "range beyond the end of the export")
         if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
-            self._backend.discard(offset, size)
+            self._call("discard", self._backend.discard, offset, size)
         elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
-            self._backend.write_zeroes(offset, size)
+            self._call("write-zeroes", self._backend.write_zeroes, offset, size)
         elif mode & ~FALLOC_FL_KEEP_SIZE:
             raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
         return 0

@@ -33,14 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "with RIG_DEV set to the device (options go before IMAGE)")
 
 
-def graph_spec(filename: str, rules: str | None) -> dict[str, Any]:
-    """The graph ``rig run`` exports: a file node, under a faults or blkdebug filter."""
-    leaf: dict[str, Any] = {"driver": "file", "filename": filename}
-    if rules is None:
-        return leaf
+def rules_filter(leaf: dict[str, Any], rules: str) -> dict[str, Any]:
+    """``leaf`` under a faults filter (RULES is ``.toml``/``.json``) or a blkdebug filter (any
+    other RULES file: a QEMU blkdebug config)."""
     if rules.endswith(_RULES_SUFFIXES):
         return {"driver": "faults", "rules": rules, "file": leaf}
     return {"driver": "blkdebug", "config": rules, "image": leaf}
+
+
+def graph_spec(filename: str, rules: str | None) -> dict[str, Any]:
+    """The graph ``rig run`` exports: a file node, under a faults or blkdebug filter."""
+    leaf: dict[str, Any] = {"driver": "file", "filename": filename}
+    return leaf if rules is None else rules_filter(leaf, rules)
 
 
 @contextlib.contextmanager
