@@ -195,3 +195,29 @@ def test_several_exports_at_once_each_serve_their_own_graph(tmp_path: Path) -> N
         assert loops_for_backing_file(ex.file) == []
         assert fuse_mounts(ex.mountpoint) == []
         assert not os.path.exists(ex.mountpoint)
+
+
+def test_requests_are_served_concurrently(tmp_path: Path) -> None:
+    """A read parked at a breakpoint does not hold up another program's read."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(MiB))
+    spec = {"driver": "raw", "file": {"driver": "blkdebug",
+                                      "image": {"driver": "file", "filename": str(img)}}}
+    with rig.open(spec) as blk, export(blk) as ex:
+        debug = find_debug_node(blk.root)
+        assert debug is not None
+        debug.set_breakpoint("read_aio", "first")
+        parked = subprocess.Popen(["dd", f"if={ex.path}", "of=/dev/null", "bs=4k", "count=1",
+                                   "iflag=direct"], stderr=subprocess.PIPE, text=True)
+        try:
+            assert debug.wait_break("first", timeout=30)
+            other = _dd_read(ex.path, 512)  # served while the first read is still parked
+            assert other.returncode == 0, other.stderr
+            assert parked.poll() is None and debug.is_suspended("first")
+            assert debug.resume("first")
+            assert parked.wait(timeout=30) == 0
+        finally:
+            if parked.poll() is None:
+                debug.resume("first")
+                parked.kill()
+            parked.communicate()
