@@ -32,4 +32,7 @@ if ! .venv/bin/python -m pip install -q -e '.[dev]' > .venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     exit 1
 fi
+# The VM lab (rig vm, pytest --rig-vm, tests/vm): QEMU, busybox-static, kmod, dmsetup and the
+# guest kernel (downloaded and unpacked, never installed over the host's packages).
+bash ci/vm-setup.sh
 echo "ci/setup.sh: ready ($(.venv/bin/rig --version), $(qemu-io --version | head -1))"

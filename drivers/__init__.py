@@ -4,11 +4,15 @@ The core finds them through :mod:`rig.core.registry`; nothing in ``rig/`` import
 """
 
 from rig.drivers import devices_cmd, export, export_cmd, file, host_device, loop, run_cmd
+from rig.drivers.vm import cmd as vm_cmd
 
 loop.register()
 devices_cmd.register()
 export.register()
 export_cmd.register()
 run_cmd.register()
+vm_cmd.register()
 
-__all__ = ["devices_cmd", "export", "export_cmd", "file", "host_device", "loop", "run_cmd"]
+__all__ = [
+    "devices_cmd", "export", "export_cmd", "file", "host_device", "loop", "run_cmd", "vm_cmd",
+]

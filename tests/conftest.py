@@ -20,6 +20,13 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
+def _vm_ok() -> bool:
+    from rig.drivers.vm.kernel import find_kernel
+
+    return shutil.which("qemu-system-x86_64") is not None and find_kernel() is not None \
+        and os.path.isfile("/bin/busybox")
+
+
 def _fuse_ok() -> bool:
     from rig.drivers.export import fuse_available
 
@@ -42,6 +49,10 @@ CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
         "(apt-get install fuse3 libfuse3-3; pip install -e '.[dev]' or mfusepy)",
     ),
     "fio": (lambda: shutil.which("fio") is not None, "needs fio (apt-get install fio)"),
+    "vm": (
+        _vm_ok,
+        "needs qemu-system-x86_64, busybox-static and the guest kernel cache (bash ci/vm-setup.sh)",
+    ),
     "mkfs": (
         lambda: os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None,
         "needs root and mkfs.ext4 (apt-get install e2fsprogs) to mount a file system",

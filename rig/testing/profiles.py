@@ -5,6 +5,8 @@
 * ``hil``: real hardware: fewer, longer runs (20 examples of 100 steps); slow data generation
   is not a health problem there.
 * ``debug``: a handful of examples, printing every step.
+* ``vm``: inside the VM lab's guest, where Python runs under QEMU's TCG about ten times slower:
+  10 examples of 20 steps, so a real-device state machine takes seconds, not minutes.
 
 Nothing is loaded globally on import; a suite calls :func:`load` (e.g. in its conftest) or passes
 :func:`selected` to ``run_state_machine_as_test``.
@@ -17,11 +19,13 @@ import os
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis.errors import InvalidArgument
 
-PROFILES = ("ci", "hil", "debug")
+PROFILES = ("ci", "hil", "debug", "vm")
 ENV = "HYPOTHESIS_PROFILE"
 
 settings.register_profile("ci", max_examples=50, stateful_step_count=30, deadline=None)
 settings.register_profile("hil", max_examples=20, stateful_step_count=100, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("vm", max_examples=10, stateful_step_count=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("debug", max_examples=10, stateful_step_count=30, deadline=None,
                           verbosity=Verbosity.verbose)

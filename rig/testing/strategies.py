@@ -147,9 +147,20 @@ def cache_modes(direct: bool | None = None) -> st.SearchStrategy[str]:
     return st.sampled_from(names)
 
 
+def power_cut_policies(max_seed: int = 2**32 - 1) -> st.SearchStrategy[tuple[str, int | None]]:
+    """``(keep, seed)`` for the ``writecache`` filter's ``power_cut(keep, seed=seed)``:
+    ``("drop-all", None)``, ``("keep-all", None)`` or ``("random", n)``; half are random."""
+    fixed: st.SearchStrategy[tuple[str, int | None]] = st.sampled_from(
+        [("drop-all", None), ("keep-all", None)])
+    randomized: st.SearchStrategy[tuple[str, int | None]] = st.integers(0, max_seed).map(
+        lambda seed: ("random", seed))
+    return st.one_of(fixed, randomized)
+
+
 __all__ = [
     "CACHE_MODE_NAMES", "DEFAULT_MIX", "Extent", "blkdebug_rules", "cache_modes", "extents",
-    "faulty_graph", "faulty_graphs", "graph_specs", "io_ops", "memory_specs", "workloads",
+    "faulty_graph", "faulty_graphs", "graph_specs", "io_ops", "memory_specs",
+    "power_cut_policies", "workloads",
 ]
 
 

@@ -117,7 +117,8 @@ def test_a_discard_that_keeps_old_data_is_allowed() -> None:
             kept.append(self.discards_kept_data)
             super().teardown()
 
-    run_state_machine_as_test(Keeper, settings=FAST)
+    # derandomized: a random run of 25 examples can miss the case now and then
+    run_state_machine_as_test(Keeper, settings=settings(FAST, derandomize=True))
     assert sum(kept) > 0, "no discard ever hit old data: the test exercised nothing"
 
 

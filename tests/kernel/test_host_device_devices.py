@@ -1,0 +1,42 @@
+"""The foundation's host_device state machine on kernel devices: scsi_debug at 512 and 4096-byte
+sectors, null_blk, and the VM lab's virtio-scsi disk (a lab disk named in the inventory)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+from rig.core.cache import CACHE_MODES
+from rig.drivers.labdisk import LabDisk
+
+
+def _block_size(path: str) -> int:
+    with open(f"/sys/class/block/{os.path.basename(path)}/queue/logical_block_size") as f:
+        return int(f.read())
+
+
+@pytest.mark.rig_needs("scsi_debug")
+@pytest.mark.parametrize("sector_size", [512, 4096])
+def test_scsi_debug(rig_scsi_debug: Callable[..., str],
+                    lockstep: Callable[[str, int], set[str]], sector_size: int) -> None:
+    path = rig_scsi_debug(sector_size=sector_size, dev_size_mb=8)
+    assert _block_size(path) == sector_size
+    used = lockstep(path, sector_size)
+    assert used and used <= set(CACHE_MODES)
+
+
+@pytest.mark.rig_needs("null_blk")
+def test_null_blk(rig_null_blk: Callable[..., str],
+                  lockstep: Callable[[str, int], set[str]]) -> None:
+    path = rig_null_blk(block_size=4096)
+    assert _block_size(path) == 4096
+    assert lockstep(path, 4096)
+
+
+@pytest.mark.rig_needs("sg", "lab_disk")  # the VM lab offers its SCSI disk as one
+def test_lab_disk(rig_lab_disk: Callable[..., LabDisk],
+                  lockstep: Callable[[str, int], set[str]]) -> None:
+    disk = rig_lab_disk()
+    assert lockstep(disk.path, _block_size(disk.path))
