@@ -64,6 +64,16 @@ def choose(kernel: Kernel, requested: str | None, probe: Callable[[], bool]) -> 
     return "kvm" if verdicts[key] == "kvm" else "tcg"
 
 
+def recorded_verdict(kernel_root: Path) -> str | None:
+    """The probe's verdict (``kvm`` or ``tcg``) recorded for this host, or None if none was."""
+    try:
+        verdicts = json.loads((kernel_root / "accel.json").read_text())
+        verdict = verdicts.get(_host_key()) if isinstance(verdicts, dict) else None
+    except (OSError, ValueError, RigError):
+        return None
+    return verdict if verdict in ("kvm", "tcg") else None
+
+
 def _host_key() -> str:
     from rig.drivers.vm.qemu import qemu_binary
 
