@@ -172,9 +172,9 @@ class Resolved:
         """Stable across renumbering where the disk says who it is (WWN, serial)."""
         ident = self.identity.disk or self.identity
         if ident.wwn:
-            return f"wwn-{safety._norm_wwn(ident.wwn)}"
+            return f"wwn-{safety.norm_wwn(ident.wwn)}"
         if ident.serial:
-            return f"serial-{safety._norm_serial(ident.serial)}"
+            return f"serial-{safety.norm_serial(ident.serial)}"
         major, minor = self.identity.number
         return f"dev-{major}:{minor}"
 
@@ -268,7 +268,7 @@ def write_problems(resolved: Resolved, *, probe_exclusive: bool = True) -> list[
     if usage.in_use or probe_exclusive:
         allow = AllowList.from_entries([resolved.path])
         reason = (safety.writable_problem(resolved.path, allow) if probe_exclusive
-                  else safety._usage_problem(resolved.path, usage))
+                  else safety.usage_problem(resolved.path, usage))
         if reason:
             problems.append(reason)
     if not resolved.entry.allow_signature:

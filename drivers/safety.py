@@ -27,11 +27,12 @@ DevNum = tuple[int, int]
 # --------------------------------------------------------------------------------------------
 
 
-def _norm_serial(serial: str) -> str:
+def norm_serial(serial: str) -> str:
+    """Compare serials across spellings (padding, case)."""
     return serial.strip().casefold()
 
 
-def _norm_wwn(wwn: str) -> str:
+def norm_wwn(wwn: str) -> str:
     """Compare WWNs across spellings: lsblk ``0x5000c5...``, sysfs ``naa.5000c5...``,
     /dev/disk/by-id ``wwn-0x5000c5...``."""
     w = wwn.strip().casefold()
@@ -67,7 +68,7 @@ class AllowList:
                 if not value.strip():
                     raise ConfigError(f"{source} entry {entry!r} has no value after '{kind}:'")
                 (serials if kind == "serial" else wwns).add(
-                    _norm_serial(value) if kind == "serial" else _norm_wwn(value)
+                    norm_serial(value) if kind == "serial" else norm_wwn(value)
                 )
             elif "/" not in entry:
                 paths.add(f"/dev/{entry}")
@@ -100,9 +101,9 @@ class AllowList:
         """
         candidates = [ident] if ident.disk is None else [ident, ident.disk]
         for dev in candidates:
-            if dev.serial and _norm_serial(dev.serial) in self.serials:
+            if dev.serial and norm_serial(dev.serial) in self.serials:
                 return True
-            if dev.wwn and _norm_wwn(dev.wwn) in self.wwns:
+            if dev.wwn and norm_wwn(dev.wwn) in self.wwns:
                 return True
             for path in self.paths:
                 if _same_device(path, dev.number):
@@ -350,7 +351,8 @@ def _exclusively_open(path: str) -> bool:
     return False
 
 
-def _usage_problem(path: str, usage: DeviceUsage) -> str | None:
+def usage_problem(path: str, usage: DeviceUsage) -> str | None:
+    """Why ``path`` (with ``usage``) must not be written: mounted, swap, held; None if free."""
     def whose(dev: str) -> str:
         if dev == usage.name:
             return "it"
@@ -381,7 +383,7 @@ def writable_problem(path: str, allow: AllowList | None = None) -> str | None:
     number = block_number(path)
     if number is None:
         return None
-    problem = _usage_problem(path, usage_by_number(number))
+    problem = usage_problem(path, usage_by_number(number))
     if problem is not None:
         return problem
     ident = identity_by_number(number)
