@@ -1,14 +1,12 @@
 """Shared test fixtures: capability checks (a missing one is a skip that says how to get it)
 and real loop devices that are always removed.
 
-The user-facing pytest plugin (``rig.fixtures``) is its own issue; these are the project's own.
+The ``needs`` marker checks the plugin's capabilities (``rig.fixtures.capabilities``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,44 +18,9 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
-def _vm_ok() -> bool:
-    from rig.drivers.vm.kernel import find_kernel
-
-    return shutil.which("qemu-system-x86_64") is not None and find_kernel() is not None \
-        and os.path.isfile("/bin/busybox")
-
-
-def _fuse_ok() -> bool:
-    from rig.drivers.export import fuse_available
-
-    return fuse_available()
-
-
-CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
-    "root": (lambda: os.geteuid() == 0, "needs root (run the tests as root, e.g. with sudo)"),
-    "loop": (
-        lambda: os.geteuid() == 0 and os.path.exists("/dev/loop-control"),
-        "needs loop devices: root and /dev/loop-control (modprobe loop)",
-    ),
-    "qemu_io": (
-        lambda: shutil.which("qemu-io") is not None,
-        "needs qemu-io to compare against (apt-get install qemu-utils)",
-    ),
-    "fuse": (
-        lambda: os.geteuid() == 0 and _fuse_ok(),
-        "needs root, /dev/fuse, fusermount3 and libfuse3 with mfusepy "
-        "(apt-get install fuse3 libfuse3-3; pip install -e '.[dev]' or mfusepy)",
-    ),
-    "fio": (lambda: shutil.which("fio") is not None, "needs fio (apt-get install fio)"),
-    "vm": (
-        _vm_ok,
-        "needs qemu-system-x86_64, busybox-static and the guest kernel cache (bash ci/vm-setup.sh)",
-    ),
-    "mkfs": (
-        lambda: os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None,
-        "needs root and mkfs.ext4 (apt-get install e2fsprogs) to mount a file system",
-    ),
-}
+#: The project's own ``needs`` names, as the plugin's capabilities (one table:
+#: ``rig.fixtures.capabilities``); ``qemu_io`` is the plugin's ``qemu_utils``.
+ALIASES = {"qemu_io": "qemu_utils"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,11 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in item.iter_markers("needs"):
-        for cap in marker.args:
-            check, reason = CAPABILITIES[cap]
-            if not check():
-                pytest.skip(reason)
+    from rig.fixtures import capabilities
+
+    names = [ALIASES.get(str(c), str(c)) for m in item.iter_markers("needs") for c in m.args]
+    absent = {}
+    for name in names:
+        what = capabilities.missing(name)  # KeyError: a typo in a marker is an error
+        if what is not None:
+            absent[name] = what
+    if absent:
+        pytest.skip(capabilities.skip_reason(absent))
 
 
 @pytest.fixture
