@@ -1,9 +1,10 @@
 """Export a rig graph as a real block device: a FUSE-served file with a loop device on top.
 
 :func:`export` mounts one file (the backend's size) from a FUSE server running in a thread of this
-process (mfusepy over libfuse3, multithreaded), then binds a loop device to it with the settings
-that never lose a write error (``docs/export.md``): FUSE direct_io on every open, loop direct I/O,
-and the loop queue's ``max_sectors_kb`` capped to FUSE's ``max_write``.
+process (mfusepy over libfuse3, multithreaded with ``threads`` workers, or single-threaded), then
+binds a loop device to it with the settings that never lose a write error (``docs/export.md``):
+FUSE direct_io on every open, loop direct I/O, and the loop queue's ``max_sectors_kb`` capped to
+FUSE's ``max_write``.
 
 Nothing outlives the process: the loop device is autoclear (its fd dies with us), the mount uses
 ``auto_unmount`` (fusermount3 unmounts it when our /dev/fuse fd closes, even after SIGKILL), and
@@ -37,6 +38,10 @@ _DIR_RE = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
 #: FUSE max_write for libfuse3 (max_pages=256): the loop queue is capped to this.
 LIBFUSE3_MAX_WRITE = 1 << 20
 MOUNT_TIMEOUT = 10.0
+#: libfuse worker threads by default (``threads``; measured best here for 1 MiB requests, see
+#: docs/export.md), and the most an export takes.
+DEFAULT_THREADS = 8
+MAX_THREADS = 64
 _NEED_FUSE = ("exports need /dev/fuse, fusermount3 and libfuse3 with mfusepy "
               "(apt-get install fuse3 libfuse3-3; pip install mfusepy)")
 
@@ -178,11 +183,13 @@ def _reap(pids: list[int], timeout: float = 2.0) -> None:
 
 # ------------------------------------------------------------------------------ serving
 class _Server:
-    """libfuse's multithreaded loop (``fuse_main``), in a daemon thread of this process."""
+    """libfuse's loop (``fuse_main``), in a daemon thread of this process: multithreaded with up
+    to ``threads`` workers, or single-threaded (``-s``) for ``threads=1``."""
 
-    def __init__(self, ops: ExportOperations, mountpoint: str) -> None:
+    def __init__(self, ops: ExportOperations, mountpoint: str, threads: int) -> None:
         self.ops = ops
         self.mountpoint = mountpoint
+        self.threads = threads
         self.error: BaseException | None = None
         self.watchers: list[int] = []
         self.thread = threading.Thread(target=self._serve, name=f"rig-export {mountpoint}",
@@ -191,8 +198,11 @@ class _Server:
     def _serve(self) -> None:
         mfusepy = load_mfusepy()
         options: dict[str, Any] = {"foreground": True, "raw_fi": True, "fsname": "blockrig",
-                                   "subtype": "blockrig", "auto_unmount": True,
-                                   "max_threads": 8}
+                                   "subtype": "blockrig", "auto_unmount": True}
+        if self.threads == 1:
+            options["nothreads"] = True
+        else:
+            options["max_threads"] = self.threads
         try:
             mfusepy.FUSE(self.ops, self.mountpoint, **options)
         except BaseException as e:  # reported by start()/stop()
@@ -222,13 +232,16 @@ class _Server:
 
 @contextlib.contextmanager
 def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
-           request_timeout: float = 0.0) -> Iterator[Export]:
+           request_timeout: float = 0.0, threads: int = DEFAULT_THREADS) -> Iterator[Export]:
     """Serve ``backend`` as ``/dev/loopN`` until the block ends; always torn down in order
     (loop, then the mount, then the server thread, then the mountpoint dir).
 
     ``max_write`` (bytes, a multiple of 4 KiB) lowers FUSE's largest WRITE from libfuse3's 1 MiB;
     the loop queue is capped to whatever was negotiated. ``request_timeout`` (seconds, 0 for
     none) answers ETIMEDOUT for a request the graph has not finished by then (``fuse_ops``).
+    ``threads`` is how many libfuse workers serve requests at once (1 to 64; 1 is libfuse's
+    single-threaded loop: one request at a time, so a request parked at a breakpoint holds up
+    every other unless ``request_timeout`` is set).
     """
     size = backend.getlength()
     if size <= 0 or size % block_size:
@@ -236,6 +249,8 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
                        f"the block size {block_size}")
     if max_write < 0 or max_write % 4096:
         raise RigError(f"max_write must be a multiple of 4096 bytes, got {max_write}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise RigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
     if request_timeout < 0:
         raise RigError(f"request_timeout must be 0 (none) or a positive number of seconds, "
                        f"got {request_timeout}")
@@ -243,7 +258,7 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     sweep_stale()
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
-    server = _Server(ops, mountpoint)
+    server = _Server(ops, mountpoint, threads)
     try:
         server.start()
         file = os.path.join(mountpoint, FILE_NAME)

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS",
                         help="answer ETIMEDOUT for a request the graph has not finished in "
                         "SECONDS (default 0: wait for ever)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="libfuse worker threads serving requests (1: single-threaded; "
+                        "default 8)")
     parser.add_argument("--read-only", action="store_true", help="open the graph read-only")
 
 
@@ -87,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
     from rig.drivers.export import export
 
     stop = threading.Event()
+    threads = {} if args.threads is None else {"threads": args.threads}
     try:
         spec = graph_spec(args.graph, args.faults)
         with _stop_on_signals(stop), rig.open(spec, read_only=args.read_only) as blk, \
                 export(blk, block_size=args.block_size, max_write=args.max_write,
-                       request_timeout=args.timeout) as ex:
+                       request_timeout=args.timeout, **threads) as ex:
             print(ex.path, flush=True)
             print(f"rig export: {ex.path} serves {args.graph} ({blk.getlength()} bytes); "
                   "stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)

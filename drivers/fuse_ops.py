@@ -8,6 +8,12 @@ into EIO (``docs/export.md``).
 mfusepy registers every attribute whose name is a FUSE operation as a callback, so this class
 keeps its state in underscore names only (a ``self.lock`` would become the ``lock`` op).
 
+Data goes through ``read_buf``/``write_buf``, not ``read``/``write``, so that no request makes
+fresh memory or copies in Python: a READ is read by the backend straight into page-aligned
+memory (``posix_memalign``) that libfuse sends and frees; a WRITE's data is copied once, by
+libfuse's ``fuse_buf_copy`` without the GIL, into a pooled page-aligned buffer that the backend
+writes as is. Each libfuse worker keeps its Python thread state (:meth:`ExportOperations._pin`).
+
 With ``request_timeout`` set, every data request runs on a pool of the export's own and the FUSE
 thread waits at most that long for it: a graph that stalls (a breakpoint never resumed, a hung
 host device) answers ETIMEDOUT, which the block layer passes to the program unchanged, instead
@@ -18,6 +24,8 @@ as with a disk whose command timed out.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import queue
 import stat
@@ -29,6 +37,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from rig.core.backend import BlockBackend
+from rig.core.buffers import PAGE_SIZE, BufferPool, aligned_buffer, buffer_address
 
 FILE_NAME = "disk"
 _PATH = "/" + FILE_NAME
@@ -38,6 +47,64 @@ FALLOC_FL_ZERO_RANGE = 0x10
 #: Pool threads for timed requests: libfuse's ``max_threads`` plus room for stalled ones.
 _TIMED_WORKERS = 16
 _T = TypeVar("_T")
+#: Pooled write buffers: FUSE's largest WRITE with libfuse3 (a larger one gets a fresh buffer).
+_WRITE_BUF = 1 << 20
+
+
+# libfuse3's ``struct fuse_buf`` and ``struct fuse_bufvec`` (fuse_common.h, 3.x: ``buf`` is an
+# inline array of one; mfusepy declares it as a pointer, so it has its own, unusable here).
+class _FuseBuf(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
+                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
+
+
+class _FuseBufvec(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
+                ("buf", _FuseBuf * 1)]
+
+
+class _Native:
+    """The C functions the zero-copy paths call: libc's allocator (libfuse frees what a
+    ``read_buf`` hands it with ``free``) and libfuse's ``fuse_buf_copy``/``fuse_buf_size``.
+    ctypes releases the GIL around each call."""
+
+    def __init__(self, libfuse: Any) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self.posix_memalign = libc.posix_memalign
+        self.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
+                                        ctypes.c_size_t]
+        self.posix_memalign.restype = ctypes.c_int
+        self.malloc = libc.malloc
+        self.malloc.argtypes = [ctypes.c_size_t]
+        self.malloc.restype = ctypes.c_void_p
+        self.free = libc.free
+        self.free.argtypes = [ctypes.c_void_p]
+        self.free.restype = None
+        self.buf_copy = libfuse.fuse_buf_copy
+        self.buf_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self.buf_copy.restype = ctypes.c_ssize_t
+        self.buf_size = libfuse.fuse_buf_size
+        self.buf_size.argtypes = [ctypes.c_void_p]
+        self.buf_size.restype = ctypes.c_size_t
+
+    def aligned_alloc(self, size: int) -> int:
+        """``posix_memalign(PAGE_SIZE, size)``: memory libfuse may ``free``."""
+        ptr = ctypes.c_void_p()
+        if self.posix_memalign(ctypes.byref(ptr), PAGE_SIZE, max(size, 1)) or not ptr.value:
+            raise OSError(errno.ENOMEM, "out of memory for a read reply")
+        return ptr.value
+
+
+def _address(buf: memoryview) -> int:
+    addr = buffer_address(buf)
+    if addr is None:
+        raise ValueError("a pooled buffer must be writable")
+    return addr
+
+
+class _TimedOut(OSError):
+    """ETIMEDOUT from :meth:`ExportOperations._call`: the call goes on, and the ``abandon``
+    clean-up runs when it ends."""
 
 
 class _DaemonPool:
@@ -92,10 +159,19 @@ class ExportOperations:
         self.negotiated_max_write = 0
         #: FUSE fsync requests seen (each is one backend flush).
         self.fsync_count = 0
+        from rig.drivers.export import load_mfusepy
+
+        self._native = _Native(load_mfusepy()._libfuse)
+        #: Page-aligned buffers that WRITE data is copied into (reused: no fresh memory).
+        self._write_bufs = BufferPool(_WRITE_BUF, keep=16)
+        self._threads = threading.local()
 
     # ------------------------------------------------------------------ lifecycle
-    def _call(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)``, or ETIMEDOUT after ``request_timeout`` seconds if one is set."""
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any,
+              abandon: Callable[[], None] | None = None) -> _T:
+        """``fn(*args)``, or ETIMEDOUT (:class:`_TimedOut`) after ``request_timeout`` seconds if
+        one is set. A timed-out call goes on; ``abandon`` then runs once it has ended (it gives
+        back the buffers the call still uses)."""
         if self._pool is None:
             return fn(*args)
         future = self._pool.submit(fn, *args)
@@ -103,8 +179,10 @@ class ExportOperations:
             return future.result(timeout=self._timeout)
         except FutureTimeout:
             self.timed_out += 1
-            raise OSError(errno.ETIMEDOUT, f"{what} did not complete within "
-                          f"{self._timeout:g} s") from None
+            if abandon is not None:
+                future.add_done_callback(lambda _: abandon())
+            raise _TimedOut(errno.ETIMEDOUT, f"{what} did not complete within "
+                            f"{self._timeout:g} s") from None
 
     def stop_timed_requests(self) -> None:
         """Stop taking timed requests (stalled ones go on; their threads are not joined)."""
@@ -154,22 +232,77 @@ class ExportOperations:
         return 0
 
     # ------------------------------------------------------------------ data
-    def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
-        n = max(0, min(size, self._size - offset))
-        if n == 0:
-            return b""
-        buf = bytearray(n)
-        self._call("read", self._backend.preadv, offset, [memoryview(buf)])
-        return bytes(buf)
+    def _pin(self) -> None:
+        """Keep the calling libfuse worker's Python thread state for good.
 
-    def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
-        if offset + len(data) > self._size:
+        ctypes makes a thread state for each callback on a thread Python did not start and
+        deletes it on return; one more ``PyGILState_Ensure``, never released, keeps it (one
+        per worker thread: a few KiB each, left when the worker ends). Saves that per request,
+        and the thread's ``threading.local`` data then lasts (it marks the pinned threads)."""
+        local = self._threads
+        if not getattr(local, "pinned", False):
+            ctypes.pythonapi.PyGILState_Ensure()
+            local.pinned = True
+
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fh: Any) -> int:
+        """READ into page-aligned memory handed to libfuse, which sends it and frees it: the
+        backend reads straight into the reply (no bounce, no copy in Python)."""
+        self._pin()
+        n = max(0, min(size, self._size - offset))
+        native = self._native
+        mem = native.aligned_alloc(n)
+        try:
+            if n:
+                view = memoryview((ctypes.c_char * n).from_address(mem)).cast("B")
+                self._call("read", self._backend.preadv, offset, [view],
+                           abandon=lambda: native.free(mem))
+            vec = native.malloc(ctypes.sizeof(_FuseBufvec))
+            if not vec:
+                raise OSError(errno.ENOMEM, "out of memory for a read reply")
+        except _TimedOut:
+            raise  # the read goes on into mem: freed when it ends
+        except BaseException:
+            native.free(mem)
+            raise
+        v = _FuseBufvec.from_address(vec)
+        v.count, v.idx, v.off = 1, 0, 0
+        b = v.buf[0]
+        b.size, b.flags, b.mem, b.fd, b.pos = n, 0, mem, -1, 0
+        ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = vec
+        return 0
+
+    def write_buf(self, path: str, buf: Any, offset: int, fh: Any) -> int:
+        """WRITE: libfuse copies the data (from its buffer or its splice pipe) into a pooled
+        page-aligned buffer, without the GIL; the backend writes that without a bounce."""
+        self._pin()
+        native = self._native
+        size = int(native.buf_size(buf))
+        if offset + size > self._size:
             raise OSError(errno.ENOSPC, "write beyond the end of the export")
-        self._call("write", self._backend.pwritev, offset, [memoryview(data)])
-        return len(data)
+        pool = self._write_bufs
+        whole = pool.get() if size <= pool.size else aligned_buffer(size)
+        give_back: Callable[[], None] = (lambda: pool.put(whole)) if size <= pool.size \
+            else (lambda: None)
+        try:
+            dst = _FuseBufvec(1, 0, 0)
+            dst.buf[0].size, dst.buf[0].mem, dst.buf[0].fd = size, _address(whole), -1
+            copied = int(native.buf_copy(ctypes.byref(dst), buf, 0))
+            if copied != size:
+                err = -copied if copied < 0 else errno.EIO
+                raise OSError(err, f"could not take the WRITE's data ({copied} of {size} bytes)")
+            self._call("write", self._backend.pwritev, offset, [whole[:size]],
+                       abandon=give_back)
+        except _TimedOut:
+            raise  # the write goes on from the buffer: given back when it ends
+        except BaseException:
+            give_back()
+            raise
+        give_back()
+        return size
 
     def fsync(self, path: str, datasync: int, fh: Any) -> int:
         """A block-device fsync arrives here (datasync=0): one flush of the graph."""
+        self._pin()
         self.fsync_count += 1
         self._call("flush", self._backend.flush)
         return 0

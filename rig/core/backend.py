@@ -16,13 +16,14 @@ import errno
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from rig.core.bitmap import DirtyBitmap
 from rig.core.buffers import (
+    BufferPool,
     aligned_buffer,
     as_byte_views,
     iov_aligned,
@@ -117,6 +118,8 @@ class BlockBackend:
         self._inflight: set[Future[Any]] = set()
         self._inflight_lock = threading.Lock()
         self._zero_buf: memoryview | None = None
+        #: Reused bounce buffers (``BOUNCE_CHUNK`` each) for unaligned requests.
+        self._bounce_pool = BufferPool(BOUNCE_CHUNK, keep=8)
         self._last_aligned: tuple[weakref.ref[memoryview], int] | None = None
         self.swallow_rmw_read_errors = swallow_rmw_read_errors
         """QEMU 7.2 quirk: a failing read-modify-write read is ignored and the write goes on
@@ -246,11 +249,25 @@ class BlockBackend:
             self._last_aligned = (weakref.ref(iov[0]), alignment)
         return True
 
+    @contextlib.contextmanager
+    def _bounce(self, size: int) -> Iterator[memoryview]:
+        """An aligned bounce buffer of ``size`` bytes: a pooled one when it fits (no fresh
+        memory, no mmap/munmap per request), else a new one."""
+        if size > self._bounce_pool.size:
+            yield aligned_buffer(size)
+            return
+        with self._bounce_pool.lend(size) as buf:
+            yield buf
+
     def _bounce_read(self, offset: int, length: int, iov: Iov, align: int, max_xfer: int) -> None:
         chunk = max(align, min(max_xfer, BOUNCE_CHUNK) // align * align)
         a_start = offset - offset % align
         a_end = -(-(offset + length) // align) * align
-        bounce = aligned_buffer(min(chunk, a_end - a_start))
+        with self._bounce(min(chunk, a_end - a_start)) as bounce:
+            self._bounce_read_via(bounce, offset, length, iov, chunk, a_start, a_end)
+
+    def _bounce_read_via(self, bounce: memoryview, offset: int, length: int, iov: Iov,
+                         chunk: int, a_start: int, a_end: int) -> None:
         pos = a_start
         while pos < a_end:
             n = min(chunk, a_end - pos)
@@ -284,16 +301,20 @@ class BlockBackend:
         align = lim.request_alignment
         if (offset | length) & (align - 1) == 0:
             if not self._iov_aligned(iov, lim.buffer_alignment):
-                bounce = aligned_buffer(length)
-                iov_copy_out(iov, bounce)
-                iov = [bounce]
-            req = self._tracker.begin(offset, offset + length, serialising=False)
-            try:
-                self._aligned_write(offset, length, iov, flags)
-            finally:
-                self._tracker.end(req)
+                with self._bounce(length) as bounce:
+                    iov_copy_out(iov, bounce)
+                    self._tracked_write(offset, length, [bounce], flags)
+                return
+            self._tracked_write(offset, length, iov, flags)
             return
         self._rmw_write(offset, length, iov, flags, align)
+
+    def _tracked_write(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        req = self._tracker.begin(offset, offset + length, serialising=False)
+        try:
+            self._aligned_write(offset, length, iov, flags)
+        finally:
+            self._tracker.end(req)
 
     def _aligned_write(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         root = self.root
@@ -316,22 +337,26 @@ class BlockBackend:
         a_end = -(-(offset + length) // align) * align
         req = self._tracker.begin(a_start, a_end, serialising=True)
         try:
-            bounce = aligned_buffer(a_end - a_start)
-            # Events fire only when the alignment that QEMU would pad at the event node (a
-            # blkdebug ``align``) is what the request misses.
-            sink = self.root.event_sink
-            ev_align = sink.event_alignment if sink is not None else 1
-            if offset != a_start:
-                self._padding_read(a_start, bounce[:align], "head",
-                                   offset % ev_align != 0)
-            tail_start = a_end - align
-            if offset + length != a_end and (tail_start != a_start or offset == a_start):
-                self._padding_read(tail_start, bounce[tail_start - a_start:], "tail",
-                                   (offset + length) % ev_align != 0)
-            iov_copy_out(iov, bounce[offset - a_start:offset - a_start + length])
-            self._aligned_write(a_start, a_end - a_start, [bounce], flags)
+            with self._bounce(a_end - a_start) as bounce:
+                self._rmw_via(bounce, offset, length, iov, flags, align, a_start, a_end)
         finally:
             self._tracker.end(req)
+
+    def _rmw_via(self, bounce: memoryview, offset: int, length: int, iov: Iov, flags: ReqFlags,
+                 align: int, a_start: int, a_end: int) -> None:
+        # Events fire only when the alignment that QEMU would pad at the event node (a
+        # blkdebug ``align``) is what the request misses.
+        sink = self.root.event_sink
+        ev_align = sink.event_alignment if sink is not None else 1
+        if offset != a_start:
+            self._padding_read(a_start, bounce[:align], "head",
+                               offset % ev_align != 0)
+        tail_start = a_end - align
+        if offset + length != a_end and (tail_start != a_start or offset == a_start):
+            self._padding_read(tail_start, bounce[tail_start - a_start:], "tail",
+                               (offset + length) % ev_align != 0)
+        iov_copy_out(iov, bounce[offset - a_start:offset - a_start + length])
+        self._aligned_write(a_start, a_end - a_start, [bounce], flags)
 
     def _padding_read(self, offset: int, buf: memoryview, where: str, events: bool) -> None:
         root = self.root

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-from collections.abc import Sequence
+import queue
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -18,6 +20,49 @@ def aligned_buffer(size: int, alignment: int = PAGE_SIZE) -> memoryview:
         raise ValueError(f"alignment {alignment} exceeds the page size {PAGE_SIZE}")
     m = mmap.mmap(-1, max(size, 1))
     return memoryview(m)[:size]
+
+
+class BufferPool:
+    """Reusable page-aligned buffers of one size (``size`` bytes each), handed out and taken
+    back through a queue.
+
+    A fresh buffer costs a page fault per page the first time it is touched (about 5 us per
+    4 KiB page on a VM: more than a 1 MiB copy); a pooled one is touched once. A queue, not a
+    ``threading.local``: callbacks from foreign threads (libfuse's) get a new Python thread state
+    each time, so thread-local caches do not survive between them. At most ``keep`` buffers are
+    kept; more may be in use at once (the extra ones are dropped when they come back).
+    """
+
+    def __init__(self, size: int, keep: int = 16) -> None:
+        if size <= 0:
+            raise ValueError(f"buffer size must be positive, got {size}")
+        self.size = size
+        self.keep = keep
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        #: Buffers made so far (a buffer that came back is reused, not counted again).
+        self.allocated = 0
+
+    def get(self) -> memoryview:
+        """A page-aligned writable buffer of exactly ``size`` bytes (contents undefined)."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            self.allocated += 1
+            return aligned_buffer(self.size)
+
+    def put(self, buf: memoryview) -> None:
+        """Give back a buffer from :meth:`get` (the whole one, not a slice)."""
+        if self._free.qsize() < self.keep:
+            self._free.put(buf)
+
+    @contextmanager
+    def lend(self, length: int | None = None) -> Iterator[memoryview]:
+        """A pooled buffer (its first ``length`` bytes) for the block; given back after it."""
+        buf = self.get()
+        try:
+            yield buf if length is None else buf[:length]
+        finally:
+            self.put(buf)
 
 
 def buffer_address(buf: memoryview) -> int | None:

@@ -3,6 +3,7 @@ ETIMEDOUT when a request timeout is set; several exports run at once, each with 
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import subprocess
@@ -107,6 +108,7 @@ def test_sigkilled_rig_export_leaves_no_loop_and_no_mount(tmp_path: Path) -> Non
     (["--faults", "/nonexistent/rules.toml", "IMG"], "--faults: /nonexistent/rules.toml"),
     (["--max-write", "1000", "IMG"], "max_write must be a multiple of 4096"),
     (["--timeout", "-1", "IMG"], "request_timeout must be 0 (none) or a positive"),
+    (["--threads", "0", "IMG"], "threads must be 1 to 64"),
     (["json:{\"driver\": \"nope\"}"], "nope"),
 ])
 def test_rig_export_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str],
@@ -197,13 +199,15 @@ def test_several_exports_at_once_each_serve_their_own_graph(tmp_path: Path) -> N
         assert not os.path.exists(ex.mountpoint)
 
 
-def test_requests_are_served_concurrently(tmp_path: Path) -> None:
-    """A read parked at a breakpoint does not hold up another program's read."""
+@pytest.mark.parametrize("threads", [8, 2])
+def test_requests_are_served_concurrently(tmp_path: Path, threads: int) -> None:
+    """A read parked at a breakpoint does not hold up another program's read (libfuse's
+    multithreaded loop: the default of 8 threads, and the least there is)."""
     img = tmp_path / "disk.img"
     img.write_bytes(bytes(MiB))
     spec = {"driver": "raw", "file": {"driver": "blkdebug",
                                       "image": {"driver": "file", "filename": str(img)}}}
-    with rig.open(spec) as blk, export(blk) as ex:
+    with rig.open(spec) as blk, export(blk, threads=threads) as ex:
         debug = find_debug_node(blk.root)
         assert debug is not None
         debug.set_breakpoint("read_aio", "first")
@@ -221,3 +225,41 @@ def test_requests_are_served_concurrently(tmp_path: Path) -> None:
                 debug.resume("first")
                 parked.kill()
             parked.communicate()
+
+
+def test_rig_export_threads_1_serves_single_threaded(tmp_path: Path) -> None:
+    """``--threads 1``: libfuse's single-threaded loop serves reads, writes and faults alike."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\x5a" * (4 * MiB))
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    child = _rig("--threads", "1", "--faults", str(rules), str(img), tmpdir=mnt)
+    try:
+        assert child.stdout is not None
+        dev = child.stdout.readline().strip()
+        assert dev.startswith("/dev/loop"), dev
+        file = os.path.join(fuse_mounts(str(mnt))[0], "disk")
+        bad = _dd_read(dev, 1024)
+        assert bad.returncode == 1 and "Input/output error" in bad.stderr
+        fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, MiB)
+            buf[:] = b"\xa5" * MiB
+            assert os.pwritev(fd, [buf], 2 * MiB) == MiB
+            os.fsync(fd)
+            back = mmap.mmap(-1, MiB)
+            assert os.preadv(fd, [back], 2 * MiB) == MiB and back[:] == buf[:]
+        finally:
+            os.close(fd)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert " writes" in err and " flushes" in err and "(1 failed)" in err, err
+    _wait_gone(file, str(mnt))
+    assert img.read_bytes()[2 * MiB:3 * MiB] == b"\xa5" * MiB
