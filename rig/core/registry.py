@@ -28,7 +28,8 @@ _loaded = False
 
 #: Core nodes (no hardware access) registered alongside the host drivers.
 CORE_DRIVER_MODULES = ("rig.formats.raw", "rig.nodes.memory", "rig.filters.blkdebug",
-                       "rig.filters.faults", "rig.filters.throttle", "rig.filters.writecache")
+                       "rig.filters.faults", "rig.filters.throttle", "rig.filters.writecache",
+                       "rig.filters.recorder")
 
 
 def register_driver(name: str) -> Callable[[N], N]:

@@ -1,0 +1,166 @@
+"""The crash states a disk with a volatile write cache may leave, and their enumeration.
+
+The model (docs/crash.md has the argument):
+
+* a record is **durable** at a cut (the device completed records ``1..cut``, then lost power) if
+  it is a FUA write or write-zeroes, or a flush record at or before the cut covers it;
+* the other data records up to the cut are **in flight**: each may have reached the media whole,
+  not at all, or (``torn=True``) in some of its sectors (``max(512, logical block size)`` bytes,
+  at absolute sector boundaries);
+* the device then holds the initial image with the durable records and the chosen in-flight
+  pieces applied **in log order**: a later write to a sector wins over an earlier one that also
+  persisted, and an in-flight write never lands over a later durable one. A discard reads as
+  zeroes, as :class:`~rig.testing.model.DiskModel` says.
+
+Every state is one ``DiskModel.possible_after_power_cut`` allows (the model allows more: bytes
+torn anywhere, older data over newer). States are taken at *cut points*: before each FUA record
+and each flush that makes something durable, and at the end; a crash anywhere else leaves a
+state that the next cut point also has (an in-flight write may be left out).
+
+A :class:`CrashState` names a state by its cut, the in-flight records kept whole and the torn ones
+with their kept sector indexes (counted from the record's first sector), so it can be printed,
+parsed back and materialized again from the same log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rig.crash.crashstate import CrashState
+from rig.crash.cuts import (
+    CutPlan,
+    Durable,
+    cut_plans,
+    image,
+    intersect,
+    pieces,
+    plan_at,
+    sector_size,
+    sectors,
+)
+from rig.crash.logfile import WriteLog
+
+__all__ = ["CrashState", "CrashStates"]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    seq: int
+    index: int  # sector index in the record; -1: the whole record
+
+
+def _units(plan: CutPlan, torn: bool, sector: int) -> list[_Unit]:
+    out: list[_Unit] = []
+    for p in plan.pending:
+        rec = p.record
+        if not torn:
+            out.append(_Unit(rec.seq, -1))
+            continue
+        for i, (lo, hi) in enumerate(sectors(rec.offset, rec.length, sector)):
+            if intersect(list(p.visible), lo, hi):
+                out.append(_Unit(rec.seq, i))
+    return out
+
+
+def _state(cut: int, units: list[_Unit], mask: int) -> CrashState:
+    per_record: dict[int, list[int]] = {}
+    chosen: dict[int, list[int]] = {}
+    for bit, u in enumerate(units):
+        per_record.setdefault(u.seq, []).append(u.index)
+        if mask >> bit & 1:
+            chosen.setdefault(u.seq, []).append(u.index)
+    keep = tuple(seq for seq, idx in chosen.items() if len(idx) == len(per_record[seq]))
+    torn = tuple((seq, tuple(idx)) for seq, idx in chosen.items()
+                 if len(idx) != len(per_record[seq]))
+    return CrashState(cut, keep, torn)
+
+
+class CrashStates:
+    """The crash states of a log: every cut point, every subset of what is in flight there.
+
+    A cut with at most ``max_exhaustive`` units in flight (records, or their sectors when
+    ``torn``) gives all ``2**units`` states, in mask order (nothing kept first, everything kept
+    last). A larger one gives ``samples`` states drawn from ``random.Random`` seeded by ``seed``
+    and the cut (the two extremes first; each record dropped, kept or torn sector by sector),
+    so the same arguments always give the same states.
+    """
+
+    def __init__(self, log: WriteLog, *, torn: bool = False, max_exhaustive: int = 12,
+                 samples: int = 256, seed: int = 0, upto: int | None = None,
+                 initial: bytes | None = None) -> None:
+        if samples < 2 or max_exhaustive < 0:
+            raise ValueError(f"need samples >= 2 and max_exhaustive >= 0: {samples}, "
+                             f"{max_exhaustive}")
+        self.log = log
+        self.torn = torn
+        self.max_exhaustive = max_exhaustive
+        self.samples = samples
+        self.seed = seed
+        self.sector = sector_size(log)
+        self.plans = list(cut_plans(log, upto=upto))
+        self.durable = Durable(log, initial)
+        self._by_cut = {p.cut: p for p in self.plans}
+        self._units = [_units(p, torn, self.sector) for p in self.plans]
+
+    def cuts(self) -> list[int]:
+        return [p.cut for p in self.plans]
+
+    def exhaustive(self) -> bool:
+        """True when no cut was sampled."""
+        return all(len(u) <= self.max_exhaustive for u in self._units)
+
+    def count(self) -> int:
+        """How many states iterating gives (``2**units`` per cut, or ``samples``)."""
+        return sum(1 << len(u) if len(u) <= self.max_exhaustive else min(self.samples,
+                                                                          1 << len(u))
+                   for u in self._units)
+
+    def __iter__(self) -> Iterator[CrashState]:
+        for plan, units in zip(self.plans, self._units, strict=True):
+            for mask in self._masks(plan.cut, units):
+                yield _state(plan.cut, units, mask)
+
+    def _masks(self, cut: int, units: list[_Unit]) -> Iterator[int]:
+        n = len(units)
+        if n <= self.max_exhaustive:
+            yield from range(1 << n)
+            return
+        full = (1 << n) - 1
+        rng = random.Random(self.seed * 1_000_003 + cut)
+        seen = {0, full}
+        yield 0
+        yield full
+        want = min(self.samples, 1 << n)
+        groups: dict[int, list[int]] = {}
+        for bit, u in enumerate(units):
+            groups.setdefault(u.seq, []).append(bit)
+        while len(seen) < want:
+            mask = 0
+            for bits in groups.values():
+                choice = rng.randrange(3) if len(bits) > 1 else rng.randrange(2)
+                for bit in bits:
+                    if choice == 1 or (choice == 2 and rng.random() < 0.5):
+                        mask |= 1 << bit
+            if mask not in seen:
+                seen.add(mask)
+                yield mask
+
+    def plan(self, cut: int) -> CutPlan:
+        """The plan of ``cut`` (a cut point, or any other record number)."""
+        plan = self._by_cut.get(cut)
+        return plan if plan is not None else plan_at(self.log, cut)
+
+    def pieces(self, state: CrashState) -> list[tuple[int, bytes]]:
+        """What ``state`` writes over :meth:`durable_image` of its cut (a copy-on-write overlay
+        of that image needs only these)."""
+        return pieces(self.plan(state.cut), state, self.sector)
+
+    def durable_image(self, cut: int) -> bytes:
+        """The durable content at ``cut``: what the state that keeps nothing holds."""
+        return bytes(self.durable.at(cut))
+
+    def image(self, state: CrashState) -> bytes:
+        """The device content ``state`` stands for (fastest when asked for in cut order)."""
+        return image(self.plan(state.cut), state, self.sector, self.durable.at(state.cut))
