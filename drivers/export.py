@@ -30,6 +30,7 @@ from typing import Any
 from rig.core.backend import BlockBackend
 from rig.drivers.fuse_ops import FILE_NAME, ExportOperations
 from rig.drivers.loop import LoopDevice
+from rig.drivers.procs import pid_alive
 from rig.errors import RigError
 
 #: Mountpoints are ``<tmp>/blockrig-export-<pid>-<random>``: the sweeper spots dead pids.
@@ -111,16 +112,6 @@ def _unmount(mountpoint: str) -> None:
     subprocess.run(["fusermount3", "-u", "-z", "-q", mountpoint], capture_output=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale(tmpdir: str | None = None) -> list[str]:
     """Unmount and remove export mountpoints left by dead processes; returns what it removed."""
     base = tmpdir or tempfile.gettempdir()
@@ -128,7 +119,7 @@ def sweep_stale(tmpdir: str | None = None) -> list[str]:
     with contextlib.suppress(OSError):
         for name in os.listdir(base):
             m = _DIR_RE.match(name)
-            if not m or _pid_alive(int(m.group(1))):
+            if not m or pid_alive(int(m.group(1))):
                 continue
             path = os.path.join(base, name)
             _unmount(path)

@@ -17,8 +17,6 @@ reaches the host's root file system over 9p.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import lzma
 import os
@@ -27,10 +25,11 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rig.drivers.procs import locked
 from rig.errors import RigError
 
 #: Modules the lab offers in the guest (dependencies are added from ``modules.dep``). The first
@@ -129,7 +128,7 @@ def fetch_kernel(package: str | None = None, cache: Path | None = None) -> Kerne
         raise RigError(f"{package}: not a generic Debian kernel package "
                        "(want linux-image-<version>-amd64; the cloud flavour has no 9p)")
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / ".lock"):
+    with locked(cache / ".lock"):
         entry = cache / kver
         if (entry / _META).is_file() and _meta_ok(entry / _META):
             _unpack_vmlinux(entry)  # entries from before vmlinux was kept
@@ -300,11 +299,3 @@ def _run(argv: list[str], tool: str, fix: str, cwd: Path | None = None) -> str:
     return str(proc.stdout)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -33,11 +33,12 @@ from types import TracebackType
 from typing import IO
 
 from rig.core.units import SizeError, parse_size
+from rig.drivers.procs import pid_alive
 from rig.drivers.vm import accel as accel_mod
 from rig.drivers.vm import guestscript
 from rig.drivers.vm.initramfs import initramfs
 from rig.drivers.vm.kernel import Kernel, fetch_kernel, find_kernel, require_kernel
-from rig.drivers.vm.process import kill_group, pid_alive, spawn
+from rig.drivers.vm.process import kill_group, spawn
 from rig.drivers.vm.qemu import CDROM_ID, QemuConfig, command_line, disk_id
 from rig.drivers.vm.qmp import Monitor
 from rig.errors import RigError
