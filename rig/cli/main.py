@@ -1,5 +1,6 @@
-"""``rig``: subcommands ``io`` (qemu-io's language), ``replay`` (repro bundles), plus those
-drivers register (``devices``)."""
+"""``rig``: subcommands ``io`` (qemu-io's language), ``replay`` (repro bundles), ``crash``
+(write-log crash states), ``bench``, plus those drivers register (``devices``, ``run``,
+``export``, ``vm``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from rig import __version__
-from rig.cli import bench_cmd, io_cmd, replay_cmd
+from rig.cli import bench_cmd, crash_cmd, io_cmd, replay_cmd
 from rig.cli.errors import OneLineParser
 from rig.core.registry import commands
 from rig.errors import RigError
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                             description=replay_cmd.DESCRIPTION)
     replay_cmd.add_arguments(replay)
     replay.set_defaults(run=replay_cmd.run)
+    crash = sub.add_parser("crash", help="crash states of a write log (states, materialize)",
+                           description=crash_cmd.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    crash_cmd.add_arguments(crash)
+    crash.set_defaults(run=crash_cmd.run)
     bench = sub.add_parser("bench", help="benchmarks of the rig's own layers (throttle)")
     bench_cmd.add_arguments(bench)
     for name, (add_args, run) in sorted(commands().items()):

@@ -1,0 +1,111 @@
+"""``rig crash``: look at a write log's crash states and materialize one.
+
+* ``rig crash states LOG [--torn] [--seed N] [--samples N] [--limit N] [--json]``: the cut
+  points of the log (before each FUA write, before each flush that makes something durable, and
+  the end), how many states each gives, and the states' names (``cut 9 keep 3,5 torn 7[0-2]``).
+* ``rig crash materialize LOG STATE TARGET [--torn] [--seed N]``: write that state's device
+  content onto TARGET (an image or device path, ``json:{...}`` or ``key=value`` graph; it must
+  be the log's size), then flush.
+
+Recording (``rig crash record -- CMD``) and checking every state (``rig crash check``) come next;
+see docs/crash.md. Bad input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rig.errors import RigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="crash_cmd", metavar="{states,materialize}", required=True)
+    states = sub.add_parser("states", help="list a write log's crash states")
+    states.add_argument("log", metavar="LOG")
+    states.add_argument("--limit", type=int, default=20, metavar="N",
+                        help="names to print (default 20; 0: all)")
+    states.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    mat = sub.add_parser("materialize", help="write one crash state onto an image or device")
+    mat.add_argument("log", metavar="LOG")
+    mat.add_argument("state", metavar="STATE", help="a state's name, as 'states' prints it")
+    mat.add_argument("target", metavar="TARGET", help="image, device or graph to write")
+    for p in (states, mat):
+        p.add_argument("--torn", action="store_true",
+                       help="in-flight writes may land sector by sector")
+        p.add_argument("--seed", type=int, default=0, help="for sampled cuts (default 0)")
+        p.add_argument("--samples", type=int, default=256,
+                       help="states per cut too large to list exhaustively (default 256)")
+
+
+def _states(args: argparse.Namespace) -> Any:
+    from rig.crash.logfile import read_log
+    from rig.crash.states import CrashStates
+
+    log = read_log(args.log)
+    if log.tail_note:
+        print(f"rig crash: {args.log}: {log.tail_note}", file=sys.stderr)
+    try:
+        return log, CrashStates(log, torn=args.torn, seed=args.seed, samples=args.samples)
+    except ValueError as e:
+        raise RigError(str(e)) from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise RigError(f"--limit must be >= 0, got {args.limit}")
+    log, states = _states(args)
+    names: list[str] = []
+    for state in states:
+        if args.limit and len(names) >= args.limit:
+            break
+        names.append(str(state))
+    summary = {"log": args.log, "device_size": log.header.device_size,
+               "records": len(log.records), "cuts": states.cuts(), "states": states.count(),
+               "exhaustive": states.exhaustive(), "torn": args.torn, "seed": args.seed,
+               "names": names}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    kind = "exhaustive" if summary["exhaustive"] else f"sampled with seed {args.seed}"
+    print(f"{args.log}: {summary['records']} records, {len(summary['cuts'])} cut points, "
+          f"{summary['states']} crash states ({kind}{', torn' if args.torn else ''})")
+    for name in names:
+        print(f"  {name}")
+    if len(names) < summary["states"]:
+        print(f"  ... {summary['states'] - len(names)} more (--limit 0 lists all)")
+    return 0
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    import rig
+    from rig.crash.crashstate import CrashState
+    from rig.crash.replay import materialize
+
+    log, states = _states(args)
+    try:
+        state = CrashState.parse(args.state)
+    except ValueError as e:
+        raise RigError(f"STATE {args.state!r}: {e}") from None
+    if state.cut not in states.cuts():
+        raise RigError(f"STATE {args.state!r}: the log has no cut {state.cut} (cuts: "
+                       f"{', '.join(map(str, states.cuts()))})")
+    with rig.open(args.target) as blk:
+        if blk.getlength() != log.header.device_size:
+            raise RigError(f"{args.target}: {blk.getlength()} bytes, but the log is of a "
+                           f"{log.header.device_size}-byte device")
+        materialize(log, state, blk, states=states)
+    print(f"rig crash: wrote {state} onto {args.target}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Crash states of a write log (``states``, ``materialize``)."""
+    try:
+        return _list(args) if args.crash_cmd == "states" else _materialize(args)
+    except (RigError, OSError) as e:
+        text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"rig crash: {text}", file=sys.stderr)
+        return 2
