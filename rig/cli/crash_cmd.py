@@ -6,9 +6,13 @@
 * ``rig crash materialize LOG STATE TARGET [--torn] [--seed N]``: write that state's device
   content onto TARGET (an image or device path, ``json:{...}`` or ``key=value`` graph; it must
   be the log's size), then flush.
+* ``rig crash record --log LOG --size SIZE -- CMD ARGS``: run CMD against a fresh, zeroed
+  device of SIZE exported as ``$RIG_DEV`` (/dev/loopN) with a ``recorder`` node in its graph, so
+  LOG holds every write, FUA, flush and discard the program's I/O caused; exits with CMD's
+  status.
 
-Recording (``rig crash record -- CMD``) and checking every state (``rig crash check``) come next;
-see docs/crash.md. Bad input is one line on stderr and exit status 2.
+Checking every state (``rig crash check``) comes next; see docs/crash.md. Bad input is one line
+on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mat.add_argument("log", metavar="LOG")
     mat.add_argument("state", metavar="STATE", help="a state's name, as 'states' prints it")
     mat.add_argument("target", metavar="TARGET", help="image, device or graph to write")
+    rec = sub.add_parser("record", help="record a program's I/O on an exported device")
+    rec.add_argument("--log", required=True, metavar="LOG", help="the write log to create")
+    rec.add_argument("--size", required=True, metavar="SIZE",
+                     help="size of the fresh zeroed device (e.g. 64M)")
+    rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                     help="the command, run with RIG_DEV set to the device")
     for p in (states, mat):
         p.add_argument("--torn", action="store_true",
                        help="in-flight writes may land sector by sector")
@@ -101,9 +111,53 @@ def _materialize(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Crash states of a write log (``states``, ``materialize``)."""
+def _record(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+    import tempfile
+
+    import rig
+    from rig.core.registry import service
+    from rig.core.units import SizeError, parse_size
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise RigError("no command: rig crash record --log LOG --size SIZE -- CMD ARGS")
     try:
+        size = parse_size(args.size)
+    except SizeError as e:
+        raise RigError(f"--size: {e}") from None
+    if size <= 0 or size % 512:
+        raise RigError(f"--size: {args.size} is not a positive multiple of 512 bytes")
+    if os.path.exists(args.log):
+        raise RigError(f"--log: {args.log} exists; a log is never overwritten")
+    fd, image = tempfile.mkstemp(prefix="blockrig-crash-", suffix=".img")
+    try:
+        os.ftruncate(fd, size)
+        os.close(fd)
+        graph = {"driver": "recorder", "log": args.log,
+                 "file": {"driver": "file", "filename": image}}
+        with rig.open(graph) as blk, service("export")(blk) as ex:
+            try:
+                status = subprocess.run(cmd, env={**os.environ, "RIG_DEV": ex.path}).returncode
+            except OSError as e:
+                print(f"rig crash: {cmd[0]}: {e.strerror}", file=sys.stderr)
+                status = 127
+        from rig.crash.logfile import read_log
+
+        log = read_log(args.log)
+        print(f"rig crash: {len(log.records)} records in {args.log} (exit status {status})",
+              file=sys.stderr)
+        return status
+    finally:
+        os.unlink(image)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Crash states of a write log (``states``, ``materialize``, ``record``)."""
+    try:
+        if args.crash_cmd == "record":
+            return _record(args)
         return _list(args) if args.crash_cmd == "states" else _materialize(args)
     except (RigError, OSError) as e:
         text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -73,3 +73,24 @@ def test_bad_input_is_one_line_and_exit_2(log: Path, tmp_path: Path, argv: list[
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rig crash: ") and message in err[0], err
     assert img.read_bytes() == bytes(SIZE) and small.read_bytes() == bytes(4096)
+
+
+@pytest.mark.needs("loop", "fuse")
+def test_record_logs_a_real_programs_io(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """dd with O_DIRECT and fsync on the exported device: 8 writes, then a flush covering them."""
+    log = tmp_path / "dd.rwlog"
+    status = main(["crash", "record", "--log", str(log), "--size", "1M", "--",
+                   "sh", "-c", "dd if=/dev/zero of=$RIG_DEV bs=4k count=8 oflag=direct "
+                   "conv=fsync status=none && exit 3"])
+    assert status == 3  # the command's own status
+    records = read_log(log).records
+    writes = [r for r in records if r.kind.name == "WRITE"]
+    assert sorted(r.offset for r in writes) == [i * 4096 for i in range(8)]
+    flushes = [r for r in records if r.kind.name == "FLUSH"]
+    last_write = max(r.seq for r in writes)
+    assert flushes and flushes[-1].seq > last_write and flushes[-1].covers >= last_write
+    assert CrashStates(read_log(log)).count() >= 2 ** 8  # the 8 writes before the flush
+    assert "records in" in capsys.readouterr().err
+    assert main(["crash", "record", "--log", str(log), "--size", "1M", "--", "true"]) == 2
+    assert "exists; a log is never overwritten" in capsys.readouterr().err
