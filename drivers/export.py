@@ -250,8 +250,13 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
     server = _Server(ops, mountpoint, threads)
+    cwd = os.getcwd()
     try:
         server.start()
+        # libfuse's fuse_daemonize() does chdir("/") even in the foreground, for the whole
+        # process; the mount is serving by now, so that has happened: undo it.
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
         file = os.path.join(mountpoint, FILE_NAME)
         negotiated = server.ops.negotiated_max_write or LIBFUSE3_MAX_WRITE
         loop = LoopDevice.attach(file, block_size=block_size, direct_io=True)

@@ -263,3 +263,13 @@ def test_rig_export_threads_1_serves_single_threaded(tmp_path: Path) -> None:
     assert " writes" in err and " flushes" in err and "(1 failed)" in err, err
     _wait_gone(file, str(mnt))
     assert img.read_bytes()[2 * MiB:3 * MiB] == b"\xa5" * MiB
+
+
+def test_the_export_leaves_the_working_directory_alone(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """libfuse chdirs to / when it starts serving; a relative path must still mean the same."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "disk.img").write_bytes(bytes(MiB))
+    with rig.open({"driver": "file", "filename": "disk.img"}) as blk, export(blk):
+        assert os.getcwd() == str(tmp_path)
+        assert os.path.exists("disk.img")
