@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from rig.core.units import SizeError, parse_size
+from rig.cli.scratch import run_on_device, scratch_image
 from rig.errors import RigError
 
 _RULES_SUFFIXES = (".toml", ".json")
@@ -52,19 +50,8 @@ def _image(args: argparse.Namespace) -> Iterator[str]:
     if args.size is None:
         yield args.image
         return
-    try:
-        size = parse_size(args.size)
-    except SizeError as e:
-        raise RigError(f"--size: {e}") from None
-    if size <= 0 or size % 512:
-        raise RigError(f"--size: {args.size} is not a positive multiple of 512 bytes")
-    fd, path = tempfile.mkstemp(prefix="blockrig-run-", suffix=".img")
-    try:
-        os.ftruncate(fd, size)
-        os.close(fd)
+    with scratch_image(args.size, "blockrig-run-") as path:
         yield path
-    finally:
-        os.unlink(path)
 
 
 def _check(args: argparse.Namespace) -> list[str]:
@@ -95,12 +82,7 @@ def run(args: argparse.Namespace) -> int:
         cmd = _check(args)
         with _image(args) as filename, rig.open(graph_spec(filename, args.faults)) as blk, \
                 export(blk) as ex:
-            env = {**os.environ, "RIG_DEV": ex.path}
-            try:
-                return subprocess.run(cmd, env=env).returncode
-            except OSError as e:
-                print(f"rig run: {cmd[0]}: {e.strerror}", file=sys.stderr)
-                return 127
+            return run_on_device(cmd, ex.path, "rig run")
     except RigError as e:
         print(f"rig run: {e}", file=sys.stderr)
         return 2

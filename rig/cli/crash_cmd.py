@@ -113,44 +113,26 @@ def _materialize(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace) -> int:
     import os
-    import subprocess
-    import tempfile
 
     import rig
+    from rig.cli.scratch import run_on_device, scratch_image
     from rig.core.registry import service
-    from rig.core.units import SizeError, parse_size
+    from rig.crash.logfile import read_log
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise RigError("no command: rig crash record --log LOG --size SIZE -- CMD ARGS")
-    try:
-        size = parse_size(args.size)
-    except SizeError as e:
-        raise RigError(f"--size: {e}") from None
-    if size <= 0 or size % 512:
-        raise RigError(f"--size: {args.size} is not a positive multiple of 512 bytes")
     if os.path.exists(args.log):
         raise RigError(f"--log: {args.log} exists; a log is never overwritten")
-    fd, image = tempfile.mkstemp(prefix="blockrig-crash-", suffix=".img")
-    try:
-        os.ftruncate(fd, size)
-        os.close(fd)
+    with scratch_image(args.size, "blockrig-crash-") as image:
         graph = {"driver": "recorder", "log": args.log,
                  "file": {"driver": "file", "filename": image}}
         with rig.open(graph) as blk, service("export")(blk) as ex:
-            try:
-                status = subprocess.run(cmd, env={**os.environ, "RIG_DEV": ex.path}).returncode
-            except OSError as e:
-                print(f"rig crash: {cmd[0]}: {e.strerror}", file=sys.stderr)
-                status = 127
-        from rig.crash.logfile import read_log
-
-        log = read_log(args.log)
-        print(f"rig crash: {len(log.records)} records in {args.log} (exit status {status})",
-              file=sys.stderr)
-        return status
-    finally:
-        os.unlink(image)
+            status = run_on_device(cmd, ex.path, "rig crash")
+    log = read_log(args.log)
+    print(f"rig crash: {len(log.records)} records in {args.log} (exit status {status})",
+          file=sys.stderr)
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
