@@ -6,7 +6,8 @@ A filter overrides only the verbs it intercepts. A filter that changes data sets
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from rig.core.limits import BlockLimits
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
@@ -29,9 +30,19 @@ class Filter(Node):
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
-        node = cls(**ctx.node_kwargs())
-        node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
-        return node
+        return cls(**ctx.node_kwargs()).open_child(ctx)
+
+    def open_child(self, ctx: OpenContext, then: Callable[[], None] | None = None) -> Self:
+        """Open and attach the child from ``ctx``, then run ``then`` (the rest of this node's
+        set-up); if either fails, close this node (and what it holds) before raising."""
+        try:
+            self.attach_child(self.child_role, ctx.open_child(self.child_role))
+            if then is not None:
+                then()
+        except BaseException:
+            self.close()
+            raise
+        return self
 
     @property
     def child(self) -> Node:

@@ -91,18 +91,17 @@ class FaultsFilter(Filter):
         if source is not None and opts.has("seed"):
             raise ConfigError(f"Parameter '{opts.path}seed': a replay uses the seed of its log")
         node = cls(rules=rules, seed=seed, source=source, **ctx.node_kwargs())
-        try:
-            node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
-            if log_path is not None:
-                try:
-                    node.log.stream_to(log_path)
-                except OSError as e:
-                    raise ConfigError(f"Parameter '{opts.path}log': cannot write '{log_path}': "
-                                      f"{e.strerror}") from None
-        except BaseException:
-            node.close()
-            raise
-        return node
+
+        def stream_log() -> None:
+            if log_path is None:
+                return
+            try:
+                node.log.stream_to(log_path)
+            except OSError as e:
+                raise ConfigError(f"Parameter '{opts.path}log': cannot write '{log_path}': "
+                                  f"{e.strerror}") from None
+
+        return node.open_child(ctx, then=stream_log)
 
     def attach_child(self, role: str, child: Node) -> None:
         super().attach_child(role, child)

@@ -65,13 +65,7 @@ class RecorderFilter(Filter):
         if not path:
             raise ConfigError(f"Parameter '{opts.path}log' must name a file")
         node = cls(log=path, compress=opts.bool("compress", False), **ctx.node_kwargs())
-        try:
-            node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
-            node.start()
-        except BaseException:
-            node.close()
-            raise
-        return node
+        return node.open_child(ctx, then=node.start)
 
     def start(self) -> None:
         """Create the log (called at open, once the child is attached)."""

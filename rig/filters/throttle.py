@@ -66,13 +66,7 @@ class ThrottleFilter(Filter):
                 group = ThrottleGroup(f"#anon{next(_anon)}", limits)
         else:
             raise ConfigError("Please specify a throttle group")
-        node = cls(group=group, **ctx.node_kwargs())
-        try:
-            node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
-        except BaseException:
-            node.close()
-            raise
-        return node
+        return cls(group=group, **ctx.node_kwargs()).open_child(ctx)
 
     def _throttle(self, is_write: bool, size: int) -> None:
         group = self.group

@@ -183,12 +183,7 @@ class WriteCacheFilter(Filter):
         node = cls(wce=opts.bool("wce", True), cache_size=opts.size("cache-size", 0),
                    policy=opts.enum("policy", POLICIES, "drop-all"), seed=opts.int("seed", 0),
                    **ctx.node_kwargs())
-        try:
-            node.attach_child(cls.child_role, ctx.open_child(cls.child_role))
-        except BaseException:
-            node.close()
-            raise
-        return node
+        return node.open_child(ctx)
 
     def refresh_limits(self) -> None:
         super().refresh_limits()
