@@ -12,13 +12,15 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import rig
+from rig.core.backend import BlockBackend
 from rig.drivers.export import Export, export, fuse_mounts
 from rig.drivers.loop import loops_for_backing_file
-from rig.filters.blkdebug import find_debug_node
+from rig.filters.blkdebug import BlkdebugFilter, find_debug_node
 
 pytestmark = pytest.mark.needs("loop", "fuse")
 
@@ -125,15 +127,24 @@ def test_rig_export_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[
     assert loops_for_backing_file(str(img)) == []
 
 
-def test_a_stalled_graph_answers_etimedout_with_a_request_timeout(tmp_path: Path) -> None:
+def _breakpoint_graph(tmp_path: Path) -> dict[str, Any]:
+    """raw over blkdebug over a 1 MiB zeroed file: raw fires read_aio on its child, as QEMU's
+    formats do, so a ``read_aio`` breakpoint parks reads."""
     img = tmp_path / "disk.img"
     img.write_bytes(bytes(MiB))
-    # raw fires read_aio on its child, as QEMU's formats do
-    spec = {"driver": "raw", "file": {"driver": "blkdebug",
+    return {"driver": "raw", "file": {"driver": "blkdebug",
                                       "image": {"driver": "file", "filename": str(img)}}}
-    with rig.open(spec) as blk, export(blk, request_timeout=1.0) as ex:
-        debug = find_debug_node(blk.root)
-        assert debug is not None
+
+
+def _debug(blk: BlockBackend) -> BlkdebugFilter:
+    debug = find_debug_node(blk.root)
+    assert debug is not None
+    return debug
+
+
+def test_a_stalled_graph_answers_etimedout_with_a_request_timeout(tmp_path: Path) -> None:
+    with rig.open(_breakpoint_graph(tmp_path)) as blk, export(blk, request_timeout=1.0) as ex:
+        debug = _debug(blk)
         debug.set_breakpoint("read_aio", "stall")
         t0 = time.monotonic()
         r = _dd_read(ex.path, 0)
@@ -203,13 +214,8 @@ def test_several_exports_at_once_each_serve_their_own_graph(tmp_path: Path) -> N
 def test_requests_are_served_concurrently(tmp_path: Path, threads: int) -> None:
     """A read parked at a breakpoint does not hold up another program's read (libfuse's
     multithreaded loop: the default of 8 threads, and the least there is)."""
-    img = tmp_path / "disk.img"
-    img.write_bytes(bytes(MiB))
-    spec = {"driver": "raw", "file": {"driver": "blkdebug",
-                                      "image": {"driver": "file", "filename": str(img)}}}
-    with rig.open(spec) as blk, export(blk, threads=threads) as ex:
-        debug = find_debug_node(blk.root)
-        assert debug is not None
+    with rig.open(_breakpoint_graph(tmp_path)) as blk, export(blk, threads=threads) as ex:
+        debug = _debug(blk)
         debug.set_breakpoint("read_aio", "first")
         parked = subprocess.Popen(["dd", f"if={ex.path}", "of=/dev/null", "bs=4k", "count=1",
                                    "iflag=direct"], stderr=subprocess.PIPE, text=True)
