@@ -20,9 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rig.errors import RigError
+
+if TYPE_CHECKING:
+    from rig.crash.logfile import WriteLog
+    from rig.crash.states import CrashStates
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="states per cut too large to list exhaustively (default 256)")
 
 
-def _states(args: argparse.Namespace) -> Any:
+def _states(args: argparse.Namespace) -> tuple[WriteLog, CrashStates]:
     from rig.crash.logfile import read_log
     from rig.crash.states import CrashStates
 
