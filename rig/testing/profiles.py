@@ -19,8 +19,7 @@ import os
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis.errors import InvalidArgument
 
-PROFILES = ("ci", "hil", "debug", "vm")
-ENV = "HYPOTHESIS_PROFILE"
+from rig.testing.profile_names import ENV, PROFILES
 
 settings.register_profile("ci", max_examples=50, stateful_step_count=30, deadline=None)
 settings.register_profile("hil", max_examples=20, stateful_step_count=100, deadline=None,
