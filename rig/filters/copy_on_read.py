@@ -1,0 +1,182 @@
+"""The ``copy-on-read`` filter (QEMU's block/copy-on-read.c): reads of data the top image does
+not hold write that data into the top image, so the backing chain is read once.
+
+Options: ``file`` (the top image, writable) and ``bottom`` (optional node name: the lowest
+backing node whose data is copied; data that only a node below it holds is read, not copied).
+
+A read is cut where the top image's allocation changes. Allocated parts are read through. An
+unallocated part (if, with ``bottom``, some node from the top's backing down to ``bottom`` holds
+it) is widened to whole clusters of the top image, read through the chain, written into the top
+(as write_zeroes when it is all zeroes, as QEMU does), and the guest gets its slice. The filter
+lock covers that check-read-write and every write passing through, so a guest write to the same
+cluster is never overwritten by older backing data.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import TYPE_CHECKING, Any
+
+from rig.core.buffers import aligned_buffer, iov_copy_in
+from rig.core.node import Iov, Node, ReqFlags
+from rig.core.registry import register_driver
+from rig.errors import ConfigError
+from rig.filters.base import Filter
+
+if TYPE_CHECKING:
+    from rig.core.graph import OpenContext
+    from rig.core.options import Options
+
+DEFAULT_CLUSTER = 65536
+#: Largest piece copied at once (QEMU's bounce buffer limit is larger; this keeps memory small).
+MAX_COPY = 1 << 20
+
+
+def backing_of(node: Node) -> Node | None:
+    """The next node down a backing chain: the backing child, or through a filter's child."""
+    backing = node.children.get("backing")
+    if backing is not None:
+        return backing
+    if isinstance(node, Filter) and not node.format_name:
+        return node.children.get(node.child_role)
+    return None
+
+
+@register_driver("copy-on-read")
+class CopyOnReadFilter(Filter):
+    def __init__(self, *, bottom: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bottom_name = bottom
+        self.base: Node | None = None
+        """The first node *not* copied from (below ``bottom``); None: copy from all."""
+        self._lock = threading.RLock()
+        self.copied_bytes = 0
+
+    @classmethod
+    def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
+        node = cls(bottom=opts.str("bottom", "") or "", **ctx.node_kwargs())
+        return node.open_child(ctx, node._check)
+
+    def _check(self) -> None:
+        if self.child.read_only and not self.read_only:
+            raise ConfigError("copy-on-read: the image below must be writable")
+        if self.bottom_name:
+            node = backing_of(self.child)
+            while node is not None and node.node_name != self.bottom_name:
+                node = backing_of(node)
+            if node is None:
+                raise ConfigError(f"copy-on-read: node '{self.bottom_name}' is not a backing "
+                                  f"image of '{self.child.describe()}'")
+            self.base = backing_of(node)
+
+    @property
+    def cluster_size(self) -> int:
+        node: Node | None = self.child
+        while node is not None:
+            size = getattr(node, "cluster_size", None)
+            if isinstance(size, int) and size > 0:
+                return size
+            node = node.primary_child if isinstance(node, Filter) else None
+        return DEFAULT_CLUSTER
+
+    # ---------------------------------------------------------------- reads
+    def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        top = self.child
+        pos = 0
+        while pos < length:
+            off = offset + pos
+            status = top.block_status(off, length - pos)
+            n = max(1, min(status.length, length - pos))
+            if status.allocated or self.read_only:
+                top.preadv(off, n, _slice(iov, pos, n), flags)
+            else:
+                n = self._copy(off, min(n, MAX_COPY), _slice(iov, pos, length - pos), flags)
+            pos += n
+
+    def _copy(self, offset: int, length: int, dst: Iov, flags: ReqFlags) -> int:
+        """Copy (at least) the start of ``[offset, offset+length)`` up; bytes done."""
+        top = self.child
+        with self._lock:
+            status = top.block_status(offset, length)  # again, under the lock
+            n = max(1, min(status.length, length))
+            if status.allocated:
+                top.preadv(offset, n, _slice(dst, 0, n), flags)
+                return n
+            if self.base is not None:
+                copy, n = self._allocated_above(offset, n)
+                if not copy:
+                    top.preadv(offset, n, _slice(dst, 0, n), flags)
+                    return n
+            cs = self.cluster_size
+            start = offset - offset % cs
+            end = min(-(-(offset + n) // cs) * cs, top.getlength())
+            align = top.limits.request_alignment
+            end = -(-end // align) * align
+            buf = aligned_buffer(end - start)
+            top.preadv(start, end - start, [buf], flags)
+            self.emit_below("cor_write")
+            self._write_back(start, buf, cs)
+            self.copied_bytes += end - start
+            iov_copy_in(_slice(dst, 0, n), buf[offset - start:offset - start + n])
+            return n
+
+    def _write_back(self, start: int, buf: memoryview, cs: int) -> None:
+        """Write ``buf`` at ``start`` into the top: runs of all-zero clusters as write_zeroes
+        (QEMU does the same, so copying a sparse backing file keeps the top sparse)."""
+        top = self.child
+        pos = 0
+        size = buf.nbytes
+        while pos < size:
+            zero = _is_zero(buf[pos:pos + cs])
+            end = pos + cs
+            while end < size and _is_zero(buf[end:end + cs]) == zero:
+                end += cs
+            end = min(end, size)
+            if zero:
+                try:
+                    top.write_zeroes(start + pos, end - pos, ReqFlags.NONE)
+                except OSError as e:
+                    if e.errno != errno.ENOTSUP:
+                        raise
+                    top.pwritev(start + pos, end - pos, [buf[pos:end]])
+            else:
+                top.pwritev(start + pos, end - pos, [buf[pos:end]])
+            pos = end
+
+    def _allocated_above(self, offset: int, length: int) -> tuple[bool, int]:
+        """QEMU's bdrv_is_allocated_above from the top's backing down to (not including) the
+        base: (allocated somewhere, length over which that answer holds)."""
+        node = backing_of(self.child)
+        while node is not None and node is not self.base:
+            if offset >= node.getlength():
+                break
+            status = node.block_status(offset, length)
+            if status.allocated:
+                return True, max(1, min(status.length, length))
+            length = max(1, min(status.length, length))
+            node = backing_of(node)
+        return False, length
+
+    # --------------------------------------------------------------- writes
+    def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        with self._lock:
+            self.child.pwritev(offset, length, iov, flags)
+
+    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        with self._lock:
+            self.child.write_zeroes(offset, length, flags)
+
+    def _discard(self, offset: int, length: int) -> None:
+        with self._lock:
+            self.child.discard(offset, length)
+
+
+def _is_zero(view: memoryview) -> bool:
+    return bytes(view) == bytes(view.nbytes)
+
+
+def _slice(iov: Iov, start: int, length: int) -> list[memoryview]:
+    from rig.core.buffers import iov_slice
+
+    return iov_slice(iov, start, length)

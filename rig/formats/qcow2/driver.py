@@ -1,0 +1,805 @@
+"""The ``qcow2`` format node: a qcow2 image on its ``file`` child, over an optional ``backing``.
+
+Options: ``file`` (the protocol node), ``backing`` (a node spec, a file name, or ``null`` for
+none; without it the backing file named in the header is opened read-only, relative to the
+image's directory, with the format from the backing-format extension or probed raw/qcow2).
+
+Concurrency: one lock per node serialises every request, so allocating writes are never torn or
+interleaved. Metadata is cached and written by an ordered flush (see :meth:`_flush_metadata`),
+so a crash at any point leaves at worst leaked clusters, as with QEMU. Corruption found while
+serving a request fails it with EIO (the message says what is corrupt) and makes later writes
+fail too, as QEMU marks an image corrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rig.core.buffers import aligned_buffer, iov_copy_in, iov_copy_out, iov_slice
+from rig.core.limits import BlockLimits
+from rig.core.node import BlockStatus, Iov, Node, ReqFlags
+from rig.core.options import Options, flatten
+from rig.core.registry import register_driver
+from rig.errors import ConfigError, RigError
+from rig.formats.qcow2 import header as hdr
+from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
+from rig.formats.qcow2.metaio import MetaIO
+from rig.formats.qcow2.refcount import Refcounts
+from rig.formats.qcow2.tables import (
+    COPIED,
+    L2_CACHE_BYTES,
+    OFFSET_MASK,
+    ZERO,
+    Kind,
+    Tables,
+    classify,
+    compressed_extent,
+    compressed_span,
+    decompress,
+)
+
+if TYPE_CHECKING:
+    from rig.core.graph import OpenContext
+
+MAX_L1_BYTES = 32 << 20
+#: QEMU's limit on the refcount table (8 MiB).
+MAX_REFTABLE_BYTES = 8 << 20
+MAX_CHAIN = 64
+_depth = threading.local()
+
+
+def probe_format(path: str) -> str:
+    """``qcow2`` when the file starts with the qcow2 magic, else ``raw``."""
+    try:
+        with open(path, "rb") as f:
+            return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+    except OSError:
+        return "raw"
+
+
+def _zero(parts: Iov) -> None:
+    for buf in parts:
+        buf[:] = bytes(buf.nbytes)
+
+
+@register_driver("qcow2")
+class Qcow2Node(Node):
+    format_name = "qcow2"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lock = threading.RLock()
+        self.path = ""
+        self.header: hdr.Header | None = None
+        self.cluster_bits = 16
+        self.cluster_size = 1 << 16
+        self._head = bytearray()
+        self._io: MetaIO | None = None
+        self._tables: Tables | None = None
+        self._refs: Refcounts | None = None
+        self._backing_len = 0
+        self._corrupt = ""
+        self._zbuf: tuple[int, bytes] = (0, b"")
+        self._discard_after: set[int] = set()
+        self._head_used = 0
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
+        node = cls(**ctx.node_kwargs())
+        try:
+            node.attach_child("file", ctx.open_child("file"))
+            node._open_image()
+            node._open_backing(opts, ctx)
+        except BaseException:
+            node.close()
+            raise
+        return node
+
+    @property
+    def file(self) -> Node:
+        return self.children["file"]
+
+    @property
+    def backing(self) -> Node | None:
+        return self.children.get("backing")
+
+    def describe(self) -> str:
+        return self.file.describe()
+
+    def _open_image(self) -> None:
+        self.path = path = self.file.describe()
+        probe = MetaIO(self.file, path, 9)
+        first = probe.read(0, min(probe.file_end, 4096))
+        try:
+            fixed = hdr.decode_fixed(bytes(first))
+        except hdr.HeaderError as e:
+            if len(first) < 4 or first[:4] != b"QFI\xfb":
+                raise ConfigError(f"'{path}': Image is not in qcow2 format") from None
+            if "version" in str(e):
+                raise UnsupportedImageError(path, str(e).replace("unsupported ", "")) from None
+            raise CorruptImageError(path, str(e)) from None
+        if not 9 <= fixed.cluster_bits <= 21:
+            raise CorruptImageError(path, f"cluster_bits {fixed.cluster_bits} outside 9..21")
+        cs = 1 << fixed.cluster_bits
+        head = probe.read(0, min(probe.file_end, cs))
+        try:
+            h = hdr.decode(bytes(head))
+        except hdr.HeaderError as e:
+            raise CorruptImageError(path, str(e)) from None
+        self._check_supported(h)
+        self.header = h
+        self.cluster_bits, self.cluster_size = h.cluster_bits, cs
+        self._head = bytearray(cs)
+        self._head[:len(head)] = head
+        self._head_used = len(hdr.encode(hdr.decode(bytes(head))))
+        io = self._io = MetaIO(self.file, path, h.cluster_bits)
+        if h.size >= 1 << 63:
+            raise io.corrupt(f"image size {h.size} is too large")
+        needed = -(-h.size // (cs * (cs // 8)))
+        if h.l1_size < needed:
+            raise io.corrupt(f"L1 table ({h.l1_size} entries) is too small for the image size "
+                             f"{h.size}")
+        if h.l1_size * 8 > MAX_L1_BYTES:
+            raise io.corrupt(f"L1 table ({h.l1_size} entries) is too large")
+        if h.refcount_table_clusters * cs > MAX_REFTABLE_BYTES:
+            raise io.corrupt(f"refcount table ({h.refcount_table_clusters} clusters) is too "
+                             "large")
+        io.claim(0, cs, "the header")
+        self._refs = Refcounts(io, h.refcount_order, h.refcount_table_offset,
+                               h.refcount_table_clusters, self._set_reftable)
+        self._tables = Tables(io, h.version, h.l1_table_offset, h.l1_size)
+        if not self.read_only and h.autoclear_features:
+            h.autoclear_features = 0  # features we do not maintain become invalid once we write
+            self._write_header()
+        self.refresh_limits()
+
+    def _check_supported(self, h: hdr.Header) -> None:
+        path = self.path
+        if h.crypt_method:
+            raise UnsupportedImageError(path, f"encryption (method {h.crypt_method})")
+        if h.nb_snapshots:
+            raise UnsupportedImageError(path, f"internal snapshots ({h.nb_snapshots})")
+        bits = h.incompatible_features
+        unknown = bits & ~(hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT | hdr.INCOMPAT_DATA_FILE
+                           | hdr.INCOMPAT_COMPRESSION | hdr.INCOMPAT_EXTL2)
+        if unknown:
+            raise UnsupportedImageError(path, f"unknown incompatible features 0x{unknown:x}")
+        if bits & hdr.INCOMPAT_DATA_FILE or h.extension(hdr.EXT_DATA_FILE) is not None:
+            raise UnsupportedImageError(path, "an external data file")
+        if bits & hdr.INCOMPAT_EXTL2:
+            raise UnsupportedImageError(path, "extended L2 entries (subclusters)")
+        if h.compression_type != 0:
+            name = "zstd" if h.compression_type == 1 else f"type {h.compression_type}"
+            raise UnsupportedImageError(path, f"{name} compression")
+        if h.version == 2 and h.refcount_order != 4:
+            raise CorruptImageError(path, "bad refcount order for a version 2 image")
+        if not self.read_only:
+            if bits & hdr.INCOMPAT_DIRTY:
+                raise UnsupportedImageError(path, "the dirty bit (lazy refcounts need repair: "
+                                            "run 'qemu-img check -r all' or open read-only)")
+            if bits & hdr.INCOMPAT_CORRUPT:
+                raise CorruptImageError(path, "the image is marked corrupt (repair it with "
+                                        "'qemu-img check -r all' or open read-only)")
+
+    def _open_backing(self, opts: Options, ctx: OpenContext) -> None:
+        from rig.core.graph import open_options, spec_to_flat
+
+        inherited = {**ctx.inherited(), "read-only": True}
+        keys = set(opts.keys())
+        given = "backing" in keys or any(k.startswith("backing.") for k in keys)
+        child_opts: Options | None = None
+        if given:
+            plain = opts.raw("backing") if "backing" in keys else None
+            if "backing" in keys and plain is None and not any(
+                    k.startswith("backing.") for k in keys):
+                return  # backing: null
+            if isinstance(plain, str):
+                child_opts = Options(flatten(_file_spec(plain, None)), "backing.", inherited)
+            else:
+                child_opts = opts.child("backing", inherited)
+        else:
+            assert self.header is not None
+            name = self.header.backing_file
+            if not name:
+                return
+            if name.startswith("json:") or ":" in name.split("/")[0]:
+                flat: Mapping[str, Any] = spec_to_flat(name)
+                if "driver" not in flat:
+                    flat = {"driver": self.header.backing_format or "raw",
+                            **{f"file.{k}": v for k, v in flat.items()}}
+            else:
+                if not os.path.isabs(name):
+                    name = os.path.join(os.path.dirname(self.path), name)
+                flat = flatten(_file_spec(name, self.header.backing_format))
+            child_opts = Options(flat, "backing.", inherited)
+        if child_opts is None:
+            return
+        depth = getattr(_depth, "value", 0)
+        if depth >= MAX_CHAIN:
+            raise CorruptImageError(self.path, f"backing chain deeper than {MAX_CHAIN} "
+                                    "(a loop?)")
+        _depth.value = depth + 1
+        try:
+            node = open_options(child_opts)
+        except RigError as e:
+            if not str(e).startswith("Could not open backing file"):
+                e.args = (f"Could not open backing file: {e}",)
+            raise
+        finally:
+            _depth.value = depth
+        self.attach_child("backing", node)
+        self._backing_len = node.getlength()
+
+    def refresh_limits(self) -> None:
+        f = self.children.get("file")
+        if f is None:
+            return
+        align = f.limits.request_alignment
+        balign = f.limits.buffer_alignment
+        b = self.children.get("backing")
+        if b is not None:
+            align = max(align, b.limits.request_alignment)
+            balign = max(balign, b.limits.buffer_alignment)
+        self.limits = BlockLimits(request_alignment=align, buffer_alignment=balign,
+                                  discard_granularity=self.cluster_size,
+                                  opt_transfer=self.cluster_size)
+        self.supported_zero_flags = ReqFlags.MAY_UNMAP | ReqFlags.NO_FALLBACK
+
+    # -------------------------------------------------------------- header
+    def _write_header(self) -> None:
+        assert self.header is not None and self._io is not None
+        fixed = hdr.encode_fixed(self.header)
+        self._head[:len(fixed)] = fixed
+        self._io.write_slice(0, self._head, 0, len(fixed))
+
+    def _set_reftable(self, offset: int, clusters: int) -> None:
+        assert self.header is not None
+        self.header.refcount_table_offset = offset
+        self.header.refcount_table_clusters = clusters
+        self._write_header()
+
+    # ------------------------------------------------------------- helpers
+    @property
+    def tables(self) -> Tables:
+        assert self._tables is not None
+        return self._tables
+
+    @property
+    def refs(self) -> Refcounts:
+        assert self._refs is not None
+        return self._refs
+
+    def _fail(self, e: CorruptImageError) -> OSError:
+        self._corrupt = str(e)
+        return OSError(errno.EIO, str(e))
+
+    def _writable(self) -> None:
+        if self._corrupt:
+            raise OSError(errno.EIO, f"{self._corrupt} (writes refused)")
+
+    def _entry(self, gc: int) -> tuple[int, Kind]:
+        entry = self.tables.l2_entry(gc)
+        return entry, classify(entry, self.tables.version)
+
+    def _host(self, entry: int, gc: int) -> int:
+        """The host offset of a normal cluster, checked."""
+        host = entry & OFFSET_MASK
+        io = self._io
+        assert io is not None
+        if host % self.cluster_size:
+            raise io.corrupt(f"guest cluster {gc} maps to unaligned host offset 0x{host:x}")
+        if host + self.cluster_size > io.file_end:
+            io.file_end = self.file.getlength()
+            if host >= io.file_end:
+                raise io.corrupt(f"guest cluster {gc} maps past the end of the file "
+                                 f"(0x{host:x})")
+        if (host >> self.cluster_bits) in io.meta:
+            raise io.corrupt(f"guest cluster {gc} maps onto "
+                             f"{io.meta[host >> self.cluster_bits]} (0x{host:x})")
+        return host
+
+    def _run(self, gc: int, limit: int, entry: int, kind: Kind) -> int:
+        """How many clusters from ``gc`` (at most ``limit``) share ``kind`` (and, for normal
+        clusters, continue contiguously on the host)."""
+        n = 1
+        host = entry & OFFSET_MASK
+        while n < limit:
+            e2, k2 = self._entry(gc + n)
+            if k2 is not kind and not (kind in _ZEROS and k2 in _ZEROS):
+                break
+            if kind is Kind.NORMAL and (e2 & OFFSET_MASK != host + n * self.cluster_size
+                                        or (e2 ^ entry) & COPIED):
+                break
+            if kind is Kind.COMPRESSED:
+                break
+            n += 1
+        return n
+
+    def _child_read(self, node: Node, offset: int, length: int, parts: Iov) -> None:
+        a = node.limits.request_alignment
+        ba = node.limits.buffer_alignment
+        if (offset | length) % a == 0 and (ba == 1 or all(_aligned(p, ba) for p in parts)):
+            node.preadv(offset, length, parts)
+            return
+        start = offset - offset % a
+        end = -(-(offset + length) // a) * a
+        buf = aligned_buffer(end - start)
+        node.preadv(start, end - start, [buf])
+        iov_copy_in(parts, buf[offset - start:offset - start + length])
+
+    def _read_backing(self, offset: int, length: int, parts: Iov) -> None:
+        b = self.backing
+        m = max(0, min(length, self._backing_len - offset)) if b is not None else 0
+        if m and b is not None:
+            self.emit_below("read_backing_aio")
+            self._child_read(b, offset, m, iov_slice(parts, 0, m))
+        if m < length:
+            _zero(iov_slice(parts, m, length - m))
+
+    def _decompressed(self, entry: int, gc: int) -> bytes:
+        key = entry
+        if self._zbuf[0] == key and self._zbuf[1]:
+            return self._zbuf[1]
+        io = self._io
+        assert io is not None
+        off, n = compressed_extent(entry, self.cluster_bits)
+        if off + 1 > io.file_end:
+            io.file_end = self.file.getlength()
+            if off + 1 > io.file_end:
+                raise io.corrupt(f"compressed cluster {gc} at 0x{off:x} is past the end of "
+                                 "the file")
+        self.emit_below("read_compressed")
+        data = decompress(bytes(io.read(off, n)), self.cluster_size)
+        if data is None:
+            raise io.corrupt(f"compressed cluster {gc} at 0x{off:x} does not decompress")
+        self._zbuf = (key, data)
+        return data
+
+    def _read_cluster(self, gc: int, entry: int, kind: Kind, buf: memoryview) -> None:
+        """The whole current content of guest cluster ``gc`` into ``buf``."""
+        cs = self.cluster_size
+        if kind is Kind.UNALLOCATED:
+            self._read_backing(gc * cs, cs, [buf])
+        elif kind is Kind.NORMAL:
+            self.emit_below("read_aio")
+            self.file.preadv(self._host(entry, gc), cs, [buf])
+        elif kind is Kind.COMPRESSED:
+            buf[:] = self._decompressed(entry, gc)
+        else:
+            buf[:] = bytes(cs)
+
+    def _reads_zero(self, gc: int, kind: Kind) -> bool:
+        if kind in _ZEROS:
+            return True
+        return kind is Kind.UNALLOCATED and (self.backing is None
+                                             or gc * self.cluster_size >= self._backing_len)
+
+    # ---------------------------------------------------------------- read
+    def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        try:
+            with self._lock:
+                self._read(offset, length, iov)
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+
+    def _read(self, offset: int, length: int, iov: Iov) -> None:
+        cs, cb = self.cluster_size, self.cluster_bits
+        pos = 0
+        while pos < length:
+            off = offset + pos
+            gc, inner = off >> cb, off & (cs - 1)
+            entry, kind = self._entry(gc)
+            clusters = -(-(inner + length - pos) // cs)
+            run = self._run(gc, clusters, entry, kind)
+            n = min(run * cs - inner, length - pos)
+            parts = iov_slice(iov, pos, n)
+            if kind is Kind.UNALLOCATED:
+                self._read_backing(off, n, parts)
+            elif kind is Kind.NORMAL:
+                host = self._host(entry, gc)
+                if run > 1:
+                    self._host(entry + (run - 1) * cs, gc + run - 1)
+                self.emit_below("read_aio")
+                self.file.preadv(host + inner, n, parts)
+            elif kind is Kind.COMPRESSED:
+                data = self._decompressed(entry, gc)
+                iov_copy_in(parts, memoryview(data)[inner:inner + n])
+            else:
+                _zero(parts)
+            pos += n
+
+    # --------------------------------------------------------------- write
+    def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        try:
+            with self._lock:
+                self._writable()
+                self._write(offset, length, iov)
+                self._maybe_flush_metadata()
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+
+    def _write(self, offset: int, length: int, iov: Iov) -> None:
+        cs, cb = self.cluster_size, self.cluster_bits
+        pos = 0
+        while pos < length:
+            off = offset + pos
+            gc, inner = off >> cb, off & (cs - 1)
+            entry, kind = self._entry(gc)
+            if kind is Kind.NORMAL and not entry & COPIED and self.refs.get(
+                    (entry & OFFSET_MASK) >> cb) == 1:
+                entry |= COPIED  # a stale flag: the cluster is not shared
+                l2_off, i2 = self._l2_for_write(gc)
+                self.tables.set_l2_entry(l2_off, i2, entry)
+            if kind is Kind.NORMAL and entry & COPIED:
+                clusters = -(-(inner + length - pos) // cs)
+                run = self._run(gc, clusters, entry, kind)
+                n = min(run * cs - inner, length - pos)
+                host = self._host(entry, gc)
+                if run > 1:
+                    self._host(entry + (run - 1) * cs, gc + run - 1)
+                self.emit_below("write_aio")
+                self.file.pwritev(host + inner, n, iov_slice(iov, pos, n))
+            elif inner == 0 and length - pos >= cs:
+                n = self._write_alloc_full(gc, (length - pos) // cs, iov_slice(iov, pos,
+                                                                              length - pos))
+            else:
+                n = min(cs - inner, length - pos)
+                self._write_alloc(gc, inner, n, iov_slice(iov, pos, n), entry, kind)
+            pos += n
+
+    def _write_alloc_full(self, gc: int, count: int, parts: Iov) -> int:
+        """Whole clusters from ``gc`` (up to ``count``, within one L2 table) that all need a new
+        host cluster: allocated as one contiguous run where possible, the data written straight
+        from the request, the L2 entries written at once. Bytes written."""
+        cs = self.cluster_size
+        t = self.tables
+        limit = min(count, t.l2_entries - gc % t.l2_entries)
+        olds: list[tuple[int, Kind]] = [self._entry(gc)]
+        while len(olds) < limit:
+            entry, kind = self._entry(gc + len(olds))
+            if kind is Kind.NORMAL and entry & COPIED:
+                break
+            olds.append((entry, kind))
+        l2_off, i2 = self._l2_for_write(gc)
+        host, n = self.refs.alloc_run(len(olds))
+        try:
+            self.emit_below("write_aio")
+            self.file.pwritev(host, n * cs, iov_slice(parts, 0, n * cs))
+            io = self._io
+            assert io is not None
+            io.file_end = max(io.file_end, host + n * cs)
+            t.set_l2_entries(l2_off, i2, [(host + j * cs) | COPIED for j in range(n)])
+        except OSError:
+            for j in range(n):
+                self._unalloc(host + j * cs)
+            raise
+        for entry, kind in olds[:n]:
+            self._free(entry, kind)
+        return n * cs
+
+    def _write_alloc(self, gc: int, inner: int, n: int, parts: Iov | None, entry: int,
+                     kind: Kind) -> None:
+        """Give guest cluster ``gc`` a new host cluster holding its old content with
+        ``[inner, inner+n)`` replaced by ``parts`` (zeroes when None)."""
+        cs = self.cluster_size
+        l2_off, i2 = self._l2_for_write(gc)
+        buf = aligned_buffer(cs)
+        if n < cs:
+            self._read_cluster(gc, entry, kind, buf)
+        if parts is None:
+            buf[inner:inner + n] = bytes(n)
+        else:
+            iov_copy_out(parts, buf[inner:inner + n])
+        host = self.refs.alloc()
+        try:
+            self.emit_below("write_aio")
+            self._io_write(host, buf)
+            self.tables.set_l2_entry(l2_off, i2, host | COPIED)
+        except OSError:
+            self._unalloc(host)
+            raise
+        self._free(entry, kind)
+
+    def _unalloc(self, host: int) -> None:
+        """Give back a cluster allocated for a write that failed (QEMU's alloc abort), so a
+        failed write leaks nothing; if that fails too, the cluster is leaked (harmless)."""
+        with contextlib.suppress(OSError, CorruptImageError):
+            self.refs.update(host >> self.cluster_bits, -1)
+
+    def _io_write(self, host: int, buf: memoryview) -> None:
+        io = self._io
+        assert io is not None
+        self.file.pwritev(host, buf.nbytes, [buf])
+        io.file_end = max(io.file_end, host + buf.nbytes)
+
+    def _l2_for_write(self, gc: int) -> tuple[int, int]:
+        """The (writable) L2 table of ``gc``, allocated if needed; (its offset, index)."""
+        t, io = self.tables, self._io
+        assert io is not None
+        i1, i2 = t.split(gc)
+        l1e = t.l1_entry(i1)
+        off = l1e & OFFSET_MASK
+        if off and l1e & COPIED:
+            return off, i2
+        if off:
+            rc = self.refs.get(off >> self.cluster_bits)
+            if rc != 1:
+                raise io.corrupt(f"L2 table {i1} is shared (refcount {rc}); internal "
+                                 "snapshots are not supported")
+            t.set_l1_entry(i1, off | COPIED)
+            return off, i2
+        new = self.refs.alloc()
+        io.claim(new, self.cluster_size, f"L2 table {i1}")
+        t.put_l2(new, bytearray(self.cluster_size))  # written (before the L1) by the flush
+        t.set_l1_entry(i1, new | COPIED)
+        return new, i2
+
+    def _free(self, entry: int, kind: Kind, *, discard: bool = False) -> None:
+        """Drop the references an L2 entry held (after the entry was replaced): queued until
+        the next metadata flush has made the new entry durable."""
+        cb = self.cluster_bits
+        clusters: list[int] = []
+        if kind in (Kind.NORMAL, Kind.ZERO_ALLOC):
+            clusters.append((entry & OFFSET_MASK) >> cb)
+        elif kind is Kind.COMPRESSED:
+            first, last = compressed_span(entry, cb)
+            clusters.extend(range(first, last + 1))
+        for c in clusters:
+            self.refs.defer_free(c)
+            if discard:
+                self._discard_after.add(c)
+
+    # --------------------------------------------------------------- flush
+    def _flush_metadata(self) -> None:
+        """Write the cached metadata in an order that keeps the image consistent whatever a
+        crash keeps (QEMU's cache dependencies): refcount blocks (the new clusters' increments)
+        and, already issued, the data; flush; dirty L2 tables; flush; the L1 table; then, with
+        the old references durably gone, the deferred decrements (flush first) and their
+        refcount blocks. The caller's generic flush then flushes the file."""
+        t, r = self._tables, self._refs
+        if t is None or r is None:
+            return
+        if not (r.dirty or t.dirty_l2 or t.l1_dirty or r.deferred):
+            return
+        self.emit_below("refblock_update")
+        r.write_dirty()
+        if t.dirty_l2 or t.l1_dirty:
+            self.file.flush()
+            self.emit_below("l2_update")
+            t.write_l2s()
+        if t.l1_dirty:
+            self.file.flush()
+            self.emit_below("l1_update")
+            t.write_l1()
+        if r.deferred:
+            self.file.flush()
+            freed = r.apply_deferred()
+            r.write_dirty()
+            for c in freed:
+                if c in self._discard_after:
+                    self._discard_host(c << self.cluster_bits, self.cluster_size)
+            self._discard_after.clear()
+
+    def _flush_to_os(self) -> None:
+        try:
+            with self._lock:
+                self._flush_metadata()
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+
+    def _maybe_flush_metadata(self) -> None:
+        """Dirty tables are not evicted: write them out when they fill the cache."""
+        if self.tables.dirty_bytes > L2_CACHE_BYTES:
+            self._flush_metadata()
+
+    def _close(self) -> None:
+        if self.read_only or self._tables is None:
+            return
+        # closing is not a power cut: write everything (errors leave at worst leaks)
+        with contextlib.suppress(OSError, RigError), self._lock:
+            self._flush_metadata()
+            self.file.flush()
+
+    def _discard_host(self, host: int, length: int) -> None:
+        try:
+            self.file.discard(host, length)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
+    # ------------------------------------------------------ zeroes, discard
+    def _whole(self, offset: int, length: int) -> tuple[int, int]:
+        """The guest clusters ``[first, end)`` wholly inside the range (the image's last,
+        partial cluster counts as whole when the range reaches the end)."""
+        cs = self.cluster_size
+        end = offset + length
+        assert self.header is not None
+        if end >= self.header.size:
+            end = -(-end // cs) * cs
+        return -(-offset // cs), end // cs
+
+    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        try:
+            with self._lock:
+                self._writable()
+                self._zeroes(offset, length, flags)
+                self._maybe_flush_metadata()
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+
+    def _zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        cs, cb = self.cluster_size, self.cluster_bits
+        first, end = self._whole(offset, length)
+        unmap = bool(flags & ReqFlags.MAY_UNMAP)
+        no_fallback = bool(flags & ReqFlags.NO_FALLBACK)
+        v3 = self.tables.version >= 3
+        # partial head and tail clusters: write zeroes unless they already read as zero
+        pieces = []
+        if first > end:  # inside one cluster
+            pieces.append((offset, length))
+        else:
+            if offset < first * cs:
+                pieces.append((offset, first * cs - offset))
+            if offset + length > end * cs and end >= first:
+                pieces.append((end * cs, offset + length - end * cs))
+        for off, n in pieces:
+            entry, kind = self._entry(off >> cb)
+            if self._reads_zero(off >> cb, kind):
+                continue
+            if no_fallback:
+                raise OSError(errno.ENOTSUP, "qcow2: partial-cluster write_zeroes needs a "
+                              "fallback write")
+            self._write(off, n, [aligned_buffer(n)])  # zeroed, aligned for O_DIRECT
+        for gc in range(first, end):
+            entry, kind = self._entry(gc)
+            if self._reads_zero(gc, kind) and not (unmap and kind is Kind.ZERO_ALLOC):
+                continue
+            if not v3:
+                if no_fallback:
+                    raise OSError(errno.ENOTSUP, "qcow2 v2 has no zero clusters")
+                if kind is Kind.NORMAL and entry & COPIED:
+                    self._write(gc * cs, cs, [aligned_buffer(cs)])
+                else:
+                    self._write_alloc(gc, 0, cs, None, entry, kind)
+                continue
+            keep = not unmap and kind is Kind.NORMAL and entry & COPIED
+            new = (entry & OFFSET_MASK) | COPIED | ZERO if keep else ZERO
+            l2_off, i2 = self._l2_for_write(gc)
+            self.tables.set_l2_entry(l2_off, i2, new)
+            if not keep:
+                self._free(entry, kind, discard=unmap)
+
+    def _discard(self, offset: int, length: int) -> None:
+        try:
+            with self._lock:
+                self._writable()
+                self._discard_clusters(offset, length)
+                self._maybe_flush_metadata()
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+
+    def _discard_clusters(self, offset: int, length: int) -> None:
+        """QEMU's discard request: whole clusters only; v3 leaves zero clusters (reads zeroes),
+        v2 unallocated ones (reads the backing file again)."""
+        first, end = self._whole(offset, length)
+        v3 = self.tables.version >= 3
+        for gc in range(first, end):
+            entry, kind = self._entry(gc)
+            if kind is Kind.ZERO_PLAIN or (kind is Kind.UNALLOCATED and (
+                    not v3 or self.backing is None)):
+                continue
+            l2_off, i2 = self._l2_for_write(gc)
+            self.tables.set_l2_entry(l2_off, i2, ZERO if v3 else 0)
+            self._free(entry, kind, discard=True)
+
+    # -------------------------------------------------------- block status
+    def _block_status(self, offset: int, length: int) -> BlockStatus:
+        try:
+            with self._lock:
+                return self._status(offset, length)
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+
+    def _status(self, offset: int, length: int) -> BlockStatus:
+        cs, cb = self.cluster_size, self.cluster_bits
+        gc, inner = offset >> cb, offset & (cs - 1)
+        _, kind = self._entry(gc)
+        limit = -(-(inner + length) // cs)
+        n = 1
+        data_kinds = (Kind.NORMAL, Kind.COMPRESSED)
+        while n < limit:
+            _, k2 = self._entry(gc + n)
+            same = (k2 is kind or (kind in _ZEROS and k2 in _ZEROS)
+                    or (kind in data_kinds and k2 in data_kinds))
+            if not same:
+                break
+            n += 1
+        count = min(n * cs - inner, length)
+        if kind is Kind.UNALLOCATED:
+            if self.backing is not None and offset < self._backing_len:
+                return BlockStatus(offset, min(count, self._backing_len - offset), data=False,
+                                   zero=False, allocated=False)
+            return BlockStatus(offset, count, data=False, zero=True, allocated=False)
+        if kind in _ZEROS:
+            return BlockStatus(offset, count, data=False, zero=True, allocated=True)
+        return BlockStatus(offset, count, data=True, zero=False, allocated=True)
+
+    # ------------------------------------------------------------- backing
+    def change_backing_file(self, name: str | None, fmt: str | None = None) -> None:
+        """QEMU's bdrv_change_backing_file: rewrite the header's backing file name and format
+        (None: no backing file). Everything written so far is made durable first, so the
+        header never names a shorter chain than the data needs. The ``backing`` child is not
+        changed: see :meth:`set_backing`."""
+        if self.read_only:
+            raise OSError(errno.EPERM, "Block node is read-only")
+        if fmt is not None and name is None:
+            raise ConfigError("a backing format needs a backing file name")
+        with self._lock:
+            assert self.header is not None and self._io is not None
+            h = self.header
+            old_name, old_exts = h.backing_file, list(h.extensions)
+            h.backing_file = name
+            h.set_backing_format(fmt)
+            try:
+                head = hdr.encode(h)
+            except hdr.HeaderError as e:
+                h.backing_file, h.extensions = old_name, old_exts
+                hdr.encode(h)
+                raise ConfigError(f"qcow2 image '{self.path}': {e}") from None
+            try:
+                self._flush_metadata()
+            except CorruptImageError as e:
+                raise self._fail(e) from None
+            self.file.flush()
+            end = max(len(head), self._head_used)
+            self._head[:end] = head + bytes(end - len(head))
+            self._head_used = len(head)
+            self._io.write_slice(0, self._head, 0, end)
+            self.file.flush()
+
+    def set_backing(self, node: Node | None) -> None:
+        """Replace the ``backing`` child (the caller owns the old one: it is not closed)."""
+        with self._lock:
+            self.children.pop("backing", None)
+            if node is not None:
+                self.children["backing"] = node
+            self._backing_len = node.getlength() if node is not None else 0
+            self.refresh()
+
+    # ---------------------------------------------------------------- misc
+    def _getlength(self) -> int:
+        assert self.header is not None
+        return self.header.size
+
+    def _truncate(self, length: int) -> None:
+        raise OSError(errno.ENOTSUP, "qcow2: resizing is not supported")
+
+    def check_leaks(self) -> list[str]:
+        """A light self-check used by tests: every referenced cluster has refcount >= 1."""
+        problems: list[str] = []
+        t = self.tables
+        for i1 in range(t.l1_size):
+            off = t.l1_entry(i1) & OFFSET_MASK
+            if off and self.refs.get(off >> self.cluster_bits) < 1:
+                problems.append(f"L2 table {i1} has refcount 0")
+        return problems
+
+
+_ZEROS = (Kind.ZERO_PLAIN, Kind.ZERO_ALLOC)
+
+
+def _aligned(buf: memoryview, alignment: int) -> bool:
+    from rig.core.buffers import buffer_address
+
+    addr = buffer_address(buf)
+    return addr is not None and addr % alignment == 0
+
+
+def _file_spec(path: str, fmt: str | None) -> dict[str, Any]:
+    return {"driver": fmt or probe_format(path), "file": {"driver": "file", "filename": path}}

@@ -1,0 +1,283 @@
+"""Refcounts: how many references each host cluster has (0 = free).
+
+A two-level structure: the refcount *table* (``refcount_table_clusters`` clusters of u64 offsets)
+points at refcount *blocks* (one cluster each) of ``2**refcount_order``-bit entries. Entries of 8
+bits or more are big-endian; narrower ones are packed from the least significant bit of a byte.
+
+Allocation hands out the lowest free cluster at or after a hint. Changed blocks stay in memory
+(dirty) until the driver's ordered metadata flush writes them, *before* the tables that point at
+the new clusters (lazy refcounts are off). Decrements are deferred: :meth:`defer_free` queues
+them and the flush applies them only after the tables that dropped the references are durable.
+So a crash at any point can leak a cluster but never leave a reference to a free one.
+
+A new refcount block describes itself: it goes in the first free cluster of the range it covers,
+is written and flushed, then the table entry is written. When the table is full, a larger table
+is built at the end of the file together with the blocks that cover it, written and flushed, the
+header is switched to it, and the old table's clusters are queued for freeing.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from rig.formats.qcow2.metaio import MetaIO
+
+OFFSET_MASK = 0xFFFF_FFFF_FFFF_FE00
+
+
+class Refcounts:
+    def __init__(self, io: MetaIO, order: int, table_offset: int, table_clusters: int,
+                 set_table: Callable[[int, int], None]) -> None:
+        if not 0 <= order <= 6:
+            raise io.corrupt(f"refcount_order {order} is outside 0..6")
+        if table_clusters < 1:
+            raise io.corrupt("refcount table has no clusters")
+        self.io = io
+        self.order = order
+        self.bits = 1 << order
+        self.max = (1 << self.bits) - 1
+        cs = io.cluster_size
+        self.per_block = cs * 8 // self.bits
+        self._set_table = set_table
+        io.check_range(table_offset, table_clusters * cs, "refcount table", in_file=False)
+        if table_offset + 8 > io.file_end:
+            raise io.corrupt(f"refcount table at 0x{table_offset:x} is past the end of the file")
+        io.claim(table_offset, table_clusters * cs, "the refcount table")
+        self.table_offset = table_offset
+        self.table_clusters = table_clusters
+        self.table = io.read(table_offset, table_clusters * cs)
+        self.entries = table_clusters * cs // 8
+        self._blocks: dict[int, bytearray] = {}
+        self.dirty: set[int] = set()
+        """Offsets of blocks changed since they were last written."""
+        self.deferred: list[int] = []
+        """Clusters whose refcount drops by one at the next metadata flush."""
+        self.hint = 0
+        for i in range(self.entries):
+            off = self._table_entry(i)
+            if off:
+                if off & ~OFFSET_MASK & ((1 << 64) - 1):
+                    raise io.corrupt(f"refcount table entry {i} has reserved bits set")
+                io.check_range(off, cs, f"refcount block {i}")
+                io.claim(off, cs, f"refcount block {i}")
+
+    # ------------------------------------------------------------ entries
+    def _table_entry(self, index: int) -> int:
+        return int(struct.unpack_from(">Q", self.table, index * 8)[0]) & OFFSET_MASK
+
+    def _block(self, offset: int) -> bytearray:
+        block = self._blocks.get(offset)
+        if block is None:
+            block = self.io.read(offset, self.io.cluster_size)
+            self._blocks[offset] = block
+        return block
+
+    def _entry_bytes(self, index: int) -> tuple[int, int]:
+        if self.bits >= 8:
+            n = self.bits // 8
+            return index * n, index * n + n
+        b = index * self.bits // 8
+        return b, b + 1
+
+    def _get_in(self, block: bytearray, index: int) -> int:
+        if self.bits >= 8:
+            a, b = self._entry_bytes(index)
+            return int.from_bytes(block[a:b], "big")
+        per_byte = 8 // self.bits
+        return (block[index // per_byte] >> (index % per_byte) * self.bits) & self.max
+
+    def _put_in(self, block: bytearray, index: int, value: int) -> None:
+        if self.bits >= 8:
+            a, b = self._entry_bytes(index)
+            block[a:b] = value.to_bytes(b - a, "big")
+            return
+        per_byte = 8 // self.bits
+        shift = (index % per_byte) * self.bits
+        i = index // per_byte
+        block[i] = (block[i] & ~(self.max << shift) & 0xFF) | (value << shift)
+
+    def get(self, cluster: int) -> int:
+        bi, i = divmod(cluster, self.per_block)
+        if bi >= self.entries:
+            return 0
+        off = self._table_entry(bi)
+        return self._get_in(self._block(off), i) if off else 0
+
+    def _set(self, cluster: int, value: int) -> None:
+        bi, i = divmod(cluster, self.per_block)
+        if bi >= self.entries:
+            self._grow(cluster)
+        off = self._table_entry(bi)
+        if not off:
+            off = self._new_block(bi, cluster)
+        self._put_in(self._block(off), i, value)
+        self.dirty.add(off)
+
+    # --------------------------------------------------------- public api
+    def update(self, cluster: int, delta: int) -> int:
+        """Add ``delta`` to a cluster's refcount; the new value."""
+        old = self.get(cluster)
+        new = old + delta
+        if new < 0:
+            raise self.io.corrupt(f"refcount of cluster 0x{cluster << self.io.cluster_bits:x} "
+                                  "would drop below zero")
+        if new > self.max:
+            raise self.io.corrupt(f"refcount of cluster 0x{cluster << self.io.cluster_bits:x} "
+                                  f"would exceed {self.max}")
+        self._set(cluster, new)
+        if new == 0 and cluster < self.hint:
+            self.hint = cluster
+        return new
+
+    def alloc(self) -> int:
+        """Allocate one cluster (refcount 1); its byte offset."""
+        c = self._find_free(self.hint)
+        self.hint = c + 1
+        self._set(c, 1)
+        return c << self.io.cluster_bits
+
+    def defer_free(self, cluster: int) -> None:
+        self.deferred.append(cluster)
+
+    def apply_deferred(self) -> list[int]:
+        """Apply the queued decrements (in memory); the clusters that became free."""
+        freed = []
+        todo, self.deferred = self.deferred, []
+        for i, c in enumerate(todo):
+            try:
+                if self.update(c, -1) == 0:
+                    freed.append(c)
+            except BaseException:
+                self.deferred = todo[i + 1:] + self.deferred
+                raise
+        return freed
+
+    def write_dirty(self) -> None:
+        for off in sorted(self.dirty):
+            self.io.write(off, self._blocks[off])
+            self.dirty.discard(off)
+
+    def alloc_run(self, want: int) -> tuple[int, int]:
+        """Allocate up to ``want`` contiguous clusters (at least one); (byte offset, count).
+        The run stays inside one existing refcount block, whose entries are written at once."""
+        c = self._find_free(self.hint)
+        bi, i = divmod(c, self.per_block)
+        off = self._table_entry(bi) if bi < self.entries else 0
+        if not off or want == 1:
+            self.hint = c + 1
+            self._set(c, 1)
+            return c << self.io.cluster_bits, 1
+        block = self._block(off)
+        n = 1
+        limit = min(want, self.per_block - i)
+        while n < limit and not self._get_in(block, i + n) and c + n not in self.io.meta:
+            n += 1
+        for j in range(n):
+            self._put_in(block, i + j, 1)
+        self.dirty.add(off)
+        self.hint = c + n
+        return c << self.io.cluster_bits, n
+
+    def _find_free(self, start: int) -> int:
+        c = start
+        while True:
+            bi, i = divmod(c, self.per_block)
+            off = self._table_entry(bi) if bi < self.entries else 0
+            if off:
+                found = self._first_zero(self._block(off), i)
+                if found is None:
+                    c = (bi + 1) * self.per_block
+                    continue
+                c = bi * self.per_block + found
+            what = self.io.meta.get(c)
+            if what is None:
+                return c
+            raise self.io.corrupt(f"{what} at 0x{c << self.io.cluster_bits:x} has refcount 0")
+
+    def _first_zero(self, block: bytearray, start: int) -> int | None:
+        if self.bits >= 8:
+            n = self.bits // 8
+            zero = bytes(n)
+            pos = block.find(zero, start * n)
+            while pos >= 0 and pos % n:
+                pos = block.find(zero, pos + n - pos % n)
+            return None if pos < 0 else pos // n
+        for i in range(start, self.per_block):
+            if not self._get_in(block, i):
+                return i
+        return None
+
+    # ---------------------------------------------------------- structure
+    def _set_table_entry(self, index: int, offset: int) -> None:
+        old = self.table[index * 8:index * 8 + 8]
+        struct.pack_into(">Q", self.table, index * 8, offset)
+        try:
+            self.io.write_slice(self.table_offset, self.table, index * 8, index * 8 + 8)
+        except BaseException:
+            self.table[index * 8:index * 8 + 8] = old
+            raise
+
+    def _new_block(self, bi: int, exclude: int) -> int:
+        """A self-describing block for range ``bi`` (which holds no referenced cluster)."""
+        first = bi * self.per_block
+        c = first if first != exclude else first + 1
+        if c in self.io.meta:
+            raise self.io.corrupt(f"{self.io.meta[c]} lies in a range without refcounts")
+        off = c << self.io.cluster_bits
+        block = bytearray(self.io.cluster_size)
+        self._put_in(block, c - first, 1)
+        self.io.write(off, block)
+        self.io.file.flush()  # the block is on disk before the table points at it
+        self._set_table_entry(bi, off)
+        self._blocks[off] = block
+        self.io.claim(off, self.io.cluster_size, f"refcount block {bi}")
+        return off
+
+    def _grow(self, pending: int) -> None:
+        """Move to a larger refcount table placed past everything in use (and ``pending``)."""
+        cs = self.io.cluster_size
+        bits = self.io.cluster_bits
+        file_clusters = -(-self.io.file_end // cs)
+        start = max(pending + 1, self.entries * self.per_block, file_clusters,
+                    max(self.io.meta, default=0) + 1)
+        n = self.table_clusters
+        while True:
+            n *= 2
+            entries = n * cs // 8
+            # the table and the blocks covering it, with room to spare
+            if (start + n + 8) // self.per_block < entries:
+                break
+        table = bytearray(n * cs)
+        table[:len(self.table)] = self.table
+        new_blocks: dict[int, tuple[int, bytearray]] = {}  # block index -> (cluster, block)
+        next_free = start + n
+        todo = list(range(start, start + n))
+        while todo:
+            c = todo.pop()
+            bi, i = divmod(c, self.per_block)
+            if bi in new_blocks:
+                block = new_blocks[bi][1]
+            elif bi < self.entries and self._table_entry(bi):
+                raise self.io.corrupt("refcount table growth would overlap existing blocks")
+            else:
+                block = bytearray(cs)
+                new_blocks[bi] = (next_free, block)
+                struct.pack_into(">Q", table, bi * 8, next_free << bits)
+                todo.append(next_free)
+                next_free += 1
+            self._put_in(block, i, 1)
+        for bi, (c, block) in new_blocks.items():
+            self.io.write(c << bits, block)
+            self._blocks[c << bits] = block
+            self.io.claim(c << bits, cs, f"refcount block {bi}")
+        old_offset, old_clusters = self.table_offset, self.table_clusters
+        self.io.write(start << bits, table)
+        self.io.file.flush()  # the new table and blocks are on disk before the header says so
+        self._set_table(start << bits, n)
+        self.io.release(old_offset, old_clusters * cs)
+        self.io.claim(start << bits, n * cs, "the refcount table")
+        self.table, self.table_offset, self.table_clusters, self.entries = (
+            table, start << bits, n, entries)
+        for k in range(old_clusters):
+            self.defer_free((old_offset >> bits) + k)

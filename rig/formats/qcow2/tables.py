@@ -1,0 +1,178 @@
+"""L1 and L2 tables: guest cluster -> host cluster, zero clusters and compressed clusters.
+
+An L1 entry holds the offset of an L2 table (bits 9..55) and the COPIED flag (bit 63: refcount
+is exactly 1, so it may be written in place). An L2 entry is one of:
+
+* unallocated: 0 (reads come from the backing file, or zeroes);
+* a zero cluster (v3, bit 0): reads zeroes; it may still own a host cluster (``ZERO_ALLOC``);
+* normal: the host offset (bits 9..55), COPIED when written in place is allowed;
+* compressed (bit 62): a host *byte* offset and a sector count packed by cluster size.
+
+The L1 table is cached whole; L2 tables are cached in an LRU bounded by bytes. Changes stay in
+the cache (dirty) until the driver's ordered metadata flush writes them: every dirty L2 table,
+then (after a flush of the file, so no L1 entry can point at an unwritten table) the dirty part of
+the L1 table. Dirty tables are never evicted.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import OrderedDict
+from enum import Enum
+
+from rig.formats.qcow2.metaio import MetaIO
+
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+ZERO = 1
+OFFSET_MASK = 0x00FF_FFFF_FFFF_FE00
+#: Bits an L1 entry may have besides its offset and COPIED (all reserved: must be zero).
+L1_RESERVED = ~(OFFSET_MASK | COPIED) & (2**64 - 1)
+L2_RESERVED = ~(OFFSET_MASK | COPIED | ZERO) & (2**64 - 1)
+
+L2_CACHE_BYTES = 32 << 20
+
+
+class Kind(Enum):
+    UNALLOCATED = "unallocated"
+    ZERO_PLAIN = "zero"
+    ZERO_ALLOC = "zero-allocated"
+    NORMAL = "normal"
+    COMPRESSED = "compressed"
+
+
+def classify(entry: int, version: int) -> Kind:
+    if entry & COMPRESSED:
+        return Kind.COMPRESSED
+    if entry & ZERO and version >= 3:
+        return Kind.ZERO_ALLOC if entry & OFFSET_MASK else Kind.ZERO_PLAIN
+    if entry & OFFSET_MASK:
+        return Kind.NORMAL
+    return Kind.UNALLOCATED
+
+
+def compressed_extent(entry: int, cluster_bits: int) -> tuple[int, int]:
+    """(host byte offset, bytes to read) of a compressed cluster's data."""
+    shift = 62 - (cluster_bits - 8)
+    offset = entry & ((1 << shift) - 1)
+    sectors = ((entry >> shift) & ((1 << (cluster_bits - 8)) - 1)) + 1
+    return offset, sectors * 512 - (offset & 511)
+
+
+def compressed_span(entry: int, cluster_bits: int) -> tuple[int, int]:
+    """(first host cluster, last host cluster) whose refcounts a compressed cluster holds."""
+    offset, length = compressed_extent(entry, cluster_bits)
+    start = offset & ~511
+    end = start + ((length + (offset & 511) + 511) & ~511)
+    return start >> cluster_bits, (end - 1) >> cluster_bits
+
+
+def decompress(data: bytes, cluster_size: int) -> bytes | None:
+    """QEMU's zlib compression: raw deflate, 4 KiB window. None when the data is bad."""
+    try:
+        out = zlib.decompressobj(-12).decompress(data, cluster_size)
+    except zlib.error:
+        return None
+    return out if len(out) == cluster_size else None
+
+
+class Tables:
+    """The L1 table and the L2 cache of one image."""
+
+    def __init__(self, io: MetaIO, version: int, l1_offset: int, l1_size: int) -> None:
+        self.io = io
+        self.version = version
+        cs = io.cluster_size
+        self.l2_entries = cs // 8
+        self.l1_offset = l1_offset
+        self.l1_size = l1_size
+        io.check_range(l1_offset, l1_size * 8, "L1 table")
+        io.claim(l1_offset, l1_size * 8, "the L1 table")
+        self.l1 = io.read(l1_offset, -(-(l1_size * 8) // cs) * cs if l1_size else 0)
+        self._l2: OrderedDict[int, bytearray] = OrderedDict()
+        self.dirty_l2: set[int] = set()
+        self.l1_dirty: set[int] = set()
+        self._l2_cap = max(4, L2_CACHE_BYTES // cs)
+        for i in range(l1_size):
+            entry = self.l1_entry(i)
+            if entry & L1_RESERVED:
+                raise io.corrupt(f"L1 entry {i} has reserved bits set (0x{entry:016x})")
+            off = entry & OFFSET_MASK
+            if off:
+                io.check_range(off, cs, f"L2 table {i}")
+                io.claim(off, cs, f"L2 table {i}")
+
+    # ---------------------------------------------------------------- L1
+    def l1_entry(self, index: int) -> int:
+        return int(struct.unpack_from(">Q", self.l1, index * 8)[0])
+
+    def set_l1_entry(self, index: int, value: int) -> None:
+        struct.pack_into(">Q", self.l1, index * 8, value)
+        self.l1_dirty.add(index)
+
+    # ---------------------------------------------------------------- L2
+    def split(self, guest_cluster: int) -> tuple[int, int]:
+        """(L1 index, L2 index) of a guest cluster number."""
+        return divmod(guest_cluster, self.l2_entries)
+
+    def l2_table(self, l2_offset: int) -> bytearray:
+        table = self._l2.get(l2_offset)
+        if table is not None:
+            self._l2.move_to_end(l2_offset)
+            return table
+        self.io.file.emit("l2_load")
+        table = self.io.read(l2_offset, self.io.cluster_size)
+        self._cache(l2_offset, table)
+        return table
+
+    def _cache(self, l2_offset: int, table: bytearray) -> None:
+        self._l2[l2_offset] = table
+        if len(self._l2) > self._l2_cap:
+            for off in self._l2:
+                if off not in self.dirty_l2 and off != l2_offset:
+                    del self._l2[off]
+                    break
+
+    def put_l2(self, l2_offset: int, table: bytearray) -> None:
+        """Cache a new table (dirty: it is written by the next metadata flush)."""
+        self._cache(l2_offset, table)
+        self.dirty_l2.add(l2_offset)
+
+    @property
+    def dirty_bytes(self) -> int:
+        return len(self.dirty_l2) * self.io.cluster_size
+
+    def write_l2s(self) -> None:
+        for off in sorted(self.dirty_l2):
+            self.io.write(off, self._l2[off])
+            self.dirty_l2.discard(off)
+
+    def write_l1(self) -> None:
+        if self.l1_dirty:
+            lo, hi = min(self.l1_dirty), max(self.l1_dirty)
+            self.io.write_slice(self.l1_offset, self.l1, lo * 8, hi * 8 + 8)
+            self.l1_dirty.clear()
+
+    def l2_entry(self, guest_cluster: int) -> int:
+        """The L2 entry of a guest cluster (0 when its L2 table is not allocated)."""
+        i1, i2 = self.split(guest_cluster)
+        if i1 >= self.l1_size:
+            raise self.io.corrupt(f"guest cluster {guest_cluster} is beyond the L1 table")
+        l2_offset = self.l1_entry(i1) & OFFSET_MASK
+        if not l2_offset:
+            return 0
+        entry = int(struct.unpack_from(">Q", self.l2_table(l2_offset), i2 * 8)[0])
+        if not entry & COMPRESSED and entry & L2_RESERVED:
+            raise self.io.corrupt(f"L2 entry for guest cluster {guest_cluster} has reserved "
+                                  f"bits set (0x{entry:016x})")
+        return entry
+
+    def set_l2_entry(self, l2_offset: int, index: int, value: int) -> None:
+        struct.pack_into(">Q", self.l2_table(l2_offset), index * 8, value)
+        self.dirty_l2.add(l2_offset)
+
+    def set_l2_entries(self, l2_offset: int, index: int, values: list[int]) -> None:
+        """Consecutive entries from ``index``."""
+        struct.pack_into(f">{len(values)}Q", self.l2_table(l2_offset), index * 8, *values)
+        self.dirty_l2.add(l2_offset)
