@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in qemu-io:qemu-utils fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3; do
+for tool in qemu-io:qemu-utils fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3 sg_inq:sg3-utils; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # Exports (rig run / rig.drivers.export) serve a FUSE file through mfusepy, which loads libfuse3.

@@ -3,7 +3,17 @@
 The core finds them through :mod:`rig.core.registry`; nothing in ``rig/`` imports a driver by name.
 """
 
-from rig.drivers import devices_cmd, export, export_cmd, file, host_device, loop, run_cmd
+from rig.drivers import (
+    devices_cmd,
+    export,
+    export_cmd,
+    file,
+    host_device,
+    loop,
+    run_cmd,
+    sg_cmd,
+)
+from rig.drivers.sg import node as sg_node
 from rig.drivers.vm import cmd as vm_cmd
 
 loop.register()
@@ -11,8 +21,10 @@ devices_cmd.register()
 export.register()
 export_cmd.register()
 run_cmd.register()
+sg_cmd.register()
 vm_cmd.register()
 
 __all__ = [
-    "devices_cmd", "export", "export_cmd", "file", "host_device", "loop", "run_cmd", "vm_cmd",
+    "devices_cmd", "export", "export_cmd", "file", "host_device", "loop", "run_cmd", "sg_cmd",
+    "sg_node", "vm_cmd",
 ]
