@@ -29,8 +29,10 @@ from typing import Any
 
 from rig.core.backend import BlockBackend
 from rig.drivers.fuse_ops import FILE_NAME, ExportOperations
+from rig.drivers.ioctls import ioctl
 from rig.drivers.loop import LoopDevice
 from rig.drivers.procs import pid_alive
+from rig.drivers.safety import device_usage
 from rig.errors import RigError
 
 #: Mountpoints are ``<tmp>/blockrig-export-<pid>-<random>``: the sweeper spots dead pids.
@@ -57,6 +59,25 @@ class Export:
     max_write: int
     loop: LoopDevice
     operations: ExportOperations
+
+    def drop_cache(self) -> None:
+        """Write back and drop the device's page cache (BLKFLSBUF), so the next reader sees
+        what the graph holds now, not what an earlier reader left cached."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ioctl(fd, "BLKFLSBUF")
+        finally:
+            os.close(fd)
+
+    def mountpoints(self) -> list[str]:
+        """Where the device (or a partition of it) is mounted right now."""
+        return device_usage(self.path).mountpoints
+
+    def unmount(self, mountpoint: str) -> None:
+        """Unmount ``mountpoint`` (a mount of this device; lazily if it is busy)."""
+        done = subprocess.run(["umount", mountpoint], capture_output=True)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=True)
 
 
 def load_mfusepy() -> ModuleType:

@@ -11,8 +11,12 @@
   LOG holds every write, FUA, flush and discard the program's I/O caused; exits with CMD's
   status.
 
-Checking every state (``rig crash check``) comes next; see docs/crash.md. Bad input is one line
-on stderr and exit status 2.
+  Inside CMD, ``rig crash mark TEXT`` appends a user mark to LOG, in order with the I/O that
+  completed before it (e.g. after an fsync returned: ``rig crash mark committed 5``).
+* ``rig crash check LOG --check 'CMD'``: run CMD on every crash state of LOG, each materialized
+  on an exported device (``rig.cli.crash_check``); failures are shrunk and bundled.
+
+Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="crash_cmd", metavar="{states,materialize}", required=True)
+    from rig.cli import crash_check
+    from rig.crash.marks import add_mark_arguments
+
+    sub = parser.add_subparsers(dest="crash_cmd", metavar="{states,materialize,record,check,mark}",
+                                required=True)
     states = sub.add_parser("states", help="list a write log's crash states")
     states.add_argument("log", metavar="LOG")
     states.add_argument("--limit", type=int, default=20, metavar="N",
@@ -46,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="size of the fresh zeroed device (e.g. 64M)")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                      help="the command, run with RIG_DEV set to the device")
+    crash_check.add_arguments(sub.add_parser(
+        "check", help="run a checker on every crash state of a write log"))
+    add_mark_arguments(sub.add_parser(
+        "mark", help="put a user mark into the log of the rig crash record running this"))
     for p in (states, mat):
         p.add_argument("--torn", action="store_true",
                        help="in-flight writes may land sector by sector")
@@ -122,6 +134,8 @@ def _record(args: argparse.Namespace) -> int:
     from rig.cli.scratch import run_on_device, scratch_image
     from rig.core.registry import service
     from rig.crash.logfile import read_log
+    from rig.crash.marks import MarkServer, mark_env
+    from rig.filters.recorder import RecorderFilter
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -132,7 +146,10 @@ def _record(args: argparse.Namespace) -> int:
         graph = {"driver": "recorder", "log": args.log,
                  "file": {"driver": "file", "filename": image}}
         with rig.open(graph) as blk, service("export")(blk) as ex:
-            status = run_on_device(cmd, ex.path, "rig crash")
+            recorder = blk.root
+            assert isinstance(recorder, RecorderFilter)
+            with MarkServer(recorder) as marks:
+                status = run_on_device(cmd, ex.path, "rig crash", mark_env(marks))
     log = read_log(args.log)
     print(f"rig crash: {len(log.records)} records in {args.log} (exit status {status})",
           file=sys.stderr)
@@ -140,10 +157,19 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Crash states of a write log (``states``, ``materialize``, ``record``)."""
+    """Crash states of a write log (``states``, ``materialize``, ``record``, ``check``,
+    ``mark``)."""
     try:
         if args.crash_cmd == "record":
             return _record(args)
+        if args.crash_cmd == "check":
+            from rig.cli import crash_check
+
+            return crash_check.run(args)
+        if args.crash_cmd == "mark":
+            from rig.crash.marks import mark_main
+
+            return mark_main(args)
         return _list(args) if args.crash_cmd == "states" else _materialize(args)
     except (RigError, OSError) as e:
         text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

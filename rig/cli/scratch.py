@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from rig.core.units import SizeError, parse_size
 from rig.errors import RigError
@@ -34,11 +34,13 @@ def scratch_image(size_text: str, prefix: str) -> Iterator[str]:
         os.unlink(path)
 
 
-def run_on_device(cmd: Sequence[str], device: str, who: str) -> int:
-    """Run ``cmd`` with ``RIG_DEV=device``; its exit status, or 127 (said on stderr, prefixed
-    ``who``) when it cannot be started."""
+def run_on_device(cmd: Sequence[str], device: str, who: str,
+                  env: Mapping[str, str] | None = None) -> int:
+    """Run ``cmd`` with ``RIG_DEV=device`` (and ``env`` added); its exit status, or 127 (said
+    on stderr, prefixed ``who``) when it cannot be started."""
     try:
-        return subprocess.run(list(cmd), env={**os.environ, "RIG_DEV": device}).returncode
+        return subprocess.run(list(cmd), env={**os.environ, **(env or {}),
+                                              "RIG_DEV": device}).returncode
     except OSError as e:
         print(f"{who}: {cmd[0]}: {e.strerror}", file=sys.stderr)
         return 127

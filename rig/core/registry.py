@@ -29,7 +29,7 @@ _loaded = False
 #: Core nodes (no hardware access) registered alongside the host drivers.
 CORE_DRIVER_MODULES = ("rig.formats.raw", "rig.nodes.memory", "rig.filters.blkdebug",
                        "rig.filters.faults", "rig.filters.throttle", "rig.filters.writecache",
-                       "rig.filters.recorder",
+                       "rig.filters.recorder", "rig.filters.overlay",
                        "rig.formats.qcow2.driver", "rig.filters.copy_on_read")
 
 

@@ -25,7 +25,7 @@ parsed back and materialized again from the same log.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from rig.crash.crashstate import CrashState
@@ -42,7 +42,11 @@ from rig.crash.cuts import (
 )
 from rig.crash.logfile import WriteLog
 
-__all__ = ["CrashState", "CrashStates"]
+__all__ = ["CrashState", "CrashStates", "Unit"]
+
+#: One in-flight unit of a cut, as :meth:`CrashStates.units` lists them: ``(seq, index)``, the
+#: record's sequence number and the sector index in it (``-1``: the whole record).
+Unit = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class CrashStates:
         self.durable = Durable(log, initial)
         self._by_cut = {p.cut: p for p in self.plans}
         self._units = [_units(p, torn, self.sector) for p in self.plans]
+        self._units_at = {p.cut: u for p, u in zip(self.plans, self._units, strict=True)}
 
     def cuts(self) -> list[int]:
         return [p.cut for p in self.plans]
@@ -146,6 +151,55 @@ class CrashStates:
             if mask not in seen:
                 seen.add(mask)
                 yield mask
+
+    def _cut_units(self, cut: int) -> list[_Unit]:
+        units = self._units_at.get(cut)
+        if units is None:  # not a cut point: computed once
+            units = self._units_at[cut] = _units(self.plan(cut), self.torn, self.sector)
+        return units
+
+    def units(self, cut: int) -> list[Unit]:
+        """The in-flight units of ``cut`` in log order: ``(seq, -1)`` for a whole record, or
+        with ``torn`` ``(seq, i)`` for each of its sectors that still shows."""
+        return [(u.seq, u.index) for u in self._cut_units(cut)]
+
+    def dropped(self, state: CrashState) -> list[Unit]:
+        """The units of ``state.cut`` that ``state`` does not keep, in log order (a torn sector
+        index that is no unit, one a later FUA write covered, changes nothing and is ignored)."""
+        units = self._cut_units(state.cut)
+        flying = {u.seq for u in units}
+        kept: dict[int, frozenset[int] | None] = {seq: None for seq in state.keep}
+        for seq, idx in state.torn:
+            if not self.torn:
+                raise ValueError(f"state {state} tears record {seq}, but these states are "
+                                 "not torn (use CrashStates(..., torn=True))")
+            kept[seq] = frozenset(idx)
+        missing = sorted(set(kept) - flying)
+        if missing:
+            raise ValueError(f"state {state}: records {missing} are not in flight at cut "
+                             f"{state.cut}")
+        out: list[Unit] = []
+        for u in units:
+            if u.seq in kept:
+                sectors_kept = kept[u.seq]
+                if sectors_kept is None or u.index in sectors_kept:
+                    continue
+            out.append((u.seq, u.index))
+        return out
+
+    def with_dropped(self, cut: int, dropped: Iterable[Unit]) -> CrashState:
+        """The state of ``cut`` that keeps every in-flight unit but ``dropped`` (the inverse of
+        :meth:`dropped`: ``with_dropped(s.cut, dropped(s))`` is ``s`` for every state listed
+        here, and the same image for any other)."""
+        units = self._cut_units(cut)
+        bits = {(u.seq, u.index): bit for bit, u in enumerate(units)}
+        mask = (1 << len(units)) - 1
+        for unit in dropped:
+            bit = bits.get(unit)
+            if bit is None:
+                raise ValueError(f"{unit} is not an in-flight unit of cut {cut}")
+            mask &= ~(1 << bit)
+        return _state(cut, units, mask)
 
     def plan(self, cut: int) -> CutPlan:
         """The plan of ``cut`` (a cut point, or any other record number)."""
