@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="for sampled cuts (default 0)")
     parser.add_argument("--samples", type=int, default=256,
                         help="states per cut too large to list exhaustively (default 256)")
+    parser.add_argument("--max-exhaustive", type=int, default=12, metavar="N",
+                        help="a cut with more than N writes in flight is sampled (default 12)")
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -116,7 +118,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     from rig.crash.bundle import RunSettings
 
     return RunSettings(check=args.check, torn=args.torn, seed=args.seed, samples=args.samples,
-                       timeout=args.timeout)
+                       timeout=args.timeout, max_exhaustive=args.max_exhaustive)
 
 
 def _shrunk(checker: StateChecker, failure: Failure, budget: int) -> Failure:
@@ -146,7 +148,8 @@ def _check_all(args: argparse.Namespace, log_path: str) -> int:
     if log.tail_note:
         print(f"rig crash: {log_path}: {log.tail_note}", file=sys.stderr)
     try:
-        states = CrashStates(log, torn=args.torn, seed=args.seed, samples=args.samples)
+        states = CrashStates(log, torn=args.torn, seed=args.seed, samples=args.samples,
+                             max_exhaustive=args.max_exhaustive)
     except ValueError as e:
         raise RigError(str(e)) from None
     only, first = _selected(args, states)

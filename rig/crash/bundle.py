@@ -49,6 +49,7 @@ class RunSettings:
     seed: int
     samples: int
     timeout: float
+    max_exhaustive: int = 12
 
     def state_args(self, state: str) -> list[str]:
         args = ["--state", state, "--check", self.check, "--timeout", f"{self.timeout:g}"]
@@ -58,6 +59,8 @@ class RunSettings:
             args += ["--seed", str(self.seed)]
         if self.samples != 256:
             args += ["--samples", str(self.samples)]
+        if self.max_exhaustive != 12:
+            args += ["--max-exhaustive", str(self.max_exhaustive)]
         return args
 
 
@@ -99,7 +102,8 @@ def write_bundle(directory: str, log_path: str, settings: RunSettings,
     lines.append("exit $status")
     doc = {"log": LOG_NAME, "original_log": os.path.abspath(log_path), "check": settings.check,
            "torn": settings.torn, "seed": settings.seed, "samples": settings.samples,
-           "timeout": settings.timeout, "failures": entries}
+           "timeout": settings.timeout, "max_exhaustive": settings.max_exhaustive,
+           "failures": entries}
     with open(os.path.join(directory, "failures.json"), "w") as out:
         json.dump(doc, out, indent=2)
         out.write("\n")
