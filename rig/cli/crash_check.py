@@ -82,7 +82,7 @@ def _validate(args: argparse.Namespace) -> None:
 def _selected(args: argparse.Namespace, states: CrashStates) -> tuple[list[CrashState] | None,
                                                                        int]:
     """The one ``--state`` (as a list), or None for "iterate", and the first cut to check."""
-    from rig.crash.crashstate import CrashState
+    from rig.cli.crash_cmd import parse_state
 
     first = 0
     if args.after_mark is not None:
@@ -92,14 +92,7 @@ def _selected(args: argparse.Namespace, states: CrashStates) -> tuple[list[Crash
             raise RigError(f"--after-mark: the log has no user mark {args.after_mark!r}") from None
     if args.state is None:
         return None, first
-    try:
-        state = CrashState.parse(args.state)
-    except ValueError as e:
-        raise RigError(f"--state {args.state!r}: {e}") from None
-    if state.cut not in states.cuts():
-        raise RigError(f"--state {args.state!r}: the log has no cut {state.cut} (cuts: "
-                       f"{', '.join(map(str, states.cuts()))})")
-    return [state], first
+    return [parse_state(states, args.state, "--state")], first
 
 
 def _iterate(states: CrashStates, first: int) -> Iterator[CrashState]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from rig.errors import RigError
 
 if TYPE_CHECKING:
+    from rig.crash.crashstate import CrashState
     from rig.crash.logfile import WriteLog
     from rig.crash.states import CrashStates
 
@@ -79,6 +80,21 @@ def _states(args: argparse.Namespace) -> tuple[WriteLog, CrashStates]:
         raise RigError(str(e)) from None
 
 
+def parse_state(states: CrashStates, text: str, what: str) -> CrashState:
+    """The state named ``text`` (as ``rig crash states`` prints it) at one of the cuts of
+    ``states``; a RigError naming ``what`` (the argument) otherwise."""
+    from rig.crash.crashstate import CrashState
+
+    try:
+        state = CrashState.parse(text)
+    except ValueError as e:
+        raise RigError(f"{what} {text!r}: {e}") from None
+    if state.cut not in states.cuts():
+        raise RigError(f"{what} {text!r}: the log has no cut {state.cut} (cuts: "
+                       f"{', '.join(map(str, states.cuts()))})")
+    return state
+
+
 def _list(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise RigError(f"--limit must be >= 0, got {args.limit}")
@@ -107,17 +123,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def _materialize(args: argparse.Namespace) -> int:
     import rig
-    from rig.crash.crashstate import CrashState
     from rig.crash.replay import materialize
 
     log, states = _states(args)
-    try:
-        state = CrashState.parse(args.state)
-    except ValueError as e:
-        raise RigError(f"STATE {args.state!r}: {e}") from None
-    if state.cut not in states.cuts():
-        raise RigError(f"STATE {args.state!r}: the log has no cut {state.cut} (cuts: "
-                       f"{', '.join(map(str, states.cuts()))})")
+    state = parse_state(states, args.state, "STATE")
     with rig.open(args.target) as blk:
         if blk.getlength() != log.header.device_size:
             raise RigError(f"{args.target}: {blk.getlength()} bytes, but the log is of a "

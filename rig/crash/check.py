@@ -160,16 +160,18 @@ class StateChecker:
             proc = subprocess.Popen(["sh", "-c", self.command], stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     env=self._environment(state), start_new_session=True)
-            status: int | None
+            status: int | None = None
             try:
                 status = proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                status = None
-            # Nothing the checker started may outlive its state.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            if status is None:
-                proc.wait()
+                pass
+            finally:
+                # Nothing the checker started may outlive its state (nor a Ctrl-C of ours:
+                # the checker's own session does not get the terminal's SIGINT).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                if status is None:
+                    proc.wait()
             seconds = time.monotonic() - start
             size = out.seek(0, os.SEEK_END)
             out.seek(max(0, size - OUTPUT_TAIL))
