@@ -8,8 +8,10 @@ from rig.drivers import (
     export,
     export_cmd,
     file,
+    host_cdrom,
     host_device,
     loop,
+    removable_loop_node,
     run_cmd,
     sg_cmd,
 )
@@ -25,6 +27,6 @@ sg_cmd.register()
 vm_cmd.register()
 
 __all__ = [
-    "devices_cmd", "export", "export_cmd", "file", "host_device", "loop", "run_cmd", "sg_cmd",
-    "sg_node", "vm_cmd",
+    "devices_cmd", "export", "export_cmd", "file", "host_cdrom", "host_device", "loop",
+    "removable_loop_node", "run_cmd", "sg_cmd", "sg_node", "vm_cmd",
 ]

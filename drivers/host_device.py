@@ -18,8 +18,8 @@ from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import libc, safety
 from rig.drivers.ioctls import ioctl, ioctl_range, ioctl_read
-from rig.drivers.posix import PosixNode, open_error
-from rig.errors import ConfigError, RigError
+from rig.drivers.posix import PosixNode
+from rig.errors import RigError
 
 _NOT_SUPPORTED = (errno.ENODEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOTSUP)
 
@@ -47,17 +47,12 @@ class HostDeviceNode(PosixNode):
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
         filename, aio = cls.parse_common(opts, ctx)
-        allow = opts.str("x-allow", "") or ""
-        try:
-            st = os.stat(filename)
-        except OSError as e:
-            raise open_error(filename, e) from None
-        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
-            raise ConfigError(f"'host_device' driver requires '{filename}' to be either a "
-                              "character or block device")
+        allow = safety.allow_option(opts.str("x-allow", ""))
+        st = safety.stat_device_node(
+            filename, f"'host_device' driver requires '{filename}' to be either a character "
+            "or block device")
         if not ctx.read_only and stat.S_ISBLK(st.st_mode):
-            extra = safety.AllowList.from_entries(allow.split(",")) if allow else None
-            safety.check_writable(filename, extra)
+            safety.check_writable(filename, allow)
         node = cls(filename, aio=aio, **ctx.node_kwargs())
         node.rdev = st.st_rdev
         node.open_fd()

@@ -45,7 +45,8 @@ def _iow(kind: int | str, nr: int, size: int) -> int:
 
 _SIZE_T = ctypes.sizeof(ctypes.c_size_t)
 
-#: name -> request number. linux/fs.h (BLK*), linux/loop.h (LOOP_*).
+#: name -> request number. linux/fs.h (BLK*), linux/loop.h (LOOP_*), scsi/sg.h (SG_*),
+#: linux/cdrom.h (CDROM*).
 IOCTLS: Final[dict[str, int]] = {
     # linux/fs.h
     "BLKROSET": _io(0x12, 93),
@@ -61,6 +62,7 @@ IOCTLS: Final[dict[str, int]] = {
     "BLKDISCARDZEROES": _io(0x12, 124),
     "BLKZEROOUT": _io(0x12, 127),
     "BLKSECTGET": _io(0x12, 103),
+    "BLKGETDISKSEQ": _ior(0x12, 128, 8),
     # linux/loop.h
     "LOOP_SET_FD": 0x4C00,
     "LOOP_CLR_FD": 0x4C01,
@@ -74,6 +76,21 @@ IOCTLS: Final[dict[str, int]] = {
     "LOOP_CTL_ADD": 0x4C80,
     "LOOP_CTL_REMOVE": 0x4C81,
     "LOOP_CTL_GET_FREE": 0x4C82,
+    # scsi/sg.h (not _IOC-encoded: sg predates that)
+    "SG_SET_TIMEOUT": 0x2201,
+    "SG_GET_TIMEOUT": 0x2202,
+    "SG_GET_RESERVED_SIZE": 0x2272,
+    "SG_SET_RESERVED_SIZE": 0x2275,
+    "SG_GET_VERSION_NUM": 0x2282,
+    "SG_IO": 0x2285,
+    # linux/cdrom.h (not _IOC-encoded either)
+    "CDROMEJECT": 0x5309,
+    "CDROMCLOSETRAY": 0x5319,
+    "CDROM_MEDIA_CHANGED": 0x5325,
+    "CDROM_DRIVE_STATUS": 0x5326,
+    "CDROM_DISC_STATUS": 0x5327,
+    "CDROM_LOCKDOOR": 0x5329,
+    "CDROM_GET_CAPABILITY": 0x5331,
 }
 
 # linux/loop.h flags
@@ -83,6 +100,26 @@ LO_FLAGS_PARTSCAN: Final = 8
 LO_FLAGS_DIRECT_IO: Final = 16
 LO_NAME_SIZE: Final = 64
 LO_KEY_SIZE: Final = 32
+
+# linux/cdrom.h: CDROM_DRIVE_STATUS / CDROM_DISC_STATUS answers, the slot argument
+CDS_NO_INFO: Final = 0
+CDS_NO_DISC: Final = 1
+CDS_TRAY_OPEN: Final = 2
+CDS_DRIVE_NOT_READY: Final = 3
+CDS_DISC_OK: Final = 4
+CDS_AUDIO: Final = 100
+CDS_DATA_1: Final = 101
+CDS_DATA_2: Final = 102
+CDS_XA_2_1: Final = 103
+CDS_XA_2_2: Final = 104
+CDS_MIXED: Final = 105
+CDSL_CURRENT: Final = 0x7FFFFFFF
+#: CDROM_GET_CAPABILITY bits
+CDC_CLOSE_TRAY: Final = 0x1
+CDC_OPEN_TRAY: Final = 0x2
+CDC_LOCK: Final = 0x4
+CDC_MEDIA_CHANGED: Final = 0x80
+CDC_DRIVE_STATUS: Final = 0x800
 
 
 class LoopInfo64(ctypes.Structure):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rig.drivers.loop import owned_device_numbers
+from rig.drivers.posix import open_error
 from rig.errors import ConfigError, UnsafeDeviceError
 
 DevNum = tuple[int, int]
@@ -399,6 +400,23 @@ def writable_problem(path: str, allow: AllowList | None = None) -> str | None:
     if _exclusively_open(path):
         return "another program or the kernel has it open exclusively (stop that user first)"
     return None
+
+
+def stat_device_node(path: str, refusal: str) -> os.stat_result:
+    """What device drivers check before opening ``path``: it exists (else the open error in
+    QEMU's wording) and is a block or character device (else ``ConfigError(refusal)``)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise open_error(path, e) from None
+    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        raise ConfigError(refusal)
+    return st
+
+
+def allow_option(value: str | None) -> AllowList | None:
+    """A driver's ``x-allow`` option (comma-separated entries), or None when empty."""
+    return AllowList.from_entries(value.split(",")) if value else None
 
 
 def check_writable(path: str, allow: AllowList | None = None) -> None:

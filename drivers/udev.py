@@ -1,13 +1,20 @@
-"""Block device inventory through pyudev.
+"""Block device inventory and events through pyudev.
 
 pyudev reads sysfs, so listing works without a running udevd (then there are no ID_* properties,
 which is why serial and WWN come from sysfs too, the same way the safety check reads them).
+
+Events (:class:`BlockEvents`) come from netlink: the kernel's own uevents need no udevd (a loop
+device's medium swap, add and remove; an sr drive's DISK_MEDIA_CHANGE when its events are
+polled), and ``source='udev'`` gives them after udev's rules when a udevd runs.
+:func:`wait_until_ready` waits for a medium.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,3 +129,154 @@ def list_block_devices(
         result.append(_info(dev, allow, backing_file))
     result.sort(key=lambda d: _natural_key(d.name))
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Events: media change, add/remove, waiting until a device is ready
+# --------------------------------------------------------------------------------------------
+
+UDEV_CONTROL = "/run/udev/control"
+
+
+def udevd_running() -> bool:
+    """Whether a udevd answers (its control socket exists): then ``source='udev'`` events,
+    processed by udev rules, are delivered; without it only the kernel's own uevents are."""
+    return os.path.exists(UDEV_CONTROL)
+
+
+@dataclass(frozen=True)
+class BlockEvent:
+    """One uevent of a block device."""
+
+    action: str
+    """``add``, ``remove``, ``change`` ..."""
+    devname: str
+    """``/dev/loop3``, ``/dev/sr0``."""
+    diskseq: int | None
+    media_change: bool
+    """The medium changed: ``DISK_MEDIA_CHANGE=1`` (sr's event polling, a loop device's
+    detach) or a disk sequence number that moved since the last event of that device (every
+    medium change bumps it; LOOP_CHANGE_FD sends a plain ``change`` with the new DISKSEQ)."""
+    eject_request: bool
+    """``DISK_EJECT_REQUEST=1``: the eject button was pressed."""
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+class BlockEvents:
+    """A netlink monitor of block uevents, opened at once (events from then on are kept), for
+    the given device paths (all block devices when empty).
+
+    ``source``: ``"kernel"`` (the kernel's uevents, no udevd needed), ``"udev"`` (after udev's
+    rules, needs a running udevd) or ``"auto"`` (udev when it runs)."""
+
+    def __init__(self, devices: Iterable[str] = (), *, source: str = "auto") -> None:
+        try:
+            import pyudev
+        except ImportError:
+            raise RigError("device events need pyudev: pip install pyudev") from None
+        if source == "auto":
+            source = "udev" if udevd_running() else "kernel"
+        if source == "udev" and not udevd_running():
+            raise RigError(f"udev events need a running udevd ({UDEV_CONTROL} is missing)")
+        self.source = source
+        self.devices = {os.path.realpath(d) for d in devices}
+        self._diskseq = {d: _sysfs_diskseq(d) for d in self.devices}
+        monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source=source)
+        monitor.filter_by("block")
+        monitor.start()
+        self._monitor: Any = monitor
+
+    def _wanted(self, devname: str) -> bool:
+        return not self.devices or devname in self.devices
+
+    def poll(self, timeout: float) -> BlockEvent | None:
+        """The next event for our devices within ``timeout`` seconds, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if self._monitor is None:
+                raise RigError("the event monitor is closed")
+            dev = self._monitor.poll(timeout=left)
+            if dev is None:
+                return None
+            props = {str(k): str(v) for k, v in dev.properties.items()}
+            devname = props.get("DEVNAME", "")
+            if not devname.startswith("/"):
+                devname = f"/dev/{devname}"
+            if not self._wanted(devname):
+                continue
+            text = props.get("DISKSEQ", "")
+            seq = int(text) if text.isdigit() else None
+            last = self._diskseq.get(devname)
+            moved = seq is not None and last is not None and seq != last
+            if seq is not None:
+                self._diskseq[devname] = seq
+            return BlockEvent(str(dev.action), devname, seq,
+                              props.get("DISK_MEDIA_CHANGE") == "1" or moved,
+                              props.get("DISK_EJECT_REQUEST") == "1", props)
+
+    def wait_for(self, predicate: Callable[[BlockEvent], bool], timeout: float) -> BlockEvent:
+        """The first event that satisfies ``predicate``; TimeoutError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while (left := deadline - time.monotonic()) > 0:
+            event = self.poll(left)
+            if event is None:
+                break
+            if predicate(event):
+                return event
+            seen.append(f"{event.action} {event.devname}")
+        raise TimeoutError(f"no matching {self.source} uevent within {timeout:g} s "
+                           f"(saw: {', '.join(seen) or 'nothing'})")
+
+    def close(self) -> None:
+        """Drop the netlink socket (pyudev closes it with the monitor object)."""
+        self._monitor = None
+
+    def __enter__(self) -> BlockEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sysfs_diskseq(path: str) -> int | None:
+    try:
+        with open(f"/sys/class/block/{os.path.basename(path)}/diskseq") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def medium_size(path: str) -> int:
+    """Bytes of the medium in block device ``path`` now (sysfs ``size``; 0: none)."""
+    name = os.path.basename(os.path.realpath(path))
+    try:
+        with open(f"/sys/class/block/{name}/size") as f:
+            return int(f.read()) * 512
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_until_ready(path: str, timeout: float = 10.0, *, poll_interval: float = 0.5) -> int:
+    """Wait until block device ``path`` has a medium (a size above 0) and opens for reading;
+    return its size. Woken by its uevents, and checks every ``poll_interval`` s too (a drive
+    whose kernel does not poll for media sends no event). TimeoutError names what was missing."""
+    deadline = time.monotonic() + timeout
+    with BlockEvents([path], source="kernel") as events:
+        while True:
+            try:  # an open makes a removable disk (sr, sd) check its medium and size again
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            else:
+                os.close(fd)
+            size = medium_size(path)
+            if size and fd >= 0:
+                return size
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{path} has no medium after {timeout:g} s")
+            events.poll(min(left, poll_interval))

@@ -10,6 +10,10 @@ the same outcome (:mod:`rig.scsi.status`), and its text names the sense.
 Opening for writing passes the same safety check as ``host_device`` on the SCSI disk's block
 device (``/dev/sgN`` -> ``/dev/sdX`` through sysfs); an sg node with no block device must be
 allowed by path.
+
+A CD/DVD drive (type 5, removable) is served read-only, possibly empty; removable media get the
+node API's media verbs over SCSI (:mod:`rig.drivers.sg.media`). ``scsi-faults`` puts SCSI-layer
+fault rules at the SG_IO call (:mod:`rig.drivers.sg.faults`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import safety
 from rig.drivers.posix import open_error
+from rig.drivers.sg.faults import FaultTransport, engine_from_options
+from rig.drivers.sg.media import SgMedia
 from rig.drivers.sg.sgio import SgDevice, SgResult
 from rig.errors import ConfigError, RigError, UnsafeDeviceError
 from rig.scsi import cdb
 from rig.scsi.asc import ILLEGAL_REQUEST
+from rig.scsi.fault_engine import ScsiFaultEngine
 from rig.scsi.fields import FieldValue
 from rig.scsi.responses import (
     MODE_HEADER_10,
@@ -45,6 +52,8 @@ from rig.scsi.responses import (
 
 #: Peripheral device types the node serves: disk, simplified direct access, host-managed zoned.
 _BLOCK_TYPES = (0x00, 0x0E, 0x14)
+#: CD/DVD (MMC): served read-only when the medium is removable.
+_MMC = 0x05
 _DEFAULT_MAX_BYTES = 256 * 1024  # when sysfs does not say (the block layer's usual default)
 _MAX_UNMAP_DEFAULT = 0xFFFFFFFF
 
@@ -75,7 +84,7 @@ def check_writable(path: str, allow: safety.AllowList | None) -> None:
 
 
 @register_driver("sg")
-class SgNode(Node):
+class SgNode(SgMedia, Node):
     def __init__(self, filename: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.filename = filename
@@ -90,8 +99,13 @@ class SgNode(Node):
         self.physical_block_size = 0
         self.has_fua = False
         self.inquiry: dict[str, FieldValue] = {}
+        self.scsi_faults: ScsiFaultEngine | None = None
+        """SCSI-layer fault rules applied at this node's SG_IO call (``scsi-faults``)."""
 
     def describe(self) -> str:
+        return self.filename
+
+    def drive_name(self) -> str:
         return self.filename
 
     @classmethod
@@ -100,40 +114,43 @@ class SgNode(Node):
         if filename is None:
             raise ConfigError("The 'sg' block driver requires a file name")
         filename = filename.removeprefix("sg:")
-        allow = opts.str("x-allow", "") or ""
+        allow = safety.allow_option(opts.str("x-allow", ""))
         timeout_ms = opts.int("timeout", 60_000, minimum=1)
-        try:
-            st = os.stat(filename)
-        except OSError as e:
-            raise open_error(filename, e) from None
-        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
-            raise ConfigError(f"'sg' driver requires '{filename}' to be a SCSI generic or "
-                              "block device")
+        safety.stat_device_node(filename, f"'sg' driver requires '{filename}' to be a SCSI "
+                                "generic or block device")
         if not ctx.read_only:
-            check_writable(filename, safety.AllowList.from_entries(allow.split(","))
-                           if allow else None)
+            check_writable(filename, allow)
+        engine = engine_from_options(opts)
         node = cls(filename, **ctx.node_kwargs())
         try:
             node.dev = SgDevice(filename, write=not ctx.read_only, timeout_ms=timeout_ms)
         except OSError as e:
             raise open_error(filename, e) from None
+        if engine is not None:
+            node.scsi_faults = engine
+            node.dev.transport = FaultTransport(engine, below=node.dev.transport)
         try:
             node.probe()
         except BaseException:
             node.close()
             raise
+        node.clear_media_changed()  # changes count from the open on
         return node
 
     # ------------------------------------------------------------------ probing
     def _run(self, command: cdb.Command) -> SgResult:
         assert self.dev is not None
-        return self.dev.execute(command)
+        return self.note_outcome(self.dev.execute(command))
 
     def probe(self) -> None:
         inq = self._run(cdb.inquiry()).check()
         rec = STANDARD_INQUIRY.decode(inq.data)
         self.inquiry = rec.as_dict()
         pdt = rec.num("peripheral_device_type")
+        self.removable = bool(rec.num("rmb"))
+        if rec.num("peripheral_qualifier") == 0 and pdt == _MMC and self.removable:
+            self._probe_mmc()
+            return
         if rec.num("peripheral_qualifier") != 0 or pdt not in _BLOCK_TYPES:
             raise RigError(f"'{self.filename}' is not a SCSI disk (peripheral device type "
                            f"{pdt:#04x}, qualifier {rec.num('peripheral_qualifier')})")
@@ -184,6 +201,29 @@ class SgNode(Node):
             else 0,
             max_discard=discard_bytes, physical_block_size=self.physical_block_size,
         )
+
+    def _probe_mmc(self) -> None:
+        """A CD/DVD drive: read-only, the medium may be absent; no VPD or mode pages asked."""
+        if not self.read_only:
+            raise ConfigError(f"'{self.filename}' is a CD/DVD drive: open it read-only")
+        self.block_size = 2048
+        self._refresh_capacity()
+        max_bytes = max(self.block_size, self._queue_max_bytes() // self.block_size
+                        * self.block_size)
+        self.max_blocks = max_bytes // self.block_size
+        self.limits = BlockLimits(request_alignment=self.block_size, buffer_alignment=1,
+                                  max_transfer=max_bytes,
+                                  physical_block_size=self.block_size)
+
+    def _refresh_capacity(self) -> None:
+        cap = self.read_capacity_now()
+        if cap is None:
+            self.blocks = 0
+            return
+        self.blocks, block_size = cap
+        if block_size and not block_size & (block_size - 1):
+            self.block_size = block_size
+        self.physical_block_size = self.block_size
 
     def _read_capacity(self) -> None:
         r16 = self._run(cdb.read_capacity_16())
@@ -281,6 +321,8 @@ class SgNode(Node):
             blocks -= n
 
     def _getlength(self) -> int:
+        if self.removable:  # the medium may have changed: ask, as sr does after a change
+            self._refresh_capacity()
         return self.blocks * self.block_size
 
     def _truncate(self, length: int) -> None:

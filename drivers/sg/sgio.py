@@ -3,8 +3,8 @@ everything the kernel says (SCSI status, host and driver status, residual, durat
 sense bytes) without collapsing any of it.
 
 Works on a SCSI generic node (``/dev/sgN``) and on a block device that takes SG_IO
-(``/dev/sdX``, ``/dev/srN``). The ioctl numbers join :data:`rig.drivers.ioctls.IOCTLS`, so
-an ioctl's errno still becomes OSError in that module's one function.
+(``/dev/sdX``, ``/dev/srN``). The ioctl numbers are in :data:`rig.drivers.ioctls.IOCTLS` with
+every other, so an ioctl's errno becomes OSError in that module's one function.
 """
 
 from __future__ import annotations
@@ -14,24 +14,14 @@ import errno
 import os
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from rig.drivers.ioctls import IOCTLS, ioctl, ioctl_read
+from rig.drivers.ioctls import ioctl, ioctl_read
 from rig.scsi.cdb import Command, Direction
 from rig.scsi.sense import decode_sense
 from rig.scsi.status import Outcome
-
-#: scsi/sg.h request numbers (not _IOC-encoded: sg predates that).
-SG_IOCTLS: Final[dict[str, int]] = {
-    "SG_SET_TIMEOUT": 0x2201,
-    "SG_GET_TIMEOUT": 0x2202,
-    "SG_GET_RESERVED_SIZE": 0x2272,
-    "SG_SET_RESERVED_SIZE": 0x2275,
-    "SG_GET_VERSION_NUM": 0x2282,
-    "SG_IO": 0x2285,
-}
-IOCTLS.update(SG_IOCTLS)
 
 SG_DXFER_NONE: Final = -1
 SG_DXFER_TO_DEV: Final = -2
@@ -101,10 +91,17 @@ class SgResult:
         return self
 
 
+#: What carries a filled ``sg_io_hdr`` to the device and back: the ioctl, or a layer over it
+#: (the SCSI fault rules, :mod:`rig.drivers.sg.faults`) that answers some commands itself.
+Transport = Callable[[int, str, "SgIoHdr"], int]
+
+
 def sg_io(fd: int, command: Command, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
-          flags: int = 0, max_sense: int = SG_MAX_SENSE) -> SgResult:
+          flags: int = 0, max_sense: int = SG_MAX_SENSE,
+          transport: Transport | None = None) -> SgResult:
     """Send ``command`` on ``fd``. An ioctl failure (EINVAL, EPERM, ENODEV...) raises OSError;
-    a command that failed on the device returns normally, with everything in the result."""
+    a command that failed on the device returns normally, with everything in the result.
+    ``transport`` replaces the ioctl (the header is decoded the same way afterwards)."""
     cdb = ctypes.create_string_buffer(command.cdb, len(command.cdb))
     sense = ctypes.create_string_buffer(max_sense)
     if command.direction is Direction.OUT:
@@ -120,7 +117,7 @@ def sg_io(fd: int, command: Command, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
         cmdp=ctypes.cast(cdb, ctypes.c_void_p), sbp=ctypes.cast(sense, ctypes.c_void_p),
         timeout=timeout_ms, flags=flags,
     )
-    ioctl(fd, "SG_IO", hdr)
+    (transport if transport is not None else ioctl)(fd, "SG_IO", hdr)
     sense_bytes = sense.raw[:hdr.sb_len_wr]
     moved = max(0, length - hdr.resid)
     data = buf.raw[:moved] if command.direction is Direction.IN else b""
@@ -141,6 +138,8 @@ class SgDevice:
                  timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
         self.path = path
         self.timeout_ms = timeout_ms
+        self.transport: Transport | None = None
+        """None: the SG_IO ioctl; else what :func:`sg_io` sends through."""
         flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC
         self.fd = os.open(path, flags)
         try:
@@ -165,7 +164,8 @@ class SgDevice:
 
     def execute(self, command: Command, *, timeout_ms: int | None = None,
                 flags: int = 0) -> SgResult:
-        return sg_io(self.fd, command, timeout_ms=timeout_ms or self.timeout_ms, flags=flags)
+        return sg_io(self.fd, command, timeout_ms=timeout_ms or self.timeout_ms, flags=flags,
+                     transport=self.transport)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -273,11 +273,12 @@ class Node:
         child = self.primary_child
         return child.media_changed() if child is not None else False
 
-    def eject(self, eject: bool = True) -> None:
+    def eject(self, eject: bool = True, *, force: bool = False) -> None:
+        """Open (``eject``) or close the tray. A locked medium refuses (EBUSY) unless ``force``."""
         child = self.primary_child
         if child is None:
             raise _enotsup("eject")
-        child.eject(eject)
+        child.eject(eject, force=force)
 
     def lock_medium(self, locked: bool) -> None:
         child = self.primary_child

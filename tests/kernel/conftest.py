@@ -2,12 +2,14 @@
 they skip; ``pytest --rig-vm`` runs them inside the VM lab's guest (``docs/vm-lab.md``).
 
 ``lockstep(path, block_size)`` runs the foundation's lockstep state machine over a real block
-device (``host_device``, every cache mode) against the RAM node, on the first WINDOW bytes.
+device (``host_device``, every cache mode; or the node ``spec`` given) against the RAM node, on
+the first WINDOW bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import strategies as st
@@ -22,8 +24,11 @@ from rig.testing.strategies import cache_modes
 WINDOW = 256 * 1024
 
 
-def run_lockstep(path: str, block_size: int) -> set[str]:
+def run_lockstep(path: str, block_size: int, spec: dict[str, Any] | None = None) -> set[str]:
+    """``spec``: the device's node options (default: ``host_device`` on ``path``, allowed)."""
     used: set[str] = set()
+    device = spec if spec is not None else {"driver": "host_device", "filename": path,
+                                            "x-allow": path}
 
     class DeviceAndMemory(LockstepMachine):
         max_len = 3 * 4096 + 100
@@ -33,8 +38,7 @@ def run_lockstep(path: str, block_size: int) -> set[str]:
         def make_backends(self, data: st.DataObject) -> Sequence[BlockBackend]:
             cache = data.draw(cache_modes(), label="cache")
             used.add(cache)
-            dev = rig.open({"driver": "host_device", "filename": path, "x-allow": path},
-                           cache=cache)
+            dev = rig.open(device, cache=cache)
             try:
                 mem = rig.open({"driver": "memory", "size": WINDOW,
                                 "logical-block-size": block_size}, cache=cache)

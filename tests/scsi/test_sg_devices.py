@@ -21,7 +21,6 @@ import pytest
 
 from rig.scsi.responses import decode_vpd
 
-LOCKSTEP_WINDOW = 256 * 1024
 SG3 = ("sg_inq", "sg_readcap", "sg_turs", "sg_vpd", "sg_raw")
 
 
@@ -278,36 +277,11 @@ def test_cdrom_inquiry_agrees_with_sg3_utils() -> None:
 @pytest.mark.parametrize("sector_size", [512, 4096])
 def test_lockstep_sg_node_on_scsi_debug(rig_scsi_debug: Callable[..., str],
                                         sector_size: int) -> None:
-    """The foundation's lockstep state machine: the ``sg`` node (every cache mode) against the
-    RAM node, on the first WINDOW bytes of a scsi_debug disk with UNMAP."""
-    from collections.abc import Sequence
-
-    from hypothesis import strategies as st
-    from hypothesis.stateful import run_state_machine_as_test
-
-    import rig
-    from rig.core.backend import BlockBackend
-    from rig.testing import profiles
-    from rig.testing.machines import LockstepMachine
-    from rig.testing.strategies import cache_modes
+    """The foundation's lockstep state machine (tests/kernel/conftest.py's): the ``sg`` node
+    (every cache mode) against the RAM node, on the first bytes of a scsi_debug disk with
+    UNMAP."""
+    from tests.kernel.conftest import run_lockstep
 
     disk = rig_scsi_debug(dev_size_mb=8, sector_size=sector_size, lbpu=1)
-    sg = generic_of(disk)
-
-    class SgAndMemory(LockstepMachine):
-        max_len = 3 * 4096 + 100
-        io_align = sector_size
-        window = LOCKSTEP_WINDOW
-
-        def make_backends(self, data: st.DataObject) -> Sequence[BlockBackend]:
-            cache = data.draw(cache_modes(), label="cache")
-            dev = rig.open({"driver": "sg", "filename": sg, "x-allow": disk}, cache=cache)
-            try:
-                mem = rig.open({"driver": "memory", "size": LOCKSTEP_WINDOW,
-                                "logical-block-size": sector_size}, cache=cache)
-            except BaseException:
-                dev.close()
-                raise
-            return [dev, mem]
-
-    run_state_machine_as_test(SgAndMemory, settings=profiles.selected())
+    run_lockstep(disk, sector_size, {"driver": "sg", "filename": generic_of(disk),
+                                     "x-allow": disk})

@@ -1,0 +1,106 @@
+"""The ``host_cdrom`` driver: a CD/DVD drive (``/dev/srN``) as a read-only block node with
+removable media, through the kernel's cdrom layer (QEMU's file-posix host_cdrom).
+
+* opened ``O_RDONLY | O_NONBLOCK``, so an empty drive or an open tray still opens;
+* ``is_inserted``: CDROM_DRIVE_STATUS is CDS_DISC_OK; ``drive_status()`` gives the whole answer,
+  ``disc_status()`` CDROM_DISC_STATUS's;
+* ``eject``: CDROMEJECT / CDROMCLOSETRAY; ``lock_medium``: CDROM_LOCKDOOR. The kernel refuses
+  CDROMEJECT with EBUSY while the door is locked or another process has the drive open;
+* ``media_changed``: CDROM_MEDIA_CHANGED for the current slot. The kernel keeps the change
+  events for ioctl callers apart from those of the block layer, and clears them on reading.
+  After a change the node opens the drive again (sr reads the new medium's size on open);
+* the length is asked each time (BLKGETSIZE64).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rig.core.graph import OpenContext
+from rig.core.limits import BlockLimits
+from rig.core.node import Node
+from rig.core.options import Options
+from rig.core.registry import register_driver
+from rig.drivers import safety
+from rig.drivers.ioctls import CDSL_CURRENT, ioctl, ioctl_read
+from rig.drivers.posix import PosixNode, open_error
+from rig.drivers.removable import DriveStatus, RemovableMedia
+from rig.errors import ConfigError
+
+
+@register_driver("host_cdrom")
+class HostCdromNode(RemovableMedia, PosixNode):
+    prefix = "host_cdrom:"
+
+    @classmethod
+    def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
+        filename, aio = cls.parse_common(opts, ctx)
+        safety.stat_device_node(filename, f"'host_cdrom' driver requires '{filename}' to be a "
+                                "CD/DVD block device")
+        if not ctx.read_only:
+            raise ConfigError("'host_cdrom' is read-only: open it read-only")
+        node = cls(filename, aio=aio, **ctx.node_kwargs())
+        node.open_fd()
+        try:
+            ioctl(node.fd, "CDROM_GET_CAPABILITY")
+            ioctl(node.fd, "CDROM_MEDIA_CHANGED", CDSL_CURRENT)  # from now on, not since boot
+            lbs = ioctl_read(node.fd, "BLKSSZGET", "i") if node.is_inserted() else 2048
+            base = node.base_limits(lbs)
+            node.limits = BlockLimits(request_alignment=base.request_alignment,
+                                      buffer_alignment=base.buffer_alignment,
+                                      physical_block_size=lbs)
+        except OSError as e:
+            node.close()
+            raise open_error(filename, e) from None
+        except BaseException:
+            node.close()
+            raise
+        return node
+
+    def open_fd(self) -> None:
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        if self.cache_direct:
+            flags |= os.O_DIRECT
+        try:
+            self.fd = os.open(self.filename, flags)
+        except OSError as e:
+            raise open_error(self.filename, e) from None
+
+    def drive_name(self) -> str:
+        return self.filename
+
+    def disc_status(self) -> int:
+        """CDROM_DISC_STATUS: CDS_AUDIO, CDS_DATA_1 ... or CDS_NO_DISC / CDS_TRAY_OPEN."""
+        return ioctl(self.fd, "CDROM_DISC_STATUS", CDSL_CURRENT)
+
+    # ------------------------------------------------------------- media hooks
+    def _drive_status(self) -> DriveStatus:
+        value = ioctl(self.fd, "CDROM_DRIVE_STATUS", CDSL_CURRENT)
+        try:
+            return DriveStatus(value)
+        except ValueError:
+            return DriveStatus.NO_INFO
+
+    def _move_tray(self, open_tray: bool) -> None:
+        ioctl(self.fd, "CDROMEJECT" if open_tray else "CDROMCLOSETRAY")
+
+    def _set_lock(self, locked: bool) -> None:
+        ioctl(self.fd, "CDROM_LOCKDOOR", int(locked))
+
+    def _media_changed(self) -> bool:
+        changed = bool(ioctl(self.fd, "CDROM_MEDIA_CHANGED", CDSL_CURRENT))
+        if changed:
+            self.reopen()
+        return changed
+
+    def reopen(self) -> None:
+        """Open the drive again: sr checks the medium and reads its size on open, so an fd
+        opened before a change keeps the old size until then."""
+        old = self.fd
+        self.open_fd()
+        os.close(old)
+
+    # ------------------------------------------------------------- data
+    # Reads go to the kernel as they are: without a disc, sr answers them itself.
+    def _getlength(self) -> int:
+        return ioctl_read(self.fd, "BLKGETSIZE64", "Q")

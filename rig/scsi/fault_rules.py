@@ -1,0 +1,332 @@
+"""SCSI-layer fault rules as data: what a command must look like (predicates) and how the
+"device" answers it instead (action). They are matched where the ``sg`` node sends SG_IO, so an
+injected answer is decoded exactly like a real one.
+
+Predicates (all must hold): ``opcode`` (numbers or names, see :data:`OPCODE_NAMES`), an LBA
+range ``lba-start``/``lba-end`` (``[start, end)``, overlapping the command's blocks; commands
+without an LBA in their CDB never match a ranged rule), ``state``, ``after``/``before``,
+``nth``/``every`` and seeded ``probability``: the same words and the same semantics as the block
+layer's ``faults`` rules (:mod:`rig.faults.rules`), with ``new-state`` and ``once`` too.
+
+Actions:
+
+* ``check-condition``: status CHECK CONDITION with ``sense`` (``"03/11/00"`` = KEY/ASC/ASCQ in
+  hex), fixed format unless ``descriptor = true``; INFORMATION is the first LBA of the command
+  inside the rule's range (as a disk reports a medium error) unless ``information`` is given
+  (a number, or ``"none"`` for no INFORMATION field). With ``transfer = true`` the command
+  runs and moves its data first (RECOVERED ERROR; scsi_debug's injected errors do this);
+* ``transport``: a host status (``host = "DID_TIME_OUT"``, ``"DID_NO_CONNECT"``, or a number),
+  the command never reaches the device;
+* ``delay``: ``seconds`` of latency, then the command goes on (non-terminal);
+* ``short``: the command runs, but ``resid`` bytes fewer than asked are transferred (data in is
+  cut; data out: the device reports the residual);
+* ``set-state``: only ``new-state``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rig.errors import ConfigError
+from rig.faults.rules import RuleError
+from rig.scsi.status import HOST_BY_NAME
+
+#: Command names accepted for ``opcode`` (and the groups ``read``/``write``).
+OPCODE_NAMES: dict[str, tuple[int, ...]] = {
+    "test-unit-ready": (0x00,), "request-sense": (0x03,), "read-6": (0x08,),
+    "write-6": (0x0A,), "inquiry": (0x12,), "mode-sense-6": (0x1A,),
+    "start-stop-unit": (0x1B,), "prevent-allow-medium-removal": (0x1E,),
+    "read-capacity-10": (0x25,), "read-10": (0x28,), "write-10": (0x2A,),
+    "synchronize-cache-10": (0x35,), "unmap": (0x42,), "read-toc": (0x43,),
+    "get-event-status-notification": (0x4A,), "mode-sense-10": (0x5A,), "read-16": (0x88,),
+    "write-16": (0x8A,), "synchronize-cache-16": (0x91,), "write-same-16": (0x93,),
+    "service-action-in-16": (0x9E,), "report-luns": (0xA0,), "read-12": (0xA8,),
+    "write-12": (0xAA,),
+    "read": (0x08, 0x28, 0xA8, 0x88), "write": (0x0A, 0x2A, 0xAA, 0x8A),
+    "synchronize-cache": (0x35, 0x91),
+}
+_SENSE = re.compile(r"^\s*([0-9a-fA-F]{1,2})\s*/\s*([0-9a-fA-F]{1,2})\s*/\s*([0-9a-fA-F]{1,2})\s*$")
+UNBOUNDED_LBA = 1 << 64
+#: ``information = "none"``: the sense carries no INFORMATION field.
+NO_INFORMATION = -1
+
+
+# ------------------------------------------------------------------------------ actions
+@dataclass(frozen=True)
+class CheckCondition:
+    key: int
+    asc: int
+    ascq: int = 0
+    descriptor: bool = False
+    information: int | None = None
+    transfer: bool = False
+    """The command runs and moves its data, then reports the CHECK CONDITION (as RECOVERED
+    ERROR does, and as scsi_debug does for its injected errors)."""
+    kind: ClassVar[str] = "check-condition"
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        for name, value, top in (("sense", self.key, 0x0F), ("sense", self.asc, 0xFF),
+                                 ("sense", self.ascq, 0xFF)):
+            _check_int(name, value, 0, top)
+        if self.information is not None and self.information != NO_INFORMATION:
+            _check_int("information", self.information, 0, (1 << 64) - 1)
+
+    @property
+    def sense_text(self) -> str:
+        return f"{self.key:x}/{self.asc:02x}/{self.ascq:02x}"
+
+
+@dataclass(frozen=True)
+class Transport:
+    host: int
+    kind: ClassVar[str] = "transport"
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_int("host", self.host, 1, 0xFFFF)
+
+
+@dataclass(frozen=True)
+class Latency:
+    seconds: float
+    kind: ClassVar[str] = "delay"
+    terminal: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        s = self.seconds
+        if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or s < 0:
+            raise RuleError("seconds", f"must be a finite number >= 0, got {s!r}")
+
+
+@dataclass(frozen=True)
+class Short:
+    resid: int
+    kind: ClassVar[str] = "short"
+    terminal: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_int("resid", self.resid, 1)
+
+
+@dataclass(frozen=True)
+class StateOnly:
+    kind: ClassVar[str] = "set-state"
+    terminal: ClassVar[bool] = False
+
+
+ScsiAction = CheckCondition | Transport | Latency | Short | StateOnly
+
+
+def _check_int(key: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        top = f" and <= {maximum:#x}" if maximum is not None else ""
+        raise RuleError(key, f"must be an integer >= {minimum}{top}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------ rule
+@dataclass(frozen=True)
+class ScsiRule:
+    action: ScsiAction
+    name: str = ""
+    opcodes: frozenset[int] = frozenset()
+    """Empty: every command."""
+    lba_start: int | None = None
+    lba_end: int | None = None
+    nth: int | None = None
+    every: int | None = None
+    probability: float = 1.0
+    state: int | None = None
+    new_state: int | None = None
+    after: float | None = None
+    before: float | None = None
+    once: bool = False
+    _span: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 0))
+
+    def __post_init__(self) -> None:
+        for op in self.opcodes:
+            _check_int("opcode", op, 0, 0xFF)
+        for key in ("lba_start", "lba_end"):
+            value = getattr(self, key)
+            if value is not None:
+                _check_int(key.replace("_", "-"), value, 0)
+        start = self.lba_start or 0
+        end = UNBOUNDED_LBA if self.lba_end is None else self.lba_end
+        if end <= start:
+            raise RuleError("lba-end", f"must be greater than 'lba-start' ({start}), got {end}")
+        object.__setattr__(self, "_span", (start, end))
+        for key in ("nth", "every"):
+            if getattr(self, key) is not None:
+                _check_int(key, getattr(self, key), 1)
+        if self.nth is not None and self.every is not None:
+            raise RuleError("every", "use either 'nth' or 'every', not both")
+        p = self.probability
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise RuleError("probability", f"must be between 0 and 1, got {p!r}")
+        for key in ("state", "new_state"):
+            if getattr(self, key) is not None:
+                _check_int(key.replace("_", "-"), getattr(self, key), 0)
+        if isinstance(self.action, StateOnly) and self.new_state is None:
+            raise RuleError("new-state", "action 'set-state' needs a 'new-state'")
+
+    @property
+    def ranged(self) -> bool:
+        return self.lba_start is not None or self.lba_end is not None
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return self._span
+
+
+# ------------------------------------------------------------------------------ loading
+def _opcodes(value: Any) -> frozenset[int]:
+    items = value if isinstance(value, list | tuple) else [value]
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            out.add(item)
+        elif isinstance(item, str) and item.strip().lower() in OPCODE_NAMES:
+            out.update(OPCODE_NAMES[item.strip().lower()])
+        elif isinstance(item, str) and re.fullmatch(r"\s*(0x)?[0-9a-fA-F]{1,2}h?\s*", item):
+            out.add(int(item.strip().lower().removesuffix("h"), 16))
+        else:
+            raise RuleError("opcode", f"unknown command {item!r} (a number such as 0x28, or "
+                            f"one of: {', '.join(OPCODE_NAMES)})")
+    return frozenset(out)
+
+
+def _sense(value: Any) -> tuple[int, int, int]:
+    if isinstance(value, list | tuple) and len(value) == 3:
+        k, a, q = value
+        return int(k), int(a), int(q)
+    m = _SENSE.match(str(value))
+    if m is None:
+        raise RuleError("sense", f"expected KEY/ASC/ASCQ in hex (e.g. '03/11/00'), got {value!r}")
+    k, a, q = (int(g, 16) for g in m.groups())
+    return k, a, q
+
+
+def _host(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    name = str(value).strip().upper()
+    if name in HOST_BY_NAME:
+        return HOST_BY_NAME[name]
+    raise RuleError("host", f"unknown host status {value!r} (e.g. DID_TIME_OUT, "
+                    "DID_NO_CONNECT, or a number)")
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, str):
+        text = value.strip()
+        scale = 1.0
+        if text.endswith("%"):
+            text, scale = text[:-1], 0.01
+        elif text.endswith("ms"):
+            text, scale = text[:-2], 1e-3
+        elif text.endswith("s"):
+            text = text[:-1]
+        try:
+            return float(text) * scale
+        except ValueError:
+            raise RuleError(key, f"expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RuleError(key, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _int(key: str, value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            return int(value.strip(), 0)
+        except ValueError:
+            raise RuleError(key, f"expected an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RuleError(key, f"expected an integer, got {value!r}")
+    return value
+
+
+_COMMON = {"name", "opcode", "lba-start", "lba-end", "nth", "every", "probability", "state",
+           "new-state", "after", "before", "once", "action"}
+_OWN = {"check-condition": {"sense", "descriptor", "information", "transfer"},
+        "transport": {"host"}, "delay": {"seconds"}, "short": {"resid"}, "set-state": set()}
+
+
+def scsi_rule_from_dict(table: Mapping[str, Any], index: int = 0) -> ScsiRule:
+    """One rule table -> :class:`ScsiRule`; a mistake is a ConfigError naming rule and key."""
+    label = f"SCSI rule {index}" + (f" ({table.get('name')!r})" if isinstance(table, Mapping)
+                                    and table.get("name") else "")
+    try:
+        return _build(table)
+    except RuleError as e:
+        raise ConfigError(f"{label}: {e}") from None
+
+
+def _build(table: Mapping[str, Any]) -> ScsiRule:
+    if not isinstance(table, Mapping):
+        raise RuleError("rule", f"expected a table of keys, got {table!r}")
+    kind = table.get("action")
+    if kind not in _OWN:
+        raise RuleError("action", f"expected one of {', '.join(_OWN)}, got {kind!r}")
+    for key in table:
+        if key not in _COMMON and key not in _OWN[kind]:
+            raise RuleError(str(key), f"unknown key for action {kind!r}")
+    action: ScsiAction
+    if kind == "check-condition":
+        if "sense" not in table:
+            raise RuleError("sense", "missing (e.g. sense = '03/11/00')")
+        sk, asc, ascq = _sense(table["sense"])
+        info = table.get("information")
+        action = CheckCondition(sk, asc, ascq, bool(table.get("descriptor", False)),
+                                None if info is None else NO_INFORMATION
+                                if str(info).strip().lower() == "none"
+                                else _int("information", info),
+                                bool(table.get("transfer", False)))
+    elif kind == "transport":
+        action = Transport(_host(table.get("host", "DID_TIME_OUT")))
+    elif kind == "delay":
+        action = Latency(_number("seconds", table.get("seconds", 0)))
+    elif kind == "short":
+        action = Short(_int("resid", table.get("resid", 512)))
+    else:
+        action = StateOnly()
+    kw: dict[str, Any] = {"name": str(table.get("name", ""))}
+    if "opcode" in table:
+        kw["opcodes"] = _opcodes(table["opcode"])
+    for key in ("lba-start", "lba-end", "nth", "every", "state", "new-state"):
+        if key in table:
+            kw[key.replace("-", "_")] = _int(key, table[key])
+    for key in ("probability", "after", "before"):
+        if key in table:
+            kw[key] = _number(key, table[key])
+    if "once" in table:
+        kw["once"] = bool(table["once"])
+    return ScsiRule(action, **kw)
+
+
+def scsi_rules_from_data(data: Iterable[Mapping[str, Any]], source: str = "") -> list[ScsiRule]:
+    prefix = f"{source}: " if source else ""
+    out: list[ScsiRule] = []
+    names: set[str] = set()
+    for index, table in enumerate(data):
+        try:
+            rule = scsi_rule_from_dict(table, index)
+        except ConfigError as e:
+            raise ConfigError(f"{prefix}{e}") from None
+        name = rule.name or f"scsi-{index}"
+        if name in names:
+            raise ConfigError(f"{prefix}SCSI rule {index}: 'name': {name!r} is already taken")
+        names.add(name)
+        out.append(ScsiRule(**{**_fields(rule), "name": name}))
+    return out
+
+
+def _fields(rule: ScsiRule) -> dict[str, Any]:
+    return {k: getattr(rule, k) for k in ("action", "opcodes", "lba_start", "lba_end", "nth",
+                                         "every", "probability", "state", "new_state", "after",
+                                         "before", "once")}
