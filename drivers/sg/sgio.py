@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import stat
 import struct
@@ -104,12 +105,15 @@ def sg_io(fd: int, command: Command, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
     ``transport`` replaces the ioctl (the header is decoded the same way afterwards)."""
     cdb = ctypes.create_string_buffer(command.cdb, len(command.cdb))
     sense = ctypes.create_string_buffer(max_sense)
+    length = (len(command.data_out) if command.direction is Direction.OUT
+              else command.data_in if command.direction is Direction.IN else 0)
+    # Page-aligned: the kernel maps the user pages of a block device's SG_IO straight into the
+    # request, and a buffer that straddles one more page than the queue's max_segments is
+    # EINVAL (the sg node sizes its largest transfer to whole pages; seen on virtio-scsi).
+    area = mmap.mmap(-1, max(length, 1))
+    buf = (ctypes.c_char * max(length, 1)).from_buffer(area)
     if command.direction is Direction.OUT:
-        length = len(command.data_out)
-        buf = ctypes.create_string_buffer(command.data_out, length)
-    else:
-        length = command.data_in if command.direction is Direction.IN else 0
-        buf = ctypes.create_string_buffer(max(length, 1))
+        area[:length] = command.data_out
     hdr = SgIoHdr(
         interface_id=ord("S"), dxfer_direction=_DIRECTIONS[command.direction],
         cmd_len=len(command.cdb), mx_sb_len=max_sense, iovec_count=0, dxfer_len=length,
@@ -120,7 +124,7 @@ def sg_io(fd: int, command: Command, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
     (transport if transport is not None else ioctl)(fd, "SG_IO", hdr)
     sense_bytes = sense.raw[:hdr.sb_len_wr]
     moved = max(0, length - hdr.resid)
-    data = buf.raw[:moved] if command.direction is Direction.IN else b""
+    data = area[:moved] if command.direction is Direction.IN else b""
     outcome = Outcome(status=hdr.status, host_status=hdr.host_status,
                       driver_status=hdr.driver_status, resid=hdr.resid,
                       duration_ms=hdr.duration, sense=decode_sense(sense_bytes),

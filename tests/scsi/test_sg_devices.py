@@ -285,3 +285,15 @@ def test_lockstep_sg_node_on_scsi_debug(rig_scsi_debug: Callable[..., str],
     disk = rig_scsi_debug(dev_size_mb=8, sector_size=sector_size, lbpu=1)
     run_lockstep(disk, sector_size, {"driver": "sg", "filename": generic_of(disk),
                                      "x-allow": disk})
+
+
+@pytest.mark.rig_needs("sg", "lab_disk")  # the VM lab's virtio-scsi disk (QEMU scsi-hd)
+def test_lockstep_sg_node_on_the_virtio_scsi_disk(rig_lab_disk: Callable[..., Any]) -> None:
+    """The same lockstep state machine over the ``sg`` node of QEMU's virtio-scsi disk."""
+    from tests.kernel.conftest import run_lockstep
+
+    disk = rig_lab_disk()
+    with open(f"/sys/class/block/{os.path.basename(disk.path)}/queue/logical_block_size") as f:
+        block = int(f.read())
+    run_lockstep(disk.path, block,
+                 {"driver": "sg", "filename": generic_of(disk.path), "x-allow": disk.path})
