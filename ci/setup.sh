@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything blockrig needs on a Debian machine, as root: the system tools it drives and
-# compares against (qemu-utils for qemu-io, fio, e2fsprogs and util-linux for the mount tests,
-# fuse3 and libfuse3-3 for exports),
+# compares against (qemu-utils for qemu-io, qemu-system-common for qemu-storage-daemon, fio,
+# e2fsprogs and util-linux for the mount tests, fuse3 and libfuse3-3 for exports),
 # and the Python package in ./.venv (editable, with the test and lint tools). Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in qemu-io:qemu-utils fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3 sg_inq:sg3-utils; do
+for tool in qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3 sg_inq:sg3-utils; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # Exports (rig run / rig.drivers.export) serve a FUSE file through mfusepy, which loads libfuse3.

@@ -215,6 +215,9 @@ class _Server:
             options["nothreads"] = True
         else:
             options["max_threads"] = self.threads
+            # Said explicitly: libfuse 3.14 logs "Ignoring invalid max threads value
+            # 4294967295" for its own "unset" value of max_idle_threads on every mount.
+            options["max_idle_threads"] = self.threads
         try:
             mfusepy.FUSE(self.ops, self.mountpoint, **options)
         except BaseException as e:  # reported by start()/stop()

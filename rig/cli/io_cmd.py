@@ -82,7 +82,9 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
         probed = fmt is None
         if fmt is None:
             fmt = probe_format(path)
-            err.write(PROBE_WARNING.format(path))
+            probed = fmt == "raw"  # qemu-io warns (and guards block 0) only for raw
+            if probed:
+                err.write(PROBE_WARNING.format(path))
         flat = {"driver": fmt, **{f"file.{k}": v for k, v in proto.items()}}
     for extra in o.extra:
         flat.update(parse_keyval(extra))
@@ -95,9 +97,7 @@ def probe_format(path: str) -> str:
             head = f.read(4)
     except OSError:
         return "raw"  # the open that follows reports the real problem
-    if head == QCOW2_MAGIC:
-        raise ConfigError(f"'{path}' is a qcow2 image; the qcow2 driver is not available yet")
-    return "raw"
+    return "qcow2" if head == QCOW2_MAGIC else "raw"
 
 
 def make_opener(allow: list[str], err: Any) -> Any:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from rig import __version__
-from rig.cli import bench_cmd, crash_cmd, io_cmd, replay_cmd
+from rig.cli import bench_cmd, crash_cmd, io_cmd, replay_cmd, stream_cmd
 from rig.cli.errors import OneLineParser
 from rig.core.registry import commands
 from rig.errors import RigError
@@ -30,11 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
                             description=replay_cmd.DESCRIPTION)
     replay_cmd.add_arguments(replay)
     replay.set_defaults(run=replay_cmd.run)
-    crash = sub.add_parser("crash", help="crash states of a write log (states, materialize)",
+    crash = sub.add_parser("crash", help="crash states of a write log (record, check, states)",
                            description=crash_cmd.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     crash_cmd.add_arguments(crash)
     crash.set_defaults(run=crash_cmd.run)
+    stream = sub.add_parser("stream", help="stream a backing chain into a qcow2 image",
+                            description=stream_cmd.DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    stream_cmd.add_arguments(stream)
+    stream.set_defaults(run=stream_cmd.run)
     bench = sub.add_parser("bench", help="benchmarks of the rig's own layers (throttle)")
     bench_cmd.add_arguments(bench)
     for name, (add_args, run) in sorted(commands().items()):

@@ -132,6 +132,12 @@ class BlockBackend:
     def limits(self) -> BlockLimits:
         return self.root.limits
 
+    @property
+    def tracker(self) -> RequestTracker:
+        """The tracked requests of this backend's writes: a job that writes beside the guest
+        (the stream job) registers its serialising requests here, so they wait for each other."""
+        return self._tracker
+
     def getlength(self) -> int:
         return self._length
 
@@ -495,8 +501,9 @@ class BlockBackend:
     def media_changed(self) -> bool:
         return self.root.media_changed()
 
-    def eject(self, eject: bool = True) -> None:
-        self.root.eject(eject)
+    def eject(self, eject: bool = True, *, force: bool = False) -> None:
+        """Open (``eject``) or close the tray; a locked medium is EBUSY unless ``force``."""
+        self.root.eject(eject, force=force)
         self.refresh_length()
 
     def lock_medium(self, locked: bool) -> None:

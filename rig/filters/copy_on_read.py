@@ -52,6 +52,7 @@ class CopyOnReadFilter(Filter):
         """The first node *not* copied from (below ``bottom``); None: copy from all."""
         self._lock = threading.RLock()
         self.copied_bytes = 0
+        self._buf: memoryview | None = None
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -113,13 +114,20 @@ class CopyOnReadFilter(Filter):
             end = min(-(-(offset + n) // cs) * cs, top.getlength())
             align = top.limits.request_alignment
             end = -(-end // align) * align
-            buf = aligned_buffer(end - start)
+            buf = self._scratch(end - start)
             top.preadv(start, end - start, [buf], flags)
             self.emit_below("cor_write")
             self._write_back(start, buf, cs)
             self.copied_bytes += end - start
             iov_copy_in(_slice(dst, 0, n), buf[offset - start:offset - start + n])
             return n
+
+    def _scratch(self, size: int) -> memoryview:
+        """A reused aligned buffer for copies (called under the lock): fresh memory for every
+        copy would cost a page fault per page, more than the copy itself."""
+        if self._buf is None or self._buf.nbytes < size:
+            self._buf = aligned_buffer(size)
+        return self._buf[:size]
 
     def _write_back(self, start: int, buf: memoryview, cs: int) -> None:
         """Write ``buf`` at ``start`` into the top: runs of all-zero clusters as write_zeroes
@@ -146,11 +154,15 @@ class CopyOnReadFilter(Filter):
 
     def _allocated_above(self, offset: int, length: int) -> tuple[bool, int]:
         """QEMU's bdrv_is_allocated_above from the top's backing down to (not including) the
-        base: (allocated somewhere, length over which that answer holds)."""
+        base: (allocated somewhere, length over which that answer holds). An image further
+        down that ends before ``offset`` reads as zeroes hiding what lies below it, so it
+        counts as allocated (QEMU's rule); the first backing image ending there does not."""
         node = backing_of(self.child)
+        first = True
         while node is not None and node is not self.base:
             if offset >= node.getlength():
-                break
+                return not first, length
+            first = False
             status = node.block_status(offset, length)
             if status.allocated:
                 return True, max(1, min(status.length, length))

@@ -167,7 +167,7 @@ def test_node_media_verbs(medium: Callable[[str, int], str]) -> None:
         with pytest.raises(OSError) as e:
             blk.eject()
         assert e.value.errno == errno.EBUSY and blk.is_inserted()
-        node.eject(force=True)  # unlocks, then opens the tray
+        blk.eject(force=True)  # unlocks, then opens the tray
         assert not node.medium_locked
         assert node.drive_status() is DriveStatus.TRAY_OPEN and not blk.is_inserted()
         blk.refresh_length()

@@ -17,8 +17,8 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rig.core.buffers import aligned_buffer, iov_copy_in, iov_copy_out, iov_slice
 from rig.core.limits import BlockLimits
@@ -307,18 +307,21 @@ class Qcow2Node(Node):
     def _run(self, gc: int, limit: int, entry: int, kind: Kind) -> int:
         """How many clusters from ``gc`` (at most ``limit``) share ``kind`` (and, for normal
         clusters, continue contiguously on the host)."""
+        if kind is Kind.COMPRESSED:
+            return 1
         n = 1
         host = entry & OFFSET_MASK
+        cs, version = self.cluster_size, self.tables.version
+        zeros = kind in _ZEROS
         while n < limit:
-            e2, k2 = self._entry(gc + n)
-            if k2 is not kind and not (kind in _ZEROS and k2 in _ZEROS):
-                break
-            if kind is Kind.NORMAL and (e2 & OFFSET_MASK != host + n * self.cluster_size
-                                        or (e2 ^ entry) & COPIED):
-                break
-            if kind is Kind.COMPRESSED:
-                break
-            n += 1
+            for e2 in self.tables.l2_entry_run(gc + n, limit - n):
+                k2 = classify(e2, version)
+                if k2 is not kind and not (zeros and k2 in _ZEROS):
+                    return n
+                if kind is Kind.NORMAL and (e2 & OFFSET_MASK != host + n * cs
+                                            or (e2 ^ entry) & COPIED):
+                    return n
+                n += 1
         return n
 
     def _child_read(self, node: Node, offset: int, length: int, parts: Iov) -> None:
@@ -389,30 +392,56 @@ class Qcow2Node(Node):
             raise self._fail(e) from None
 
     def _read(self, offset: int, length: int, iov: Iov) -> None:
+        cs = self.cluster_size
+        for r in self._cluster_runs(offset, length):
+            parts = iov_slice(iov, r.pos, r.n)
+            if r.kind is Kind.UNALLOCATED:
+                self._read_backing(offset + r.pos, r.n, parts)
+            elif r.kind is Kind.NORMAL:
+                host = self._host(r.entry, r.gc)
+                if r.clusters > 1:
+                    self._host(r.entry + (r.clusters - 1) * cs, r.gc + r.clusters - 1)
+                self.emit_below("read_aio")
+                self.file.preadv(host + r.inner, r.n, parts)
+            elif r.kind is Kind.COMPRESSED:
+                data = self._decompressed(r.entry, r.gc)
+                iov_copy_in(parts, memoryview(data)[r.inner:r.inner + r.n])
+            else:
+                _zero(parts)
+
+    def _cluster_runs(self, offset: int, length: int, *, write: bool = False
+                      ) -> Iterator[_Run]:
+        """``[offset, offset+length)`` as runs of clusters that one step can serve: one kind
+        (zero kinds together), and for normal clusters contiguous on the host with the same
+        COPIED flag. For a write, a stale COPIED flag (refcount 1) is repaired first, and
+        clusters that need allocating come as a partial cluster on its own or as whole
+        clusters together."""
         cs, cb = self.cluster_size, self.cluster_bits
         pos = 0
         while pos < length:
             off = offset + pos
             gc, inner = off >> cb, off & (cs - 1)
             entry, kind = self._entry(gc)
-            clusters = -(-(inner + length - pos) // cs)
-            run = self._run(gc, clusters, entry, kind)
-            n = min(run * cs - inner, length - pos)
-            parts = iov_slice(iov, pos, n)
-            if kind is Kind.UNALLOCATED:
-                self._read_backing(off, n, parts)
-            elif kind is Kind.NORMAL:
-                host = self._host(entry, gc)
-                if run > 1:
-                    self._host(entry + (run - 1) * cs, gc + run - 1)
-                self.emit_below("read_aio")
-                self.file.preadv(host + inner, n, parts)
-            elif kind is Kind.COMPRESSED:
-                data = self._decompressed(entry, gc)
-                iov_copy_in(parts, memoryview(data)[inner:inner + n])
-            else:
-                _zero(parts)
+            left = length - pos
+            limit = -(-(inner + left) // cs)
+            if write:
+                entry = self._fresh_copied(gc, entry, kind)
+                if not (kind is Kind.NORMAL and entry & COPIED):
+                    limit = 1 if inner or left < cs else left // cs
+            run = self._run(gc, limit, entry, kind)
+            n = min(run * cs - inner, left)
+            yield _Run(pos, gc, inner, entry, kind, run, n)
             pos += n
+
+    def _fresh_copied(self, gc: int, entry: int, kind: Kind) -> int:
+        """A normal cluster without COPIED but with refcount 1 is not shared: set the flag."""
+        cb = self.cluster_bits
+        if kind is Kind.NORMAL and not entry & COPIED and self.refs.get(
+                (entry & OFFSET_MASK) >> cb) == 1:
+            entry |= COPIED
+            l2_off, i2 = self._l2_for_write(gc)
+            self.tables.set_l2_entry(l2_off, i2, entry)
+        return entry
 
     # --------------------------------------------------------------- write
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
@@ -425,33 +454,22 @@ class Qcow2Node(Node):
             raise self._fail(e) from None
 
     def _write(self, offset: int, length: int, iov: Iov) -> None:
-        cs, cb = self.cluster_size, self.cluster_bits
-        pos = 0
-        while pos < length:
-            off = offset + pos
-            gc, inner = off >> cb, off & (cs - 1)
-            entry, kind = self._entry(gc)
-            if kind is Kind.NORMAL and not entry & COPIED and self.refs.get(
-                    (entry & OFFSET_MASK) >> cb) == 1:
-                entry |= COPIED  # a stale flag: the cluster is not shared
-                l2_off, i2 = self._l2_for_write(gc)
-                self.tables.set_l2_entry(l2_off, i2, entry)
-            if kind is Kind.NORMAL and entry & COPIED:
-                clusters = -(-(inner + length - pos) // cs)
-                run = self._run(gc, clusters, entry, kind)
-                n = min(run * cs - inner, length - pos)
-                host = self._host(entry, gc)
-                if run > 1:
-                    self._host(entry + (run - 1) * cs, gc + run - 1)
+        cs = self.cluster_size
+        for r in self._cluster_runs(offset, length, write=True):
+            if r.kind is Kind.NORMAL and r.entry & COPIED:
+                host = self._host(r.entry, r.gc)
+                if r.clusters > 1:
+                    self._host(r.entry + (r.clusters - 1) * cs, r.gc + r.clusters - 1)
                 self.emit_below("write_aio")
-                self.file.pwritev(host + inner, n, iov_slice(iov, pos, n))
-            elif inner == 0 and length - pos >= cs:
-                n = self._write_alloc_full(gc, (length - pos) // cs, iov_slice(iov, pos,
-                                                                              length - pos))
+                self.file.pwritev(host + r.inner, r.n, iov_slice(iov, r.pos, r.n))
+            elif r.inner == 0 and r.n >= cs:
+                done = 0
+                while done < r.n:
+                    done += self._write_alloc_full(r.gc + done // cs, (r.n - done) // cs,
+                                                   iov_slice(iov, r.pos + done, r.n - done))
             else:
-                n = min(cs - inner, length - pos)
-                self._write_alloc(gc, inner, n, iov_slice(iov, pos, n), entry, kind)
-            pos += n
+                self._write_alloc(r.gc, r.inner, r.n, iov_slice(iov, r.pos, r.n), r.entry,
+                                  r.kind)
 
     def _write_alloc_full(self, gc: int, count: int, parts: Iov) -> int:
         """Whole clusters from ``gc`` (up to ``count``, within one L2 table) that all need a new
@@ -709,17 +727,10 @@ class Qcow2Node(Node):
     def _status(self, offset: int, length: int) -> BlockStatus:
         cs, cb = self.cluster_size, self.cluster_bits
         gc, inner = offset >> cb, offset & (cs - 1)
-        _, kind = self._entry(gc)
-        limit = -(-(inner + length) // cs)
-        n = 1
-        data_kinds = (Kind.NORMAL, Kind.COMPRESSED)
-        while n < limit:
-            _, k2 = self._entry(gc + n)
-            same = (k2 is kind or (kind in _ZEROS and k2 in _ZEROS)
-                    or (kind in data_kinds and k2 in data_kinds))
-            if not same:
-                break
-            n += 1
+        entry, kind = self._entry(gc)
+        l2 = self.tables.l2_entries
+        limit = min(-(-(inner + length) // cs), l2 - gc % l2)
+        n = self._status_run(gc, limit, entry, kind)
         count = min(n * cs - inner, length)
         if kind is Kind.UNALLOCATED:
             if self.backing is not None and offset < self._backing_len:
@@ -729,6 +740,24 @@ class Qcow2Node(Node):
         if kind in _ZEROS:
             return BlockStatus(offset, count, data=False, zero=True, allocated=True)
         return BlockStatus(offset, count, data=True, zero=False, allocated=True)
+
+    def _status_run(self, gc: int, limit: int, entry: int, kind: Kind) -> int:
+        """QEMU's run for block status (qcow2_get_host_offset): clusters of exactly one kind
+        inside one L2 table; data and zero-allocated ones also contiguous on the host; a
+        compressed cluster alone. Callers that stop where a run stops (a stream job) then stop
+        where QEMU does."""
+        if kind is Kind.COMPRESSED or limit <= 1:
+            return 1
+        host = entry & OFFSET_MASK
+        contiguous = kind in (Kind.NORMAL, Kind.ZERO_ALLOC)
+        cs, version = self.cluster_size, self.tables.version
+        n = 1
+        for e2 in self.tables.l2_entry_run(gc + 1, limit - 1):  # limit stays in gc's table
+            if classify(e2, version) is not kind or (
+                    contiguous and e2 & OFFSET_MASK != host + n * cs):
+                break
+            n += 1
+        return n
 
     # ------------------------------------------------------------- backing
     def change_backing_file(self, name: str | None, fmt: str | None = None) -> None:
@@ -792,6 +821,23 @@ class Qcow2Node(Node):
 
 
 _ZEROS = (Kind.ZERO_PLAIN, Kind.ZERO_ALLOC)
+
+
+class _Run(NamedTuple):
+    """A run of guest clusters served by one step (see :meth:`Qcow2Node._cluster_runs`)."""
+
+    pos: int
+    """Where the run starts, relative to the request."""
+    gc: int
+    """Its first guest cluster."""
+    inner: int
+    """Its offset inside that cluster."""
+    entry: int
+    """The first cluster's L2 entry."""
+    kind: Kind
+    clusters: int
+    n: int
+    """Its length in bytes (within the request)."""
 
 
 def _aligned(buf: memoryview, alignment: int) -> bool:
