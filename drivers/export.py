@@ -193,6 +193,41 @@ def _reap(pids: list[int], timeout: float = 2.0) -> None:
             time.sleep(0.02)
 
 
+class _Reaper:
+    """A ``sh`` in a session of its own that unmounts ``mountpoint`` if this process dies
+    without doing it (SIGKILL).
+
+    fusermount3's own auto_unmount watcher does the same, but it gives up when its one
+    unmount finds the mount busy: the loop device over the FUSE file lets go of it only once
+    the kernel has run the loop's autoclear, a moment after our death. The reaper waits on
+    a pipe only this process holds; at EOF it retries the unmount, then detaches it lazily,
+    and removes the directory. :meth:`release` (normal teardown) closes the pipe after the
+    directory is gone, so the reaper finds nothing to do.
+    """
+
+    SCRIPT = ('read _; [ -d "$1" ] || exit 0; i=0; while [ $i -lt 25 ] && mountpoint -q "$1"; '
+              'do fusermount3 -u -q "$1" 2>/dev/null && break; sleep 0.2; i=$((i + 1)); done; '
+              'mountpoint -q "$1" && fusermount3 -u -z -q "$1" 2>/dev/null; rmdir "$1" '
+              '2>/dev/null; exit 0')
+
+    def __init__(self, mountpoint: str) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                ["sh", "-c", self.SCRIPT, "rig-export-reaper", mountpoint], stdin=read_end,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:  # no sh: fusermount3's watcher is all there is
+            self._proc = None
+        finally:
+            os.close(read_end)
+
+    def release(self) -> None:
+        os.close(self._write_end)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+
+
 # ------------------------------------------------------------------------------ serving
 class _Server:
     """libfuse's loop (``fuse_main``), in a daemon thread of this process: multithreaded with up
@@ -275,6 +310,7 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
     server = _Server(ops, mountpoint, threads)
     cwd = os.getcwd()
+    reaper = _Reaper(mountpoint)
     try:
         server.start()
         # libfuse's fuse_daemonize() does chdir("/") even in the foreground, for the whole
@@ -295,6 +331,7 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
         ops.stop_timed_requests()
         with contextlib.suppress(OSError):
             os.rmdir(mountpoint)
+        reaper.release()
 
 
 def register() -> None:

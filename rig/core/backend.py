@@ -462,11 +462,16 @@ class BlockBackend:
 
         def run() -> None:
             for start, stop in pieces:
+                # Tracked, as QEMU's BDRV_TRACKED_DISCARD: a job's serialising copy of the same
+                # range (block-stream) waits for it instead of undoing it.
+                req = self._tracker.begin(start, stop, serialising=False)
                 try:
                     self.root.discard(start, stop - start)
                 except OSError as e:
                     if e.errno != errno.ENOTSUP:
                         raise
+                finally:
+                    self._tracker.end(req)
             if not self.write_cache:
                 self.root.flush()
 

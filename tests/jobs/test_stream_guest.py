@@ -43,19 +43,23 @@ def _blkdebugs(blk: rig.BlockBackend) -> list[BlkdebugFilter]:
     return [n for n in blk.root.walk() if isinstance(n, BlkdebugFilter)]
 
 
+@pytest.mark.parametrize("verb", ["write", "discard"])
 @pytest.mark.parametrize(("offset", "waits"), [(4096, True), (MiB + 4096, False)])
 def test_overlapping_guest_write_waits_for_the_copy(tmp_path: Path, offset: int,
-                                                    waits: bool) -> None:
+                                                    waits: bool, verb: str) -> None:
     """The job is held between reading chunk 0 from the chain and writing it into the top: a
-    guest write into that chunk waits (else the copy would overwrite it with old data), a
-    write elsewhere completes."""
+    guest write or discard into that chunk waits (else the copy would overwrite it with old
+    data), one elsewhere completes. A discarded cluster of a top with a backing file reads as
+    zeroes afterwards (qcow2 v3 makes it a zero cluster)."""
     top = _chain(tmp_path)
     with rig.open(_top_spec(top)) as blk:
         dbg = _blkdebugs(blk)[0]
         dbg.set_breakpoint("cor_write", "copy")
         job = StreamJob(blk)
         job.start()
-        guest = threading.Thread(target=blk.pwrite, args=(offset, b"\x99" * 4096))
+        guest = (threading.Thread(target=blk.pwrite, args=(offset, b"\x99" * 4096))
+                 if verb == "write" else
+                 threading.Thread(target=blk.discard, args=(offset - 4096, 65536)))
         try:
             assert dbg.wait_break("copy", 10), "the job never copied"
             assert job.offset == 0
@@ -68,7 +72,10 @@ def test_overlapping_guest_write_waits_for_the_copy(tmp_path: Path, offset: int,
         assert not guest.is_alive()
         assert job.wait(30) is None
     want = bytearray(b"\x11" * (2 * MiB))
-    want[offset:offset + 4096] = b"\x99" * 4096
+    if verb == "write":
+        want[offset:offset + 4096] = b"\x99" * 4096
+    else:
+        want[offset - 4096:offset - 4096 + 65536] = bytes(65536)
     check_clean(top)
     assert backing_file(top) is None
     compare_raw(top, bytes(want), tmp_path)
