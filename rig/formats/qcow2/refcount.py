@@ -54,10 +54,11 @@ class Refcounts:
         self.deferred: list[int] = []
         """Clusters whose refcount drops by one at the next metadata flush."""
         self.hint = 0
-        for i in range(self.entries):
-            off = self._table_entry(i)
+        raw = struct.unpack_from(f">{self.entries}Q", self.table)  # one call, not one per entry
+        for i, value in enumerate(raw):
+            off = value & OFFSET_MASK
             if off:
-                if off & ~OFFSET_MASK & ((1 << 64) - 1):
+                if value & ~OFFSET_MASK & ((1 << 64) - 1):
                     raise io.corrupt(f"refcount table entry {i} has reserved bits set")
                 io.check_range(off, cs, f"refcount block {i}")
                 io.claim(off, cs, f"refcount block {i}")
