@@ -57,14 +57,9 @@ class HostCdromNode(RemovableMedia, PosixNode):
             raise
         return node
 
-    def open_fd(self) -> None:
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-        if self.cache_direct:
-            flags |= os.O_DIRECT
-        try:
-            self.fd = os.open(self.filename, flags)
-        except OSError as e:
-            raise open_error(self.filename, e) from None
+    def open_flags(self) -> int:
+        """Read-only, and O_NONBLOCK: an empty or open drive still opens (as QEMU's cdrom)."""
+        return (super().open_flags() & ~os.O_RDWR) | os.O_NONBLOCK
 
     def drive_name(self) -> str:
         return self.filename

@@ -60,13 +60,17 @@ class PosixNode(Node):
         return self.filename
 
     # ------------------------------------------------------------------ open
-    def open_fd(self) -> None:
+    def open_flags(self) -> int:
+        """The flags of :meth:`open_fd` (a driver may add its own, e.g. O_NONBLOCK)."""
         flags = os.O_RDONLY if self.read_only else os.O_RDWR
         flags |= os.O_CLOEXEC
         if self.cache_direct:
             flags |= os.O_DIRECT
+        return flags
+
+    def open_fd(self) -> None:
         try:
-            self.fd = os.open(self.filename, flags)
+            self.fd = os.open(self.filename, self.open_flags())
         except OSError as e:
             raise open_error(self.filename, e) from None
 

@@ -56,13 +56,16 @@ def test_drive_swaps_media_and_every_fd_sees_it(medium: Callable[[str, int], str
             assert os.pread(held, 4096, 0) == b"A" * 4096
             seq = drive.diskseq()
             drive.insert(b)  # same size: one LOOP_CHANGE_FD
-            assert drive.diskseq() == seq + 1
+            # The sequence comes from one counter for every disk of the system: other
+            # workers' loop devices move it too, so only "it moved" can be asserted.
+            after_b = drive.diskseq()
+            assert after_b > seq
             assert os.pread(held, 4, 0) == b"BBBB"  # the kernel dropped A's cached pages
             assert _bound_to(drive.path) == b
             drive.insert(c)  # another size: through the closed window
             assert drive.size() == 3 * MiB
             assert os.pread(held, 4, 3 * MiB - 4) == b"CCCC"
-            assert drive.diskseq() > seq + 1
+            assert drive.diskseq() > after_b
         finally:
             os.close(held)
 
