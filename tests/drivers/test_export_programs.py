@@ -189,6 +189,7 @@ def test_fio_crc32c_verify_passes_with_no_rules(faulty: Rig) -> None:
     r = _run("fio", "--name=verify", f"--filename={faulty.ex.path}", "--rw=randwrite",
              "--bs=4k", "--size=16M", "--direct=1", "--ioengine=libaio", "--iodepth=8",
              "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--randrepeat=0",
+             "--verify_state_save=0",  # else fio leaves local-verify-*.state in the cwd
              "--output-format=json")
     job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
     assert job["error"] == 0
