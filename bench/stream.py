@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MiB = 1 << 20
 GOAL = 0.8
@@ -86,12 +87,28 @@ def qemu_run(top: Path, work: Path) -> float:
     return took
 
 
+def _connect(sock: Path, timeout: float = 20.0) -> Any:
+    """A QMP connection to the daemon, once it listens (the socket file appears a moment
+    before it accepts)."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    deadline = time.monotonic() + timeout
+    while True:
+        qmp = QEMUMonitorProtocol(str(sock))
+        try:
+            qmp.connect(negotiate=True)
+            return qmp
+        except Exception:  # ConnectError, refused or missing socket: not listening yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def qsd_run(top: Path, work: Path) -> float:
     """QEMU's own block-stream (qemu-storage-daemon, QMP) on a fresh copy of the top: from the
     command to BLOCK_JOB_COMPLETED (the daemon's start-up is not counted)."""
     import json
 
-    from qemu.qmp.legacy import QEMUMonitorProtocol
 
     img = work / "qsd.qcow2"
     shutil.copyfile(top, img)
@@ -103,10 +120,7 @@ def qsd_run(top: Path, work: Path) -> float:
                              f"socket,path={sock},server=on,wait=off,id=m", "--monitor",
                              "chardev=m", "--blockdev", json.dumps(node)])
     try:
-        while not sock.exists():
-            time.sleep(0.005)
-        qmp = QEMUMonitorProtocol(str(sock))
-        qmp.connect(negotiate=True)
+        qmp = _connect(sock)
         start = time.perf_counter()
         qmp.cmd("block-stream", device="top", **{"job-id": "s"})
         while True:

@@ -109,6 +109,8 @@ def _follow(job: StreamJob, bar: TextIO | None) -> None:
                              f"{q['io-status']}): Enter retries, Ctrl-C cancels\n")
             sys.stdin.readline()
             job.resume()
+    if bar is not None:
+        _draw(bar, job)  # the final state, also for a job done before the first draw
 
 
 def _draw(out: TextIO, job: StreamJob) -> None:

@@ -18,7 +18,7 @@ import errno
 import threading
 from typing import TYPE_CHECKING, Any
 
-from rig.core.buffers import aligned_buffer, iov_copy_in
+from rig.core.buffers import aligned_buffer, iov_copy_in, iov_slice
 from rig.core.node import Iov, Node, ReqFlags
 from rig.core.registry import register_driver
 from rig.errors import ConfigError
@@ -95,8 +95,23 @@ class CopyOnReadFilter(Filter):
                 n = self._copy(off, min(n, MAX_COPY), _slice(iov, pos, length - pos), flags)
             pos += n
 
-    def _copy(self, offset: int, length: int, dst: Iov, flags: ReqFlags) -> int:
-        """Copy (at least) the start of ``[offset, offset+length)`` up; bytes done."""
+    def prefetch(self, offset: int, length: int, scratch: memoryview) -> None:
+        """QEMU's ``BDRV_REQ_PREFETCH`` read, for the stream job: copy what the chain holds of
+        ``[offset, offset+length)`` into the top, as a read would, without handing the data
+        back (so without copying it out of the filter's buffer). ``scratch`` (``length``
+        bytes) takes what the read-through of parts the top already holds reads. The top's
+        allocation is asked once per piece, under the lock (a read asks once more before
+        taking it: the caller has just asked itself). Pieces are at most ``MAX_COPY``."""
+        pos = 0
+        while pos < length:
+            n = min(length - pos, MAX_COPY)
+            pos += self._copy(offset + pos, n, [scratch[pos:pos + n]], ReqFlags.NONE,
+                              hand_back=False)
+
+    def _copy(self, offset: int, length: int, dst: Iov, flags: ReqFlags, *,
+              hand_back: bool = True) -> int:
+        """Copy (at least) the start of ``[offset, offset+length)`` up; bytes done. Without
+        ``hand_back`` (a prefetch) the copied data is not copied into ``dst``."""
         top = self.child
         with self._lock:
             status = top.block_status(offset, length)  # again, under the lock
@@ -119,7 +134,8 @@ class CopyOnReadFilter(Filter):
             self.emit_below("cor_write")
             self._write_back(start, buf, cs)
             self.copied_bytes += end - start
-            iov_copy_in(_slice(dst, 0, n), buf[offset - start:offset - start + n])
+            if hand_back:
+                iov_copy_in(_slice(dst, 0, n), buf[offset - start:offset - start + n])
             return n
 
     def _scratch(self, size: int) -> memoryview:
@@ -133,14 +149,15 @@ class CopyOnReadFilter(Filter):
         """Write ``buf`` at ``start`` into the top: runs of all-zero clusters as write_zeroes
         (QEMU does the same, so copying a sparse backing file keeps the top sparse)."""
         top = self.child
-        pos = 0
         size = buf.nbytes
+        zeros = [_is_zero(buf[p:p + cs]) for p in range(0, size, cs)]  # once per cluster
+        pos = i = 0
         while pos < size:
-            zero = _is_zero(buf[pos:pos + cs])
-            end = pos + cs
-            while end < size and _is_zero(buf[end:end + cs]) == zero:
-                end += cs
-            end = min(end, size)
+            zero = zeros[i]
+            i += 1
+            while i < len(zeros) and zeros[i] == zero:
+                i += 1
+            end = min(i * cs, size)
             if zero:
                 try:
                     top.write_zeroes(start + pos, end - pos, ReqFlags.NONE)
@@ -184,11 +201,25 @@ class CopyOnReadFilter(Filter):
             self.child.discard(offset, length)
 
 
+_ZERO_HEAD = bytes(16)
+#: Zero blocks by size (cluster sizes; a few at most), compared against instead of made anew.
+_zero_blocks: dict[int, bytes] = {}
+
+
 def _is_zero(view: memoryview) -> bool:
-    return bytes(view) == bytes(view.nbytes)
+    """Whether a byte view (format ``B``) is all zeroes. Data rarely starts with 16 zero
+    bytes, so most clusters are answered from their head; the rest take one copy and one
+    memcmp (against a cached zero block, not a new one each time)."""
+    n = view.nbytes
+    if n > 16 and view[:16].tobytes() != _ZERO_HEAD:
+        return False
+    zero = _zero_blocks.get(n)
+    if zero is None:
+        zero = bytes(n)
+        if len(_zero_blocks) < 8:
+            _zero_blocks[n] = zero
+    return view.tobytes() == zero
 
 
 def _slice(iov: Iov, start: int, length: int) -> list[memoryview]:
-    from rig.core.buffers import iov_slice
-
     return iov_slice(iov, start, length)

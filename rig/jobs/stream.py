@@ -17,10 +17,9 @@ allocation before writing: a guest write is never overwritten by older backing d
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from rig.core.backend import BlockBackend, ErrorAction
 from rig.core.buffers import aligned_buffer
@@ -128,12 +127,19 @@ class StreamJob(Job):
 
     def _populate(self, offset: int, n: int, buf: memoryview) -> None:
         """Copy ``[offset, offset+n)`` into the top through the copy-on-read filter, as one
-        serialising tracked request over the whole top clusters it writes."""
+        serialising tracked request over the whole top clusters it writes (on the backend's
+        tracker, the one the guest's writes register in: overlapping guest writes wait for
+        it, and it for those already in flight)."""
         cs = self._cor.cluster_size
         start = offset - offset % cs
         end = -(-(offset + n) // cs) * cs
-        with _serialising(self.blk, start, end):
-            self._cor.preadv(offset, n, [buf[:n]])
+        tracker = self.blk.tracker  # the one the guest's writes register in
+        req = tracker.begin(start, end, serialising=True)
+        try:
+            # QEMU's stream reads with BDRV_REQ_PREFETCH: the data is not handed back
+            self._cor.prefetch(offset, n, buf[:n])
+        finally:
+            tracker.end(req)
         self.copied += n
 
     # ------------------------------------------------------------- finish
@@ -161,16 +167,4 @@ class StreamJob(Job):
 
     def clean(self) -> None:
         self._cor.children.clear()
-
-
-@contextlib.contextmanager
-def _serialising(blk: BlockBackend, start: int, end: int) -> Iterator[None]:
-    """A serialising tracked request on the backend (the seed's tracked requests: overlapping
-    guest writes wait for it; it waits for those already in flight)."""
-    tracker = blk.tracker  # the one the guest's writes register in
-    req = tracker.begin(start, end, serialising=True)
-    try:
-        yield
-    finally:
-        tracker.end(req)
 

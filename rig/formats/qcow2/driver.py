@@ -18,6 +18,8 @@ import errno
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from functools import reduce
+from operator import or_
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rig.core.buffers import aligned_buffer, iov_copy_in, iov_copy_out, iov_slice
@@ -31,6 +33,7 @@ from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
 from rig.formats.qcow2.metaio import MetaIO
 from rig.formats.qcow2.refcount import Refcounts
 from rig.formats.qcow2.tables import (
+    COMPRESSED,
     COPIED,
     L2_CACHE_BYTES,
     OFFSET_MASK,
@@ -304,15 +307,35 @@ class Qcow2Node(Node):
                              f"{io.meta[host >> self.cluster_bits]} (0x{host:x})")
         return host
 
-    def _run(self, gc: int, limit: int, entry: int, kind: Kind) -> int:
+    def _run(self, gc: int, limit: int, entry: int, kind: Kind, entries: list[int]) -> int:
         """How many clusters from ``gc`` (at most ``limit``) share ``kind`` (and, for normal
-        clusters, continue contiguously on the host)."""
+        clusters, continue contiguously on the host). ``entries``: the unchecked L2 entries
+        from ``gc`` (:meth:`Tables.l2_raw_run`, up to ``limit`` or the table's end); the ones
+        looked at are checked, as a walk of checked entries would."""
         if kind is Kind.COMPRESSED:
             return 1
         n = 1
         host = entry & OFFSET_MASK
         cs, version = self.cluster_size, self.tables.version
         zeros = kind in _ZEROS
+        m = min(limit, len(entries))
+        if m > 1:
+            self.tables.check_l2(gc, entries, 1, m)
+            # the usual run: every entry what the first one predicts (one C comparison)
+            if entries[1:m] == (list(range(entry + cs, entry + m * cs, cs))
+                                if kind is Kind.NORMAL else [entry] * (m - 1)):
+                n = m
+            else:
+                for e2 in entries[1:m]:
+                    k2 = classify(e2, version)
+                    if k2 is not kind and not (zeros and k2 in _ZEROS):
+                        return n
+                    if kind is Kind.NORMAL and (e2 & OFFSET_MASK != host + n * cs
+                                                or (e2 ^ entry) & COPIED):
+                        return n
+                    n += 1
+            if n < len(entries):
+                return n  # the run ended inside the first table, at ``limit``
         while n < limit:
             for e2 in self.tables.l2_entry_run(gc + n, limit - n):
                 k2 = classify(e2, version)
@@ -417,18 +440,23 @@ class Qcow2Node(Node):
         clusters that need allocating come as a partial cluster on its own or as whole
         clusters together."""
         cs, cb = self.cluster_size, self.cluster_bits
+        t = self.tables
+        version = t.version
         pos = 0
         while pos < length:
             off = offset + pos
             gc, inner = off >> cb, off & (cs - 1)
-            entry, kind = self._entry(gc)
             left = length - pos
             limit = -(-(inner + left) // cs)
+            entries = t.l2_raw_run(gc, limit)  # one table lookup for the whole run
+            t.check_l2(gc, entries, 0, 1)
+            entry = entries[0]
+            kind = classify(entry, version)
             if write:
                 entry = self._fresh_copied(gc, entry, kind)
                 if not (kind is Kind.NORMAL and entry & COPIED):
                     limit = 1 if inner or left < cs else left // cs
-            run = self._run(gc, limit, entry, kind)
+            run = self._run(gc, limit, entry, kind, entries)
             n = min(run * cs - inner, left)
             yield _Run(pos, gc, inner, entry, kind, run, n)
             pos += n
@@ -477,13 +505,16 @@ class Qcow2Node(Node):
         from the request, the L2 entries written at once. Bytes written."""
         cs = self.cluster_size
         t = self.tables
+        version = t.version
         limit = min(count, t.l2_entries - gc % t.l2_entries)
-        olds: list[tuple[int, Kind]] = [self._entry(gc)]
-        while len(olds) < limit:
-            entry, kind = self._entry(gc + len(olds))
-            if kind is Kind.NORMAL and entry & COPIED:
-                break
-            olds.append((entry, kind))
+        # the run's entries (already checked by the walk that found the run), cut before a
+        # cluster that can be written in place
+        olds = t.l2_entry_run(gc, limit)
+        if reduce(or_, olds, 0) & COPIED:
+            for j in range(1, len(olds)):
+                if olds[j] & COPIED and classify(olds[j], version) is Kind.NORMAL:
+                    del olds[j:]
+                    break
         l2_off, i2 = self._l2_for_write(gc)
         host, n = self.refs.alloc_run(len(olds))
         try:
@@ -492,13 +523,15 @@ class Qcow2Node(Node):
             io = self._io
             assert io is not None
             io.file_end = max(io.file_end, host + n * cs)
-            t.set_l2_entries(l2_off, i2, [(host + j * cs) | COPIED for j in range(n)])
+            first = host | COPIED
+            t.set_l2_entries(l2_off, i2, list(range(first, first + n * cs, cs)))
         except OSError:
             for j in range(n):
                 self._unalloc(host + j * cs)
             raise
-        for entry, kind in olds[:n]:
-            self._free(entry, kind)
+        for entry in olds[:n]:
+            if entry & (OFFSET_MASK | COMPRESSED):  # unallocated and plain zero hold nothing
+                self._free(entry, classify(entry, version))
         return n * cs
 
     def _write_alloc(self, gc: int, inner: int, n: int, parts: Iov | None, entry: int,
@@ -727,10 +760,14 @@ class Qcow2Node(Node):
     def _status(self, offset: int, length: int) -> BlockStatus:
         cs, cb = self.cluster_size, self.cluster_bits
         gc, inner = offset >> cb, offset & (cs - 1)
-        entry, kind = self._entry(gc)
-        l2 = self.tables.l2_entries
+        t = self.tables
+        l2 = t.l2_entries
         limit = min(-(-(inner + length) // cs), l2 - gc % l2)
-        n = self._status_run(gc, limit, entry, kind)
+        entries = t.l2_raw_run(gc, limit)  # one table lookup for the whole run
+        t.check_l2(gc, entries, 0, 1)
+        entry = entries[0]
+        kind = classify(entry, t.version)
+        n = self._status_run(gc, limit, entry, kind, entries)
         count = min(n * cs - inner, length)
         if kind is Kind.UNALLOCATED:
             if self.backing is not None and offset < self._backing_len:
@@ -741,18 +778,25 @@ class Qcow2Node(Node):
             return BlockStatus(offset, count, data=False, zero=True, allocated=True)
         return BlockStatus(offset, count, data=True, zero=False, allocated=True)
 
-    def _status_run(self, gc: int, limit: int, entry: int, kind: Kind) -> int:
+    def _status_run(self, gc: int, limit: int, entry: int, kind: Kind,
+                    entries: list[int]) -> int:
         """QEMU's run for block status (qcow2_get_host_offset): clusters of exactly one kind
         inside one L2 table; data and zero-allocated ones also contiguous on the host; a
         compressed cluster alone. Callers that stop where a run stops (a stream job) then stop
-        where QEMU does."""
+        where QEMU does. ``entries``: the ``limit`` unchecked L2 entries from ``gc`` (limit
+        stays in gc's table); checked here when looked at."""
         if kind is Kind.COMPRESSED or limit <= 1:
             return 1
+        self.tables.check_l2(gc, entries, 1, limit)
         host = entry & OFFSET_MASK
-        contiguous = kind in (Kind.NORMAL, Kind.ZERO_ALLOC)
+        contiguous = kind is Kind.NORMAL or kind is Kind.ZERO_ALLOC
         cs, version = self.cluster_size, self.tables.version
+        # the usual run: every entry what the first one predicts (one C comparison)
+        if entries == (list(range(entry, entry + limit * cs, cs)) if contiguous
+                       else [entry] * limit):
+            return limit
         n = 1
-        for e2 in self.tables.l2_entry_run(gc + 1, limit - 1):  # limit stays in gc's table
+        for e2 in entries[1:limit]:
             if classify(e2, version) is not kind or (
                     contiguous and e2 & OFFSET_MASK != host + n * cs):
                 break

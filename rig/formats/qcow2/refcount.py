@@ -172,10 +172,19 @@ class Refcounts:
         block = self._block(off)
         n = 1
         limit = min(want, self.per_block - i)
-        while n < limit and not self._get_in(block, i + n) and c + n not in self.io.meta:
-            n += 1
-        for j in range(n):
-            self._put_in(block, i + j, 1)
+        meta = self.io.meta
+        if self.bits >= 8:  # whole bytes: find the free entries and set them with slices
+            w = self.bits // 8
+            seg = block[(i + 1) * w:(i + limit) * w]
+            free = 1 + (len(seg) - len(seg.lstrip(b"\0"))) // w  # c and the zero entries after
+            while n < free and c + n not in meta:
+                n += 1
+            block[i * w:(i + n) * w] = (1).to_bytes(w, "big") * n
+        else:
+            while n < limit and not self._get_in(block, i + n) and c + n not in meta:
+                n += 1
+            for j in range(n):
+                self._put_in(block, i + j, 1)
         self.dirty.add(off)
         self.hint = c + n
         return c << self.io.cluster_bits, n

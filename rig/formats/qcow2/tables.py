@@ -20,6 +20,8 @@ import struct
 import zlib
 from collections import OrderedDict
 from enum import Enum
+from functools import reduce
+from operator import or_
 
 from rig.formats.qcow2.metaio import MetaIO
 
@@ -32,6 +34,19 @@ L1_RESERVED = ~(OFFSET_MASK | COPIED) & (2**64 - 1)
 L2_RESERVED = ~(OFFSET_MASK | COPIED | ZERO) & (2**64 - 1)
 
 L2_CACHE_BYTES = 32 << 20
+
+_U64 = struct.Struct(">Q")
+_U64S: dict[int, struct.Struct] = {}
+
+
+def _u64s(count: int) -> struct.Struct:
+    """A compiled ``>{count}Q`` (a walk asks for the same few counts again and again)."""
+    st = _U64S.get(count)
+    if st is None:
+        st = struct.Struct(f">{count}Q")
+        if len(_U64S) < 256:  # bounded: counts up to an L2 table's entries are possible
+            _U64S[count] = st
+    return st
 
 
 class Kind(Enum):
@@ -91,6 +106,9 @@ class Tables:
         io.claim(l1_offset, l1_size * 8, "the L1 table")
         self.l1 = io.read(l1_offset, -(-(l1_size * 8) // cs) * cs if l1_size else 0)
         self._l2: OrderedDict[int, bytearray] = OrderedDict()
+        self._last: tuple[int, bytearray] | None = None
+        """The table :meth:`l2_table` returned last, which is the LRU's newest already (a
+        cluster walk asks for the same table many times: no reordering needed)."""
         self.dirty_l2: set[int] = set()
         self.l1_dirty: set[int] = set()
         self._l2_cap = max(4, L2_CACHE_BYTES // cs)
@@ -105,7 +123,8 @@ class Tables:
 
     # ---------------------------------------------------------------- L1
     def l1_entry(self, index: int) -> int:
-        return int(struct.unpack_from(">Q", self.l1, index * 8)[0])
+        entry: int = _U64.unpack_from(self.l1, index * 8)[0]
+        return entry
 
     def set_l1_entry(self, index: int, value: int) -> None:
         struct.pack_into(">Q", self.l1, index * 8, value)
@@ -117,9 +136,13 @@ class Tables:
         return divmod(guest_cluster, self.l2_entries)
 
     def l2_table(self, l2_offset: int) -> bytearray:
+        last = self._last
+        if last is not None and last[0] == l2_offset:
+            return last[1]
         table = self._l2.get(l2_offset)
         if table is not None:
             self._l2.move_to_end(l2_offset)
+            self._last = (l2_offset, table)
             return table
         self.io.file.emit("l2_load")
         table = self.io.read(l2_offset, self.io.cluster_size)
@@ -127,7 +150,11 @@ class Tables:
         return table
 
     def _cache(self, l2_offset: int, table: bytearray) -> None:
+        fresh = l2_offset not in self._l2
         self._l2[l2_offset] = table
+        # a new key is the newest entry (and never the one evicted); a replaced one keeps its
+        # place, so the next l2_table moves it
+        self._last = (l2_offset, table) if fresh else None
         if len(self._l2) > self._l2_cap:
             for off in self._l2:
                 if off not in self.dirty_l2 and off != l2_offset:
@@ -156,13 +183,13 @@ class Tables:
 
     def l2_entry(self, guest_cluster: int) -> int:
         """The L2 entry of a guest cluster (0 when its L2 table is not allocated)."""
-        i1, i2 = self.split(guest_cluster)
+        i1, i2 = divmod(guest_cluster, self.l2_entries)
         if i1 >= self.l1_size:
             raise self.io.corrupt(f"guest cluster {guest_cluster} is beyond the L1 table")
-        l2_offset = self.l1_entry(i1) & OFFSET_MASK
+        l2_offset = _U64.unpack_from(self.l1, i1 * 8)[0] & OFFSET_MASK
         if not l2_offset:
             return 0
-        entry = int(struct.unpack_from(">Q", self.l2_table(l2_offset), i2 * 8)[0])
+        entry: int = _U64.unpack_from(self.l2_table(l2_offset), i2 * 8)[0]
         if not entry & COMPRESSED and entry & L2_RESERVED:
             raise self.io.corrupt(f"L2 entry for guest cluster {guest_cluster} has reserved "
                                   f"bits set (0x{entry:016x})")
@@ -173,19 +200,32 @@ class Tables:
         inside its L2 table (the caller stops at the table's end), checked as
         :meth:`l2_entry` checks one. One lookup of the table for all of them: the cluster
         walks of reads, writes and block status ask for runs."""
-        i1, i2 = self.split(guest_cluster)
+        entries = self.l2_raw_run(guest_cluster, count)
+        self.check_l2(guest_cluster, entries, 0, len(entries))
+        return entries
+
+    def l2_raw_run(self, guest_cluster: int, count: int) -> list[int]:
+        """:meth:`l2_entry_run` without the reserved-bit check (at least one entry): for a
+        walk that checks, with :meth:`check_l2`, only the entries it would have looked at."""
+        i1, i2 = divmod(guest_cluster, self.l2_entries)
         if i1 >= self.l1_size:
             raise self.io.corrupt(f"guest cluster {guest_cluster} is beyond the L1 table")
-        count = min(count, self.l2_entries - i2)
-        l2_offset = self.l1_entry(i1) & OFFSET_MASK
+        count = max(1, min(count, self.l2_entries - i2))
+        l2_offset = _U64.unpack_from(self.l1, i1 * 8)[0] & OFFSET_MASK
         if not l2_offset:
             return [0] * count
-        entries = list(struct.unpack_from(f">{count}Q", self.l2_table(l2_offset), i2 * 8))
-        for j, entry in enumerate(entries):
+        return list(_u64s(count).unpack_from(self.l2_table(l2_offset), i2 * 8))
+
+    def check_l2(self, guest_cluster: int, entries: list[int], start: int, stop: int) -> None:
+        """Corruption when one of ``entries[start:stop]`` (``entries[0]`` belongs to
+        ``guest_cluster``) has reserved bits set; the first such entry is named."""
+        part = entries[start:stop]
+        if not reduce(or_, part, 0) & L2_RESERVED:  # the usual case: one C loop
+            return
+        for j, entry in enumerate(part, start):
             if not entry & COMPRESSED and entry & L2_RESERVED:
                 raise self.io.corrupt(f"L2 entry for guest cluster {guest_cluster + j} has "
                                       f"reserved bits set (0x{entry:016x})")
-        return entries
 
     def set_l2_entry(self, l2_offset: int, index: int, value: int) -> None:
         struct.pack_into(">Q", self.l2_table(l2_offset), index * 8, value)
