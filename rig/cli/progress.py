@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 WIDTH = 30
@@ -17,11 +18,15 @@ class ProgressBar:
     """``label [#####.....]  45.0% 450/1000 detail``, redrawn in place with ``\\r``."""
 
     def __init__(self, label: str, total: int, *, out: TextIO | None = None,
-                 force: bool = False, interval: float = 0.1) -> None:
+                 force: bool = False, interval: float = 0.1,
+                 counts: Callable[[int, int], str] | None = None) -> None:
         self.out = sys.stderr if out is None else out
         self.enabled = force or self.out.isatty()
         self.label = label
         self.total = max(total, 0)
+        """May change while running (a job whose length grows)."""
+        self.counts = counts or (lambda done, total: f"{done}/{total}")
+        """How ``done`` of ``total`` is written (default ``450/1000``)."""
         self.interval = interval
         self._last = 0.0
         self._drawn = False
@@ -38,7 +43,7 @@ class ProgressBar:
         frac = min(1.0, done / self.total) if self.total else 1.0
         filled = int(frac * WIDTH)
         text = (f"{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] {frac * 100:5.1f}% "
-                f"{done}/{self.total}" + (f" {detail}" if detail else ""))
+                + self.counts(done, self.total) + (f" {detail}" if detail else ""))
         pad = " " * max(0, len(self._text) - len(text))
         self.out.write("\r" + text + pad)
         self.out.flush()

@@ -14,15 +14,15 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any
 
+from rig.cli.progress import ProgressBar
 from rig.core.units import SizeError, parse_size
 from rig.errors import RigError
 from rig.jobs.events import BLOCK_JOB_ERROR
 from rig.jobs.stream import StreamJob
 
 DESCRIPTION = __doc__
-BAR = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,27 +76,26 @@ def run(args: argparse.Namespace) -> int:
             job = StreamJob(blk, base=args.base, speed=speed, on_error=args.on_error)
         except RigError as e:
             return _bad(str(e))
-        show = args.progress or err.isatty()
+        bar = ProgressBar("streaming", job.len, out=err, force=args.progress,
+                          counts=lambda done, total: f"{done >> 20}/{total >> 20} MiB")
         job.start()
         try:
-            _follow(job, err if show else None)
+            _follow(job, bar)
         except KeyboardInterrupt:
             job.cancel(force=True)
             job.wait()
-        if show:
-            err.write("\n")
+        bar.close()
         return _report(job, args.json)
     finally:
         blk.close()
 
 
-def _follow(job: StreamJob, bar: TextIO | None) -> None:
+def _follow(job: StreamJob, bar: ProgressBar) -> None:
     """Wait for the job, drawing the bar; handle a stop (``--on-error stop``)."""
     interactive = sys.stdin.isatty()
     while not job.done:
         job.join(0.1)
-        if bar is not None:
-            _draw(bar, job)
+        _draw(bar, job)
         if job.user_paused and job.events.named(BLOCK_JOB_ERROR) and not job.done:
             q = job.query()
             if not interactive:
@@ -109,18 +108,13 @@ def _follow(job: StreamJob, bar: TextIO | None) -> None:
                              f"{q['io-status']}): Enter retries, Ctrl-C cancels\n")
             sys.stdin.readline()
             job.resume()
-    if bar is not None:
-        _draw(bar, job)  # the final state, also for a job done before the first draw
+    _draw(bar, job, final=True)  # also for a job done before the first draw
 
 
-def _draw(out: TextIO, job: StreamJob) -> None:
+def _draw(bar: ProgressBar, job: StreamJob, *, final: bool = False) -> None:
     q = job.query()
-    total = q["len"] or 1
-    frac = min(1.0, q["offset"] / total)
-    filled = int(frac * BAR)
-    out.write(f"\rstreaming [{'#' * filled}{'.' * (BAR - filled)}] {frac * 100:5.1f}% "
-              f"{q['offset'] >> 20}/{q['len'] >> 20} MiB")
-    out.flush()
+    bar.total = q["len"]
+    bar.update(q["offset"], force=final)
 
 
 def _report(job: StreamJob, as_json: bool) -> int:
