@@ -315,9 +315,7 @@ class Qcow2Node(Node):
         if kind is Kind.COMPRESSED:
             return 1
         n = 1
-        host = entry & OFFSET_MASK
         cs, version = self.cluster_size, self.tables.version
-        zeros = kind in _ZEROS
         m = min(limit, len(entries))
         if m > 1:
             self.tables.check_l2(gc, entries, 1, m)
@@ -327,22 +325,14 @@ class Qcow2Node(Node):
                 n = m
             else:
                 for e2 in entries[1:m]:
-                    k2 = classify(e2, version)
-                    if k2 is not kind and not (zeros and k2 in _ZEROS):
-                        return n
-                    if kind is Kind.NORMAL and (e2 & OFFSET_MASK != host + n * cs
-                                                or (e2 ^ entry) & COPIED):
+                    if not _continues(e2, n, entry, kind, version, cs):
                         return n
                     n += 1
             if n < len(entries):
                 return n  # the run ended inside the first table, at ``limit``
         while n < limit:
             for e2 in self.tables.l2_entry_run(gc + n, limit - n):
-                k2 = classify(e2, version)
-                if k2 is not kind and not (zeros and k2 in _ZEROS):
-                    return n
-                if kind is Kind.NORMAL and (e2 & OFFSET_MASK != host + n * cs
-                                            or (e2 ^ entry) & COPIED):
+                if not _continues(e2, n, entry, kind, version, cs):
                     return n
                 n += 1
         return n
@@ -893,3 +883,14 @@ def _aligned(buf: memoryview, alignment: int) -> bool:
 
 def _file_spec(path: str, fmt: str | None) -> dict[str, Any]:
     return {"driver": fmt or probe_format(path), "file": {"driver": "file", "filename": path}}
+
+
+def _continues(e2: int, n: int, entry: int, kind: Kind, version: int, cs: int) -> bool:
+    """Whether L2 entry ``e2``, ``n`` clusters after ``entry`` (of ``kind``), extends its run:
+    the same kind (any zero kind for a zero run), and for data the next host cluster with the
+    same COPIED bit."""
+    k2 = classify(e2, version)
+    if k2 is not kind and not (kind in _ZEROS and k2 in _ZEROS):
+        return False
+    return kind is not Kind.NORMAL or (e2 & OFFSET_MASK == (entry & OFFSET_MASK) + n * cs
+                                       and not (e2 ^ entry) & COPIED)
