@@ -74,7 +74,7 @@ def _size(key: str, value: Any) -> int:
                         f"got {value!r}") from None
 
 
-def _boolean(key: str, value: Any) -> bool:
+def parse_boolean(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
@@ -95,14 +95,14 @@ def _number(key: str, value: Any) -> float:
     raise RuleError(key, f"expected a number, got {value!r}")
 
 
-def _probability(key: str, value: Any) -> float:
+def parse_probability(key: str, value: Any) -> float:
     """``0.1``, ``"0.1"`` or ``"10%"`` (nbdkit's forms)."""
     if isinstance(value, str) and value.strip().endswith("%"):
         return _number(key, value.strip()[:-1]) / 100
     return _number(key, value)
 
 
-def _seconds(key: str, value: Any) -> float:
+def parse_seconds(key: str, value: Any) -> float:
     """``0.05``, ``"0.05"``, ``"50ms"``, ``"200us"``."""
     if isinstance(value, str):
         m = _DURATION.match(value)
@@ -147,20 +147,20 @@ COMMON_KEYS: dict[str, tuple[Parser, str]] = {
     "end": (_size, "end"),
     "nth": (_integer, "nth"),
     "every": (_integer, "every"),
-    "probability": (_probability, "probability"),
+    "probability": (parse_probability, "probability"),
     "state": (_integer, "state"),
-    "after": (_seconds, "after"),
-    "before": (_seconds, "before"),
-    "once": (_boolean, "once"),
+    "after": (parse_seconds, "after"),
+    "before": (parse_seconds, "before"),
+    "once": (parse_boolean, "once"),
     "new-state": (_integer, "new_state"),
 }
 #: Keys of each action: action -> key -> (parser, action field).
 ACTION_KEYS: dict[str, dict[str, tuple[Parser, str]]] = {
     "error": {"errno": (_errno, "errno")},
-    "delay": {"seconds": (_seconds, "seconds")},
+    "delay": {"seconds": (parse_seconds, "seconds")},
     "corrupt": {"bits": (_integer, "bits")},
     "torn": {"sectors": (_integer, "sectors"), "unit": (_size, "unit"),
-             "ack": (_boolean, "ack"), "errno": (_errno, "errno")},
+             "ack": (parse_boolean, "ack"), "errno": (_errno, "errno")},
     "drop": {},
     "lying-flush": {},
     "gone": {"errno": (_errno, "errno")},

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rig.errors import ConfigError
+from rig.faults.load import parse_boolean, parse_probability, parse_seconds
 from rig.faults.rules import RuleError
 from rig.scsi.status import HOST_BY_NAME
 
@@ -221,25 +222,6 @@ def _host(value: Any) -> int:
                     "DID_NO_CONNECT, or a number)")
 
 
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, str):
-        text = value.strip()
-        scale = 1.0
-        if text.endswith("%"):
-            text, scale = text[:-1], 0.01
-        elif text.endswith("ms"):
-            text, scale = text[:-2], 1e-3
-        elif text.endswith("s"):
-            text = text[:-1]
-        try:
-            return float(text) * scale
-        except ValueError:
-            raise RuleError(key, f"expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RuleError(key, f"expected a number, got {value!r}")
-    return float(value)
-
-
 def _int(key: str, value: Any) -> int:
     if isinstance(value, str):
         try:
@@ -290,7 +272,7 @@ def _build(table: Mapping[str, Any]) -> ScsiRule:
     elif kind == "transport":
         action = Transport(_host(table.get("host", "DID_TIME_OUT")))
     elif kind == "delay":
-        action = Latency(_number("seconds", table.get("seconds", 0)))
+        action = Latency(parse_seconds("seconds", table.get("seconds", 0)))
     elif kind == "short":
         action = Short(_int("resid", table.get("resid", 512)))
     else:
@@ -301,11 +283,14 @@ def _build(table: Mapping[str, Any]) -> ScsiRule:
     for key in ("lba-start", "lba-end", "nth", "every", "state", "new-state"):
         if key in table:
             kw[key.replace("-", "_")] = _int(key, table[key])
-    for key in ("probability", "after", "before"):
+    # The block layer's value forms: '10%', '50ms', true/'on'/'off'.
+    if "probability" in table:
+        kw["probability"] = parse_probability("probability", table["probability"])
+    for key in ("after", "before"):
         if key in table:
-            kw[key] = _number(key, table[key])
+            kw[key] = parse_seconds(key, table[key])
     if "once" in table:
-        kw["once"] = bool(table["once"])
+        kw["once"] = parse_boolean("once", table["once"])
     return ScsiRule(action, **kw)
 
 
