@@ -15,6 +15,7 @@ from rig.core.options import parse_keyval
 from rig.core.registry import service
 from rig.core.units import SizeError, parse_size
 from rig.errors import ConfigError, RigError
+from rig.formats import probe_format
 from rig.qemuio import commands
 from rig.qemuio.session import OpenOptions, Session
 from rig.throttle.group import GROUPS
@@ -26,7 +27,6 @@ device, json:{...}, or with --image-opts a key=value,... graph. With --loop SIZE
 fresh loop device for the run and removes it afterwards. Output and exit status follow qemu-io.
 """
 
-QCOW2_MAGIC = b"QFI\xfb"
 PROBE_WARNING = (
     "WARNING: Image format was not specified for '{0}' and probing guessed raw.\n"
     "         Automatically detecting the format is dangerous for raw images, write operations"
@@ -91,13 +91,6 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
     return flat, probed
 
 
-def probe_format(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return "raw"  # the open that follows reports the real problem
-    return "qcow2" if head == QCOW2_MAGIC else "raw"
 
 
 def make_opener(allow: list[str], err: Any) -> Any:

@@ -11,8 +11,7 @@ import errno
 from rig.core.node import Iov, ReqFlags
 from rig.core.registry import register_driver
 from rig.filters.base import Filter
-
-QCOW2_MAGIC = b"QFI\xfb"
+from rig.formats import QCOW2_MAGIC
 
 
 @register_driver("raw")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from rig.errors import ConfigError
+from rig.formats import probe_format
 from rig.formats.qcow2.header import (
     V3_LENGTH,
     Extension,
@@ -122,14 +123,6 @@ def _backing_size(image: Path, backing: str, fmt: str | None) -> int:
     import rig
 
     name = backing if os.path.isabs(backing) else str(image.parent / backing)
-    spec = {"driver": fmt or _probe(name), "file": {"driver": "file", "filename": name}}
+    spec = {"driver": fmt or probe_format(name), "file": {"driver": "file", "filename": name}}
     with rig.open(spec, read_only=True) as blk:
         return blk.getlength()
-
-
-def _probe(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
-    except OSError:
-        return "raw"

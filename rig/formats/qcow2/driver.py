@@ -28,6 +28,7 @@ from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.options import Options, flatten
 from rig.core.registry import register_driver
 from rig.errors import ConfigError, RigError
+from rig.formats import probe_format
 from rig.formats.qcow2 import header as hdr
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
 from rig.formats.qcow2.metaio import MetaIO
@@ -54,15 +55,6 @@ MAX_L1_BYTES = 32 << 20
 MAX_REFTABLE_BYTES = 8 << 20
 MAX_CHAIN = 64
 _depth = threading.local()
-
-
-def probe_format(path: str) -> str:
-    """``qcow2`` when the file starts with the qcow2 magic, else ``raw``."""
-    try:
-        with open(path, "rb") as f:
-            return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
-    except OSError:
-        return "raw"
 
 
 def _zero(parts: Iov) -> None:
