@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import mmap
 import os
 import stat
 import struct
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from rig.core.buffers import aligned_buffer
 from rig.drivers.ioctls import ioctl, ioctl_read
 from rig.scsi.cdb import Command, Direction
 from rig.scsi.sense import decode_sense
@@ -110,7 +110,7 @@ def sg_io(fd: int, command: Command, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
     # Page-aligned: the kernel maps the user pages of a block device's SG_IO straight into the
     # request, and a buffer that straddles one more page than the queue's max_segments is
     # EINVAL (the sg node sizes its largest transfer to whole pages; seen on virtio-scsi).
-    area = mmap.mmap(-1, max(length, 1))
+    area = aligned_buffer(max(length, 1))
     buf = (ctypes.c_char * max(length, 1)).from_buffer(area)
     if command.direction is Direction.OUT:
         area[:length] = command.data_out
@@ -124,7 +124,7 @@ def sg_io(fd: int, command: Command, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
     (transport if transport is not None else ioctl)(fd, "SG_IO", hdr)
     sense_bytes = sense.raw[:hdr.sb_len_wr]
     moved = max(0, length - hdr.resid)
-    data = area[:moved] if command.direction is Direction.IN else b""
+    data = area[:moved].tobytes() if command.direction is Direction.IN else b""
     outcome = Outcome(status=hdr.status, host_status=hdr.host_status,
                       driver_status=hdr.driver_status, resid=hdr.resid,
                       duration_ms=hdr.duration, sense=decode_sense(sense_bytes),
