@@ -1,0 +1,93 @@
+"""TOML and JSON documents read with bounds: the one way the rig parses a config document.
+
+``tomllib`` and ``json`` recurse once per nesting level, so a rule list nested 1,000 deep ends in
+a RecursionError, and a non-UTF-8 byte in a UnicodeDecodeError. Here each of those is a
+:class:`~rig.errors.ConfigError` naming the source, and the nesting a document may have is capped
+at :data:`MAX_DEPTH` levels (the rig's own formats need four).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+from rig.errors import ConfigError
+
+#: Deepest nesting of tables/arrays/objects any rig document may have.
+MAX_DEPTH = 32
+
+
+def _depth_problem(data: Any) -> bool:
+    """Whether ``data`` nests deeper than :data:`MAX_DEPTH` (iterative: never recurses)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _bracket_depth(text: str) -> int:
+    """An upper bound on the nesting of a JSON or TOML text, counted before parsing, so the
+    recursive parsers never see a document that could exhaust the stack."""
+    depth = best = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return best
+
+
+def decode(raw: bytes, source: str) -> str:
+    """UTF-8 text of ``raw``, or a ConfigError naming the source and the byte offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {e.start})") from None
+
+
+def _check(data: Any, text: str, source: str) -> Any:
+    if _depth_problem(data):
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def loads_json(text: str, source: str) -> Any:
+    """Parse JSON text; a bad document is a one-line ConfigError naming ``source``."""
+    if _bracket_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: invalid JSON at line {e.lineno} column {e.colno}: "
+                          f"{e.msg}") from None
+    except (RecursionError, ValueError) as e:
+        raise ConfigError(f"{source}: invalid JSON: {e}") from None
+    return _check(data, text, source)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def loads_toml(text: str, source: str) -> Any:
+    """Parse TOML text; a bad document is a one-line ConfigError naming ``source``."""
+    if _bracket_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+    return _check(data, text, source)
