@@ -75,8 +75,17 @@ def _validate(args: argparse.Namespace) -> None:
             raise RigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.bundle and args.no_bundle:
         raise RigError("--bundle and --no-bundle: choose one")
-    if args.bundle and os.path.isdir(args.bundle) and os.listdir(args.bundle):
-        raise RigError(f"--bundle: {args.bundle} exists and is not empty; name a new directory")
+    if args.bundle:
+        _check_bundle_dir(args.bundle)
+
+
+def _check_bundle_dir(path: str) -> None:
+    """Refuse a --bundle that is a device, a file, or a directory that is not empty, before any
+    state is checked (the bundle itself is written at the end; a missing one is made then)."""
+    from rig.core.outputs import make_output_dir
+
+    if os.path.lexists(path):
+        make_output_dir(path, "--bundle", must_be_empty=True)
 
 
 def _selected(args: argparse.Namespace, states: CrashStates) -> tuple[list[CrashState] | None,
@@ -179,7 +188,7 @@ def _check_all(args: argparse.Namespace, log_path: str) -> int:
     bundle = None
     if failures and not args.no_bundle:
         directory = args.bundle or _default_bundle(log_path)
-        bundle = write_bundle(directory, log_path, _settings(args), failures)
+        bundle = write_bundle(directory, log_path, _settings(args), failures, "--bundle")
     summary: dict[str, Any] = {
         "log": log_path, "states": total, "checked": checked, "failed": len(failures),
         "seconds": round(seconds, 3), "per_minute": round(60 * checked / seconds, 1)

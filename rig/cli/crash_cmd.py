@@ -137,10 +137,10 @@ def _materialize(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    import os
 
     import rig
     from rig.cli.scratch import run_on_device, scratch_image
+    from rig.core.outputs import check_output
     from rig.core.registry import service
     from rig.crash.logfile import read_log
     from rig.crash.marks import MarkServer, mark_env
@@ -149,8 +149,8 @@ def _record(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise RigError("no command: rig crash record --log LOG --size SIZE -- CMD ARGS")
-    if os.path.exists(args.log):
-        raise RigError(f"--log: {args.log} exists; a log is never overwritten")
+    # A log is never overwritten, and never a device (rig.core.outputs).
+    check_output(args.log, "--log", replace=False)
     with scratch_image(args.size, "blockrig-crash-") as image:
         graph = {"driver": "recorder", "log": args.log,
                  "file": {"driver": "file", "filename": image}}

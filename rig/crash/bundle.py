@@ -18,7 +18,9 @@ import shlex
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO, Literal, overload
 
+from rig.core.outputs import make_output_dir, open_output
 from rig.crash.check import Outcome
 
 LOG_NAME = "write.log"
@@ -76,13 +78,30 @@ def failure_json(f: Failure, output: str | None = None) -> dict[str, object]:
     return out
 
 
+@overload
+def _new(directory: str, name: str, *, binary: Literal[True]) -> IO[bytes]: ...
+
+
+@overload
+def _new(directory: str, name: str, *, binary: Literal[False] = False) -> IO[str]: ...
+
+
+def _new(directory: str, name: str, *, binary: bool = False) -> IO[bytes] | IO[str]:
+    """A new file of the bundle (the directory was empty, so nothing is replaced)."""
+    path = os.path.join(directory, name)
+    if binary:
+        return open_output(path, f"the bundle's {name}", replace=False, binary=True)
+    return open_output(path, f"the bundle's {name}", replace=False)
+
+
 def write_bundle(directory: str, log_path: str, settings: RunSettings,
-                 failures: Sequence[Failure]) -> str:
-    """Write the bundle into ``directory`` (created; it must not exist or be empty)."""
-    if os.path.isdir(directory) and os.listdir(directory):
-        raise FileExistsError(f"{directory} exists and is not empty")
-    os.makedirs(os.path.join(directory, "outputs"), exist_ok=True)
-    shutil.copyfile(log_path, os.path.join(directory, LOG_NAME))
+                 failures: Sequence[Failure], option: str = "the bundle") -> str:
+    """Write the bundle into ``directory`` (created; it must not exist or be empty; never a
+    device: :mod:`rig.core.outputs`)."""
+    make_output_dir(directory, option, must_be_empty=True)
+    make_output_dir(os.path.join(directory, "outputs"), option, must_be_empty=True)
+    with open(log_path, "rb") as src, _new(directory, LOG_NAME, binary=True) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
     entries = []
     lines = ["#!/bin/sh", "# Re-run the checker on each failing crash state of this bundle.",
              "# Exit status 1 means a state still fails. RIG names the rig command to use.",
@@ -90,7 +109,7 @@ def write_bundle(directory: str, log_path: str, settings: RunSettings,
     seen: set[str] = set()
     for n, f in enumerate(failures, 1):
         name = f"outputs/{n}.txt"
-        with open(os.path.join(directory, name), "wb") as out:
+        with _new(directory, name, binary=True) as out:
             out.write(f.smallest.output)
         entries.append(failure_json(f, name))
         state = str(f.smallest.state)
@@ -104,11 +123,11 @@ def write_bundle(directory: str, log_path: str, settings: RunSettings,
            "torn": settings.torn, "seed": settings.seed, "samples": settings.samples,
            "timeout": settings.timeout, "max_exhaustive": settings.max_exhaustive,
            "failures": entries}
-    with open(os.path.join(directory, "failures.json"), "w") as out:
+    with _new(directory, "failures.json") as out:
         json.dump(doc, out, indent=2)
         out.write("\n")
     script = os.path.join(directory, "repro.sh")
-    with open(script, "w") as out:
+    with _new(directory, "repro.sh") as out:
         out.write("\n".join(lines) + "\n")
     os.chmod(script, 0o755)
     return directory

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
+from rig.core.outputs import open_output
 from rig.crash.records import DATA_KINDS, Kind, LogHeader, Record
 from rig.errors import ConfigError
 
@@ -74,18 +75,17 @@ class LogWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, device_size: int,
-                 logical_block_size: int = 512, compress: bool = False) -> None:
+                 logical_block_size: int = 512, compress: bool = False,
+                 option: str = "the write log") -> None:
         self.path = Path(path)
         self.header = LogHeader(device_size, logical_block_size)
         self.compress = compress
         self._lock = threading.Lock()
         self._seq = 0
         self.bytes_written = 0
-        try:
-            self._file: BinaryIO = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115
-        except OSError as e:
-            raise ConfigError(f"cannot create the write log {str(self.path)!r}: "
-                              f"{e.strerror}") from None
+        # Never a device, never a directory; an existing log file is replaced.
+        self._file: IO[bytes] = open_output(self.path, option, replace=True, binary=True,
+                                           buffering=1 << 20)
         self._append(encode_header(self.header))
         self._file.flush()
 

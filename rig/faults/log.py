@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rig.core.outputs import open_output
 from rig.errors import ConfigError
 from rig.faults.rules import errno_name
 
@@ -143,19 +144,21 @@ class EventLog:
         return {"format": FORMAT, "version": VERSION, "seed": self.seed, "rules": self.rules}
 
     # -------------------------------------------------------------------- files
-    def save(self, path: str | Path) -> None:
-        """Write the header and every event so far to ``path`` (JSON lines)."""
-        with open(path, "w", encoding="utf-8") as f:
+    def save(self, path: str | Path, option: str = "the fault log") -> None:
+        """Write the header and every event so far to ``path`` (JSON lines), replacing a
+        regular file there (:func:`rig.core.outputs.open_output`: never a device)."""
+        with open_output(path, option, replace=True) as f:
             f.write(json.dumps(self.header()) + "\n")
             for event in self.events:
                 f.write(json.dumps(event.to_json()) + "\n")
 
-    def stream_to(self, path: str | Path) -> None:
-        """Save now, then append each new event to ``path`` as it happens."""
+    def stream_to(self, path: str | Path, option: str = "the fault log") -> None:
+        """Save now, then append each new event to ``path`` as it happens (replacing a regular
+        file there; never a device: :func:`rig.core.outputs.open_output`)."""
         with self._lock:
+            sink = open_output(path, option, replace=True)
             if self._sink is not None:
                 self._sink.close()
-            sink = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
             sink.write(json.dumps(self.header()) + "\n")
             for event in self._events:
                 sink.write(json.dumps(event.to_json()) + "\n")

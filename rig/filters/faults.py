@@ -95,11 +95,8 @@ class FaultsFilter(Filter):
         def stream_log() -> None:
             if log_path is None:
                 return
-            try:
-                node.log.stream_to(log_path)
-            except OSError as e:
-                raise ConfigError(f"Parameter '{opts.path}log': cannot write '{log_path}': "
-                                  f"{e.strerror}") from None
+            # rig.core.outputs: never a device; a ConfigError naming the option otherwise.
+            node.log.stream_to(log_path, f"the fault log ({opts.path}log=)")
 
         return node.open_child(ctx, then=stream_log)
 

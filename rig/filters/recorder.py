@@ -53,6 +53,8 @@ class RecorderFilter(Filter):
     def __init__(self, *, log: str, compress: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.log_path = log
+        #: How errors name the log (the option it came from).
+        self.log_option = "the write log (log=)"
         self.compress = compress
         self.failed = 0
         """Requests the child failed (each has a system mark in the log)."""
@@ -65,13 +67,14 @@ class RecorderFilter(Filter):
         if not path:
             raise ConfigError(f"Parameter '{opts.path}log' must name a file")
         node = cls(log=path, compress=opts.bool("compress", False), **ctx.node_kwargs())
+        node.log_option = f"the write log ({opts.path}log=)"
         return node.open_child(ctx, then=node.start)
 
     def start(self) -> None:
         """Create the log (called at open, once the child is attached)."""
         self._writer = LogWriter(self.log_path, device_size=self.child.getlength(),
                                  logical_block_size=self.limits.request_alignment,
-                                 compress=self.compress)
+                                 compress=self.compress, option=self.log_option)
 
     @property
     def writer(self) -> LogWriter:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.core.outputs import make_output_dir, open_output
 from rig.errors import ConfigError
 from rig.testing.ops import Op, op_from_dict, op_to_dict
 
@@ -171,15 +172,14 @@ def write(bundle: Bundle, directory_: str | os.PathLike[str] | None = None) -> P
     bundle.test = bundle.test or (os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
                                   or None)
     where = Path(directory_) if directory_ is not None else directory()
-    where.mkdir(parents=True, exist_ok=True)
+    make_output_dir(where, f"the repro bundle directory ({DIR_ENV})", must_be_empty=False)
     stem = f"{bundle.machine.rsplit('.', 1)[-1] or 'machine'}-{now:%Y%m%d-%H%M%S}-{os.getpid()}"
     for n in range(1000):
         path = where / (f"{stem}.json" if n == 0 else f"{stem}-{n}.json")
-        try:
-            with open(path, "x", encoding="utf-8") as f:
-                f.write(bundle.dumps())
-        except FileExistsError:
+        if os.path.lexists(path):
             continue
+        with open_output(path, "a repro bundle", replace=False) as f:
+            f.write(bundle.dumps())
         return path
     raise ConfigError(f"cannot find a free bundle name for {stem} in {where}")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rig.core.backend import BlockBackend
 from rig.core.graph import open_node
+from rig.core.outputs import check_output, open_output
 from rig.throttle.group import GROUPS
 from rig.throttle.limits import ThrottleLimits
 
@@ -117,7 +118,8 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
     axes.flat[0].legend(loc="upper right", fontsize="small")
     fig.suptitle("rig throttle filter, real clock: achieved rate vs limit")
     fig.tight_layout()
-    fig.savefig(path)
+    with open_output(path, "--plot", replace=True, binary=True) as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png")
     print(f"plot written to {path}")
 
 
@@ -129,6 +131,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_output(args.plot, "--plot", replace=True)  # before minutes of measuring
     seconds = args.seconds or (1.0 if args.quick else 5.0)
     names = args.only or list(CASES)
     outcomes = []

@@ -93,4 +93,4 @@ def test_record_logs_a_real_programs_io(tmp_path: Path,
     assert CrashStates(read_log(log)).count() >= 2 ** 8  # the 8 writes before the flush
     assert "records in" in capsys.readouterr().err
     assert main(["crash", "record", "--log", str(log), "--size", "1M", "--", "true"]) == 2
-    assert "exists; a log is never overwritten" in capsys.readouterr().err
+    assert "already exists; remove it or name a new file" in capsys.readouterr().err

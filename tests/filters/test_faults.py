@@ -407,7 +407,7 @@ def test_keyval_options_and_unknown_keys() -> None:
             blk.pread(4096, 1)
     with pytest.raises(ConfigError, match=r"doesn't support the option 'rulez\.0\.action'"):
         rig.open("driver=faults,file.driver=memory,file.size=64k,rulez.0.action=error")
-    with pytest.raises(ConfigError, match="Parameter 'log': cannot write '/nonexistent/l'"):
+    with pytest.raises(ConfigError, match=r"cannot create the fault log \(log=\) '/nonexistent/l'"):
         memory(log="/nonexistent/l")
     with pytest.raises(ConfigError, match="'rules' is both a file name and a list"):
         rig.open({"driver": "faults", "file": {"driver": "memory", "size": SIZE},

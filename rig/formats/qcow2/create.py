@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rig.core.outputs import open_output
 from rig.errors import ConfigError
 from rig.formats import probe_format
 from rig.formats.qcow2.header import (
@@ -101,7 +102,8 @@ def create(path: str | os.PathLike[str], size: int | None = None, *, cluster_siz
     block = bytearray(cluster_size)
     for c in range(meta_clusters):
         _put_refcount(block, c, 1, refcount_bits)
-    with open(path, "wb") as f:
+    # qemu-img create replaces an existing file too; a device is never an image file here.
+    with open_output(path, "the qcow2 image", replace=True, binary=True) as f:
         f.write(head)
         f.seek(cluster_size)
         f.write(table)
