@@ -41,9 +41,9 @@ def headers(draw: st.DrawFn) -> Header:
         h.header_length = draw(st.sampled_from([104, 112, 120]))
         if h.header_length > 104:
             h.compression_type = draw(st.integers(0, 255))
-    exts = draw(st.lists(st.tuples(st.sampled_from([EXT_BACKING_FORMAT, EXT_FEATURE_TABLE,
-                                                    0x12345678]),
-                                   st.binary(max_size=40)), max_size=3))
+    exts = draw(st.lists(st.sampled_from([EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, 0x12345678])
+                         .flatmap(lambda t: st.tuples(st.just(t), st.binary(
+                             max_size=15 if t == EXT_BACKING_FORMAT else 40))), max_size=3))
     h.extensions = [Extension(t, d) for t, d in exts]
     h.backing_file = draw(st.none() | st.text(min_size=1, max_size=60))
     return h

@@ -30,8 +30,10 @@ from rig.core.registry import register_driver
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
 from rig.formats.qcow2 import header as hdr
+from rig.formats.qcow2 import overlap
+from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
-from rig.formats.qcow2.metaio import MetaIO
+from rig.formats.qcow2.metaio import INT64_MAX, MetaIO
 from rig.formats.qcow2.refcount import Refcounts
 from rig.formats.qcow2.tables import (
     COMPRESSED,
@@ -78,7 +80,8 @@ class Qcow2Node(Node):
         self._tables: Tables | None = None
         self._refs: Refcounts | None = None
         self._backing_len = 0
-        self._corrupt = ""
+        self.corruption = Corruption()
+        self._checks = overlap.CACHED
         self._zbuf: tuple[int, bytes] = (0, b"")
         self._discard_after: set[int] = set()
         self._head_used = 0
@@ -88,6 +91,7 @@ class Qcow2Node(Node):
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
         node = cls(**ctx.node_kwargs())
         try:
+            node._checks = overlap.parse(opts)
             node.attach_child("file", ctx.open_child("file"))
             node._open_image()
             node._open_backing(opts, ctx)
@@ -109,10 +113,18 @@ class Qcow2Node(Node):
 
     def _open_image(self) -> None:
         self.path = path = self.file.describe()
+        try:
+            self._read_image()
+        except OSError as e:
+            raise RigError(f"qcow2 image '{path}': could not read its metadata: "
+                           f"{os.strerror(e.errno or errno.EIO)}") from None
+
+    def _read_image(self) -> None:
+        path = self.path
         probe = MetaIO(self.file, path, 9)
         first = probe.read(0, min(probe.file_end, 4096))
-        try:
-            fixed = hdr.decode_fixed(bytes(first))
+        try:  # past the end of the file reads as zeroes, as in QEMU
+            fixed = hdr.decode_fixed(bytes(first) + bytes(4096 - len(first)))
         except hdr.HeaderError as e:
             if len(first) < 4 or first[:4] != b"QFI\xfb":
                 raise ConfigError(f"'{path}': Image is not in qcow2 format") from None
@@ -127,13 +139,17 @@ class Qcow2Node(Node):
             h = hdr.decode(bytes(head))
         except hdr.HeaderError as e:
             raise CorruptImageError(path, str(e)) from None
+        _check_snapshot_table(path, h)
         self._check_supported(h)
         self.header = h
         self.cluster_bits, self.cluster_size = h.cluster_bits, cs
         self._head = bytearray(cs)
         self._head[:len(head)] = head
-        self._head_used = len(hdr.encode(hdr.decode(bytes(head))))
-        io = self._io = MetaIO(self.file, path, h.cluster_bits)
+        try:
+            self._head_used = len(hdr.encode(hdr.decode(bytes(head))))
+        except hdr.HeaderError:  # does not fit when re-encoded: treat the cluster as used
+            self._head_used = cs
+        io = self._io = MetaIO(self.file, path, h.cluster_bits, self._checks)
         if h.size >= 1 << 63:
             raise io.corrupt(f"image size {h.size} is too large")
         needed = -(-h.size // (cs * (cs // 8)))
@@ -145,7 +161,7 @@ class Qcow2Node(Node):
         if h.refcount_table_clusters * cs > MAX_REFTABLE_BYTES:
             raise io.corrupt(f"refcount table ({h.refcount_table_clusters} clusters) is too "
                              "large")
-        io.claim(0, cs, "the header")
+        io.claim(0, cs, overlap.Ol.MAIN_HEADER)
         self._refs = Refcounts(io, h.refcount_order, h.refcount_table_offset,
                                h.refcount_table_clusters, self._set_reftable)
         self._tables = Tables(io, h.version, h.l1_table_offset, h.l1_size)
@@ -169,6 +185,8 @@ class Qcow2Node(Node):
             raise UnsupportedImageError(path, "an external data file")
         if bits & hdr.INCOMPAT_EXTL2:
             raise UnsupportedImageError(path, "extended L2 entries (subclusters)")
+        if h.compression_type == 0 and bits & hdr.INCOMPAT_COMPRESSION:
+            raise CorruptImageError(path, "the compression type bit is set for zlib")
         if h.compression_type != 0:
             name = "zstd" if h.compression_type == 1 else f"type {h.compression_type}"
             raise UnsupportedImageError(path, f"{name} compression")
@@ -178,9 +196,9 @@ class Qcow2Node(Node):
             if bits & hdr.INCOMPAT_DIRTY:
                 raise UnsupportedImageError(path, "the dirty bit (lazy refcounts need repair: "
                                             "run 'qemu-img check -r all' or open read-only)")
-            if bits & hdr.INCOMPAT_CORRUPT:
-                raise CorruptImageError(path, "the image is marked corrupt (repair it with "
-                                        "'qemu-img check -r all' or open read-only)")
+            if bits & hdr.INCOMPAT_CORRUPT:  # QEMU's words (rig io prints them after the name)
+                raise CorruptImageError(path, "the image is marked corrupt", text="qcow2: Image "
+                                        "is corrupt; cannot be opened read/write")
 
     def _open_backing(self, opts: Options, ctx: OpenContext) -> None:
         from rig.core.graph import open_options, spec_to_flat
@@ -231,6 +249,11 @@ class Qcow2Node(Node):
         self.attach_child("backing", node)
         self._backing_len = node.getlength()
 
+    def is_inserted(self) -> bool:
+        """False once a fatal corruption event has made the node unusable (QEMU's node
+        without a driver)."""
+        return not self.corruption.dead and super().is_inserted()
+
     def refresh_limits(self) -> None:
         f = self.children.get("file")
         if f is None:
@@ -249,9 +272,9 @@ class Qcow2Node(Node):
     # -------------------------------------------------------------- header
     def _write_header(self) -> None:
         assert self.header is not None and self._io is not None
-        fixed = hdr.encode_fixed(self.header)
+        fixed = hdr.encode_fixed(self.header)[:hdr.V3_LENGTH]  # unknown fields past it stay
         self._head[:len(fixed)] = fixed
-        self._io.write_slice(0, self._head, 0, len(fixed))
+        self._io.write_slice(0, self._head, 0, len(fixed), ignore=overlap.ALL_KINDS)
 
     def _set_reftable(self, offset: int, clusters: int) -> None:
         assert self.header is not None
@@ -271,12 +294,21 @@ class Qcow2Node(Node):
         return self._refs
 
     def _fail(self, e: CorruptImageError) -> OSError:
-        self._corrupt = str(e)
-        return OSError(errno.EIO, str(e))
+        return self.corruption.fail(e, writable=not self.read_only, mark=self._mark_corrupt)
 
     def _writable(self) -> None:
-        if self._corrupt:
-            raise OSError(errno.EIO, f"{self._corrupt} (writes refused)")
+        self.corruption.check_writable()
+
+    def _mark_corrupt(self) -> None:
+        """QEMU's qcow2_mark_corrupt: the header's corrupt bit (v3; a v2 header has no place
+        for it), written and flushed; errors are ignored (the node is unusable anyway)."""
+        assert self.header is not None
+        if self.header.version < 3:
+            return
+        self.header.incompatible_features |= hdr.INCOMPAT_CORRUPT
+        with contextlib.suppress(OSError, RigError):
+            self._write_header()
+            self.file.flush()
 
     def _entry(self, gc: int) -> tuple[int, Kind]:
         entry = self.tables.l2_entry(gc)
@@ -294,9 +326,9 @@ class Qcow2Node(Node):
             if host >= io.file_end:
                 raise io.corrupt(f"guest cluster {gc} maps past the end of the file "
                                  f"(0x{host:x})")
-        if (host >> self.cluster_bits) in io.meta:
-            raise io.corrupt(f"guest cluster {gc} maps onto "
-                             f"{io.meta[host >> self.cluster_bits]} (0x{host:x})")
+        what = io.what(host >> self.cluster_bits)
+        if what is not None:
+            raise io.corrupt(f"guest cluster {gc} maps onto the {what} (0x{host:x})")
         return host
 
     def _run(self, gc: int, limit: int, entry: int, kind: Kind, entries: list[int]) -> int:
@@ -392,6 +424,7 @@ class Qcow2Node(Node):
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         try:
             with self._lock:
+                self.corruption.check_usable()
                 self._read(offset, length, iov)
         except CorruptImageError as e:
             raise self._fail(e) from None
@@ -470,6 +503,7 @@ class Qcow2Node(Node):
                 host = self._host(r.entry, r.gc)
                 if r.clusters > 1:
                     self._host(r.entry + (r.clusters - 1) * cs, r.gc + r.clusters - 1)
+                self._check_data_write(host + r.inner, r.n)
                 self.emit_below("write_aio")
                 self.file.pwritev(host + r.inner, r.n, iov_slice(iov, r.pos, r.n))
             elif r.inner == 0 and r.n >= cs:
@@ -500,6 +534,7 @@ class Qcow2Node(Node):
         l2_off, i2 = self._l2_for_write(gc)
         host, n = self.refs.alloc_run(len(olds))
         try:
+            self._check_data_write(host, n * cs)
             self.emit_below("write_aio")
             self.file.pwritev(host, n * cs, iov_slice(parts, 0, n * cs))
             io = self._io
@@ -545,9 +580,15 @@ class Qcow2Node(Node):
         with contextlib.suppress(OSError, CorruptImageError):
             self.refs.update(host >> self.cluster_bits, -1)
 
+    def _check_data_write(self, host: int, length: int) -> None:
+        io = self._io
+        assert io is not None
+        io.check_write(host, length)
+
     def _io_write(self, host: int, buf: memoryview) -> None:
         io = self._io
         assert io is not None
+        io.check_write(host, buf.nbytes)
         self.file.pwritev(host, buf.nbytes, [buf])
         io.file_end = max(io.file_end, host + buf.nbytes)
 
@@ -568,7 +609,7 @@ class Qcow2Node(Node):
             t.set_l1_entry(i1, off | COPIED)
             return off, i2
         new = self.refs.alloc()
-        io.claim(new, self.cluster_size, f"L2 table {i1}")
+        io.claim(new, self.cluster_size, overlap.Ol.ACTIVE_L2)
         t.put_l2(new, bytearray(self.cluster_size))  # written (before the L1) by the flush
         t.set_l1_entry(i1, new | COPIED)
         return new, i2
@@ -622,6 +663,8 @@ class Qcow2Node(Node):
     def _flush_to_os(self) -> None:
         try:
             with self._lock:
+                if self.corruption.dead:
+                    return  # QEMU flushes a node without a driver as a no-op
                 self._flush_metadata()
         except CorruptImageError as e:
             raise self._fail(e) from None
@@ -632,7 +675,7 @@ class Qcow2Node(Node):
             self._flush_metadata()
 
     def _close(self) -> None:
-        if self.read_only or self._tables is None:
+        if self.read_only or self._tables is None or self.corruption.dead:
             return
         # closing is not a power cut: write everything (errors leave at worst leaks)
         with contextlib.suppress(OSError, RigError), self._lock:
@@ -735,6 +778,7 @@ class Qcow2Node(Node):
     def _block_status(self, offset: int, length: int) -> BlockStatus:
         try:
             with self._lock:
+                self.corruption.check_usable()
                 return self._status(offset, length)
         except CorruptImageError as e:
             raise self._fail(e) from None
@@ -796,6 +840,7 @@ class Qcow2Node(Node):
         if fmt is not None and name is None:
             raise ConfigError("a backing format needs a backing file name")
         with self._lock:
+            self.corruption.check_usable()
             assert self.header is not None and self._io is not None
             h = self.header
             old_name, old_exts = h.backing_file, list(h.extensions)
@@ -815,7 +860,7 @@ class Qcow2Node(Node):
             end = max(len(head), self._head_used)
             self._head[:end] = head + bytes(end - len(head))
             self._head_used = len(head)
-            self._io.write_slice(0, self._head, 0, end)
+            self._io.write_slice(0, self._head, 0, end, ignore=overlap.ALL_KINDS)
             self.file.flush()
 
     def set_backing(self, node: Node | None) -> None:
@@ -871,6 +916,21 @@ def _aligned(buf: memoryview, alignment: int) -> bool:
 
     addr = buffer_address(buf)
     return addr is not None and addr % alignment == 0
+
+
+#: QEMU's limits on the snapshot table: 65536 entries of at least 40 bytes.
+MAX_SNAPSHOTS = 65536
+SNAPSHOT_HEADER = 40
+
+
+def _check_snapshot_table(path: str, h: hdr.Header) -> None:
+    """QEMU checks the snapshot table's place even when it has no entries."""
+    if h.nb_snapshots > MAX_SNAPSHOTS:
+        raise CorruptImageError(path, f"snapshot table ({h.nb_snapshots} entries) is too large")
+    size = h.nb_snapshots * SNAPSHOT_HEADER
+    if h.snapshots_offset % (1 << h.cluster_bits) or h.snapshots_offset > INT64_MAX - size:
+        raise CorruptImageError(path, f"snapshot table offset 0x{h.snapshots_offset:x} is "
+                                "invalid")
 
 
 def _file_spec(path: str, fmt: str | None) -> dict[str, Any]:

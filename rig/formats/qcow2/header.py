@@ -150,11 +150,9 @@ def decode_fixed(buf: bytes) -> Header:
     del values["magic"]
     if version == 3:
         hlen = values["header_length"]
-        if hlen < V3_MIN_LENGTH or hlen % 8:
-            raise HeaderError(f"invalid header_length {hlen}")
-        if hlen > len(buf):
-            raise HeaderError(f"header_length {hlen} is past the header cluster")
-        if hlen > COMPRESSION_TYPE_OFFSET:
+        if hlen < V3_MIN_LENGTH:
+            raise HeaderError(f"invalid header_length {hlen} (at least {V3_MIN_LENGTH})")
+        if hlen > COMPRESSION_TYPE_OFFSET and len(buf) > COMPRESSION_TYPE_OFFSET:
             values["compression_type"] = buf[COMPRESSION_TYPE_OFFSET]
     else:
         values["refcount_order"] = 4
@@ -163,36 +161,79 @@ def decode_fixed(buf: bytes) -> Header:
 
 
 def decode(buf: bytes) -> Header:
-    """Header, extensions and backing file name from (up to) the first cluster of an image."""
+    """Header, extensions and backing file name from the first cluster of an image (a shorter
+    ``buf`` reads as if zeroes followed, as a file read past its end does). The checks are
+    QEMU's (qcow2_do_open, qcow2_read_extensions), in our words."""
     h = decode_fixed(buf)
     if not 9 <= h.cluster_bits <= 21:
         raise HeaderError(f"cluster_bits {h.cluster_bits} outside 9..21")
-    limit = min(len(buf), h.cluster_size)
-    end = h.backing_file_offset if h.backing_file_offset else limit
-    if end > limit:
+    cs = h.cluster_size
+    if len(buf) < cs:
+        buf = bytes(buf) + bytes(cs - len(buf))
+    if h.fixed_length > cs:
+        raise HeaderError(f"header_length {h.fixed_length} exceeds the cluster size {cs}")
+    if h.backing_file_offset > cs:
         raise HeaderError(f"backing_file_offset {h.backing_file_offset} is past the header "
                           "cluster")
+    end = h.backing_file_offset or cs
     pos = h.fixed_length
-    while pos + 8 <= end:
+    while pos < end:
+        if pos + 8 > end:
+            raise HeaderError(f"header extension at {pos} runs past the extension area "
+                              f"(which ends at {end})")
         etype, elen = struct.unpack_from(">II", buf, pos)
         pos += 8
+        if elen > end - pos:
+            raise HeaderError(f"header extension 0x{etype:08x} ({elen} bytes) runs past the "
+                              f"extension area (which ends at {end})")
         if etype == EXT_END:
             break
-        if pos + elen > end:
-            raise HeaderError(f"header extension 0x{etype:08x} ({elen} bytes) runs past the "
-                              "extension area")
-        h.extensions.append(Extension(etype, bytes(buf[pos:pos + elen])))
+        data = bytes(buf[pos:pos + elen])
+        _check_extension(h, etype, data)
+        h.extensions.append(Extension(etype, data))
         pos += (elen + 7) & ~7
     if h.backing_file_offset:
         off, size = h.backing_file_offset, h.backing_file_size
-        if size > 1023 or off + size > limit:
+        if size > min(1023, cs - off):
             raise HeaderError(f"backing file name ({size} bytes at {off}) is past the header "
-                              "cluster")
+                              "cluster or longer than 1023 bytes")
         try:
             h.backing_file = bytes(buf[off:off + size]).decode("utf-8")
         except UnicodeDecodeError:
             raise HeaderError("backing file name is not UTF-8") from None
     return h
+
+
+#: QEMU keeps the backing format in 16 bytes (with its NUL).
+MAX_BACKING_FORMAT = 15
+BITMAPS_EXT_LENGTH = 24
+MAX_BITMAPS = 65535
+MAX_BITMAP_DIRECTORY = 64 << 20
+CRYPT_LUKS = 2
+
+
+def _check_extension(h: Header, etype: int, data: bytes) -> None:
+    """The extensions QEMU refuses to open an image with."""
+    if etype == EXT_BACKING_FORMAT and len(data) > MAX_BACKING_FORMAT:
+        raise HeaderError(f"backing format extension is {len(data)} bytes (at most "
+                          f"{MAX_BACKING_FORMAT})")
+    if etype == EXT_CRYPTO and h.crypt_method != CRYPT_LUKS:
+        raise HeaderError("crypto header extension in an image without LUKS encryption")
+    if etype == EXT_BITMAPS:
+        if len(data) != BITMAPS_EXT_LENGTH:
+            raise HeaderError(f"bitmaps extension is {len(data)} bytes (not "
+                              f"{BITMAPS_EXT_LENGTH})")
+        if not h.autoclear_features & AUTOCLEAR_BITMAPS:
+            return  # stale: QEMU ignores (and drops) it
+        count, reserved, size, offset = struct.unpack(">IIQQ", data)
+        if reserved:
+            raise HeaderError("bitmaps extension has its reserved field set")
+        if not 1 <= count <= MAX_BITMAPS:
+            raise HeaderError(f"bitmaps extension lists {count} bitmaps (1 to {MAX_BITMAPS})")
+        if offset % h.cluster_size:
+            raise HeaderError(f"bitmap directory offset 0x{offset:x} is not cluster aligned")
+        if size > MAX_BITMAP_DIRECTORY:
+            raise HeaderError(f"bitmap directory of {size} bytes is larger than 64 MiB")
 
 
 def encode_fixed(h: Header) -> bytes:
@@ -211,6 +252,7 @@ def encode(h: Header) -> bytes:
     """Fixed part, extensions, end marker and backing file name; sets the backing fields."""
     body = bytearray(encode_fixed(h))
     for ext in h.extensions:
+        _check_extension(h, ext.type, ext.data)
         body += struct.pack(">II", ext.type, len(ext.data)) + ext.data
         body += bytes(-len(ext.data) % 8)
     body += bytes(8)  # end marker

@@ -24,6 +24,7 @@ from functools import reduce
 from operator import or_
 
 from rig.formats.qcow2.metaio import MetaIO
+from rig.formats.qcow2.overlap import Ol
 
 COPIED = 1 << 63
 COMPRESSED = 1 << 62
@@ -102,9 +103,10 @@ class Tables:
         self.l2_entries = cs // 8
         self.l1_offset = l1_offset
         self.l1_size = l1_size
-        io.check_range(l1_offset, l1_size * 8, "L1 table")
-        io.claim(l1_offset, l1_size * 8, "the L1 table")
-        self.l1 = io.read(l1_offset, -(-(l1_size * 8) // cs) * cs if l1_size else 0)
+        io.check_table(l1_offset, l1_size * 8, "L1 table")
+        if l1_size:
+            io.claim(l1_offset, l1_size * 8, Ol.ACTIVE_L1)
+        self.l1 = io.read(l1_offset, -(-(l1_size * 8) // cs) * cs) if l1_size else bytearray()
         self._l2: OrderedDict[int, bytearray] = OrderedDict()
         self._last: tuple[int, bytearray] | None = None
         """The table :meth:`l2_table` returned last, which is the LRU's newest already (a
@@ -112,14 +114,15 @@ class Tables:
         self.dirty_l2: set[int] = set()
         self.l1_dirty: set[int] = set()
         self._l2_cap = max(4, L2_CACHE_BYTES // cs)
-        for i in range(l1_size):
-            entry = self.l1_entry(i)
+        raw = _u64s(l1_size).unpack_from(self.l1) if l1_size else ()
+        for i, entry in ((i, e) for i, e in enumerate(raw) if e):  # one C loop skips the zeroes
             if entry & L1_RESERVED:
                 raise io.corrupt(f"L1 entry {i} has reserved bits set (0x{entry:016x})")
             off = entry & OFFSET_MASK
             if off:
-                io.check_range(off, cs, f"L2 table {i}")
-                io.claim(off, cs, f"L2 table {i}")
+                if off % cs:
+                    raise io.corrupt(f"L2 table {i} offset 0x{off:x} is not cluster aligned")
+                io.claim(off, cs, Ol.ACTIVE_L2)
 
     # ---------------------------------------------------------------- L1
     def l1_entry(self, index: int) -> int:
@@ -172,13 +175,14 @@ class Tables:
 
     def write_l2s(self) -> None:
         for off in sorted(self.dirty_l2):
-            self.io.write(off, self._l2[off])
+            self.io.write(off, self._l2[off], ignore=Ol.ACTIVE_L2)
             self.dirty_l2.discard(off)
 
     def write_l1(self) -> None:
         if self.l1_dirty:
             lo, hi = min(self.l1_dirty), max(self.l1_dirty)
-            self.io.write_slice(self.l1_offset, self.l1, lo * 8, hi * 8 + 8)
+            self.io.write_slice(self.l1_offset, self.l1, lo * 8, hi * 8 + 8,
+                                ignore=Ol.ACTIVE_L1)
             self.l1_dirty.clear()
 
     def l2_entry(self, guest_cluster: int) -> int:
