@@ -1,6 +1,6 @@
-"""Every path the rig writes that the user names (logs, bundles, repro files, images it creates,
-plots, materialize targets) is refused when it names a mounted block device, through every front
-end that takes it: the device's bytes stay the same and its filesystem stays clean.
+"""Every path the rig writes that the user names (graph nodes, logs, bundles, repro files, images
+it creates, plots, materialize targets) is refused when it names a mounted block device, through
+every front end that takes it: the device's bytes stay the same and its filesystem stays clean.
 
 Needs root, a loop device and mkfs.ext4: one 32 MiB ext4 loop device, mounted, is shared by the
 whole module.
@@ -143,6 +143,50 @@ def test_bench_plot(unchanged: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Refused before minutes of measuring."""
     status = main(["bench", "throttle", "--quick", "--only", "iops-total", "--plot", unchanged])
     _refused(status, capsys.readouterr().err, unchanged)
+
+
+# ------------------------------------------------------------------------ the device as a node
+def _node_argvs(dev: str, link: str) -> dict[str, list[str]]:
+    w = ["-c", "write -P 1 0 4k"]
+    return {
+        "path": ["io", *w, dev],
+        "raw-path": ["io", "-f", "raw", *w, dev],
+        "symlink": ["io", *w, link],
+        "host_device-prefix": ["io", *w, f"host_device:{dev}"],
+        "blkdebug-prefix": ["io", *w, f"blkdebug::{dev}"],
+        "image-opts": ["io", "--image-opts", *w,
+                       f"driver=raw,file.driver=host_device,file.filename={dev}"],
+        "json": ["io", *w, "json:" + json.dumps(
+            {"driver": "raw", "file": {"driver": "host_device", "filename": dev}})],
+        "allowed": ["io", "--allow", dev, *w, dev],
+        "run": ["run", dev, "--", "true"],
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_node_argvs("d", "l")))
+def test_device_as_a_node(unchanged: str, tmp_path: Path, name: str,
+                          monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Allowing a mounted device (--allow, RIG_ALLOW_DEVICES) does not make it writable."""
+    link = tmp_path / "scratch-disk"
+    link.symlink_to(unchanged)
+    monkeypatch.setenv("RIG_ALLOW_DEVICES", unchanged)
+    status = main(_node_argvs(unchanged, str(link))[name])
+    err = capsys.readouterr().err
+    assert status != 0 and "Traceback" not in err
+    needle = "not a regular file" if name == "run" else "it is mounted at"
+    # The error is one line (after qemu-io's own probing warning, where it prints one).
+    errors = [line for line in err.splitlines() if line.startswith("rig")]
+    assert len(errors) == 1 and needle in errors[0], err
+
+
+def test_rig_export(unchanged: str) -> None:
+    """In its own process: an export that wrongly started would serve until killed."""
+    from tests.cli.helpers import RIG, run
+
+    r = run([*RIG, "export", unchanged], timeout=30)
+    assert r.rc != 0 and "Traceback" not in r.err
+    assert "it is mounted at" in r.err and r.out == "", r.err
 
 
 # ------------------------------------------------------------------------ library calls
