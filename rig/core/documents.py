@@ -71,9 +71,19 @@ def loads_json(text: str, source: str) -> Any:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{source}: invalid JSON at line {e.lineno} column {e.colno}: "
                           f"{e.msg}") from None
-    except (RecursionError, ValueError) as e:
-        raise ConfigError(f"{source}: invalid JSON: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+    except ValueError as e:
+        raise ConfigError(f"{source}: invalid JSON: {_why(e)}") from None
     return _check(data, text, source)
+
+
+def _why(e: ValueError) -> str:
+    """The parser's complaint on one short line (Python's int digit limit has a long one)."""
+    text = " ".join(str(e).split())
+    if "integer string conversion" in text:
+        return "a number has too many digits"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _no_constant(name: str) -> Any:
@@ -87,7 +97,9 @@ def loads_toml(text: str, source: str) -> Any:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+        raise ConfigError(f"{source}: invalid TOML: {_why(e)}") from None
+    except ValueError as e:  # an integer past Python's digit limit
+        raise ConfigError(f"{source}: invalid TOML: {_why(e)}") from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply") from None
     return _check(data, text, source)

@@ -9,31 +9,45 @@ it, as QEMU does. Values may be typed (JSON) or strings (command line).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from rig.core.units import SizeError, parse_size
+from rig.core import values
+from rig.core.documents import MAX_DEPTH, loads_json
 from rig.errors import ConfigError
 
-_TRUE = {"on", "yes", "true", "y"}
-_FALSE = {"off", "no", "false", "n"}
+#: QEMU's boolean words (qapi_bool_parse); the rig's other front ends also take 1/0.
+_QEMU_BOOL = frozenset({"on", "yes", "true", "y", "off", "no", "false", "n"})
+#: QEMU's number and size options are uint64.
+_MAX_U64 = (1 << 64) - 1
 
 #: Options a child inherits from its parent unless it sets them itself (QEMU's inherited flags).
 INHERITED = ("read-only", "cache.direct", "cache.no-flush", "discard")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"file": {"filename": "x"}, "l": [1]}`` -> ``{"file.filename": "x", "l.0": 1}``."""
+    """``{"file": {"filename": "x"}, "l": [1]}`` -> ``{"file.filename": "x", "l.0": 1}``.
+
+    Iterative, and at most :data:`~rig.core.documents.MAX_DEPTH` levels deep (a deeper graph is a
+    ConfigError, never a RecursionError)."""
     out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if not isinstance(key, str):
+    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [(prefix, iter(tree.items()))]
+    while stack:
+        head, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        key, value = item
+        if not isinstance(key, str | int) or isinstance(key, bool):
             raise ConfigError(f"option names must be strings, got {key!r}")
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, full + "."))
-        elif isinstance(value, list):
-            out.update(flatten({str(i): v for i, v in enumerate(value)}, full + "."))
+        full = f"{head}{key}"
+        if isinstance(value, Mapping | list):
+            if len(stack) > MAX_DEPTH:
+                raise ConfigError(f"option '{full[:80]}': nested more than {MAX_DEPTH} "
+                                  "levels deep")
+            inner = value.items() if isinstance(value, Mapping) else enumerate(value)
+            stack.append((full + ".", iter(inner)))
         else:
             out[full] = value
     return out
@@ -69,16 +83,31 @@ def parse_keyval(text: str) -> dict[str, str]:
 
 
 def parse_json_filename(text: str) -> dict[str, Any]:
-    """``json:{...}`` -> dict, with QEMU's message on bad JSON."""
+    """``json:{...}`` -> dict, with QEMU's message on bad JSON (depth-capped: a document nested
+    1,000 deep is a ConfigError, never a RecursionError)."""
     try:
-        value = json.loads(text[len("json:") :])
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"Could not parse the JSON options: {e.msg} at column {e.colno}"
-        ) from None
+        value = loads_json(text[len("json:") :], "JSON")
+    except ConfigError as e:
+        why = str(e).removeprefix("JSON: ").removeprefix("invalid JSON at ")
+        raise ConfigError(f"Could not parse the JSON options: {why}") from None
     if not isinstance(value, dict):
         raise ConfigError("Could not parse the JSON options: expected an object")
     return value
+
+
+def _looks_numeric(text: str) -> bool:
+    """Digits only (after a sign): a number that was refused for its size, not its form."""
+    body = text.strip()
+    body = body[1:] if body[:1] in "+-" else body
+    return body.isascii() and body.isdigit()
+
+
+def _cut(value: Any) -> str:
+    """A value as a message quotes it: text cut short, a huge int by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # Aliases: Options has methods named str/int/bool, which would shadow the builtins.
@@ -133,39 +162,37 @@ class Options:
         value = self.raw(key)
         if value is None:
             return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
+        if isinstance(value, bool) or (isinstance(value, str)
+                                        and value.strip().lower() in _QEMU_BOOL):
+            return values.boolean(self._name(key), value)
         raise ConfigError(f"Parameter '{self._name(key)}' expects 'on' or 'off'")
 
     def int(self, key: _Str, default: _Int = 0, *, minimum: _Int | None = 0) -> _Int:
         value = self.raw(key)
         if value is None:
             return default
-        if isinstance(value, bool):
-            raise ConfigError(f"Parameter '{self._name(key)}' expects a number")
-        if isinstance(value, str):
-            try:
-                value = int(value, 0)
-            except ValueError:
-                raise ConfigError(f"Parameter '{self._name(key)}' expects a number") from None
-        if not isinstance(value, int):
-            raise ConfigError(f"Parameter '{self._name(key)}' expects a number")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"Parameter '{self._name(key)}' must be at least {minimum}")
-        return value
+        name = self._name(key)
+        try:
+            number = values.integer(name, value, -_MAX_U64, _MAX_U64)
+        except values.BadValue:
+            if (isinstance(value, str) and _looks_numeric(value)) or isinstance(value, _Int):
+                raise ConfigError(f"Value '{_cut(value)}' is too large for parameter "
+                                  f"'{name}'") from None
+            raise ConfigError(f"Parameter '{name}' expects a number") from None
+        if minimum is not None and number < minimum:
+            raise ConfigError(f"Parameter '{name}' must be at least {minimum}")
+        return number
 
     def size(self, key: _Str, default: _Int = 0) -> _Int:
         value = self.raw(key)
         if value is None:
             return default
         try:
-            return parse_size(value)
-        except SizeError:
+            return values.size(self._name(key), value, maximum=_MAX_U64)
+        except values.BadValue:
             raise ConfigError(
                 f"Parameter '{self._name(key)}' expects a non-negative number below 2^64 "
-                "(optional suffix k, M, G, T, P, E)"
+                f"(optional suffix k, M, G, T, P, E), got {_cut(value)!r}"
             ) from None
 
     def enum(self, key: _Str, choices: Iterable[_Str], default: _Str) -> _Str:

@@ -69,8 +69,17 @@ class BadValue(ConfigError):
         self.message = message
 
 
+def shown(value: Any) -> str:
+    """How a message quotes a value: its repr cut to 40 characters (an int too long for
+    repr() by its size). For front ends that word their own messages."""
+    return _shown(value)
+
+
 def _shown(value: Any) -> str:
-    """The value as the message shows it: repr, cut short."""
+    """The value as the message shows it: repr, cut short (an int too long for repr() is shown
+    by its size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -115,19 +124,23 @@ def size_text(text: str) -> int | None:
 
 def size(key: str, value: Any, *, maximum: int = MAX_OFFSET) -> int:
     """A byte size or offset: an int, or text such as ``"4k"``, ``"1.5M"``, ``"0x200"``."""
-    expected = "a byte size (4096, '4k', '1M')"
+    return _bytes(key, value, maximum, "a byte size")
+
+
+def offset(key: str, value: Any, *, maximum: int = MAX_OFFSET) -> int:
+    """A byte offset: the same forms and range as :func:`size`."""
+    return _bytes(key, value, maximum, "a byte offset")
+
+
+def _bytes(key: str, value: Any, maximum: int, what: str) -> int:
+    expected = f"{what} (4096, '4k', '1M')"
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise BadValue(key, f"expected {expected}, got {_shown(value)}")
     n = value if isinstance(value, int) else size_text(_text(key, value, expected))
     if n is None:
         raise BadValue(key, f"expected {expected}, got {_shown(value)}")
-    _in_range(key, n, 0, maximum, "a byte size")
+    _in_range(key, n, 0, maximum, what)
     return n
-
-
-def offset(key: str, value: Any, *, maximum: int = MAX_OFFSET) -> int:
-    """A byte offset: the same forms and range as :func:`size`."""
-    return size(key, value, maximum=maximum)
 
 
 def integer(key: str, value: Any, lo: int, hi: int) -> int:
@@ -135,15 +148,18 @@ def integer(key: str, value: Any, lo: int, hi: int) -> int:
     expected = "an integer"
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+    n: int
     if isinstance(value, str):
         match = _INT_RE.fullmatch(_text(key, value, expected))
         if match is None:
             raise BadValue(key, f"expected {expected}, got {_shown(value)}")
         sign, digits = match.groups()
         n = int(digits, 0) if digits[:2] in ("0x", "0X") else int(digits)
-        value = -n if sign == "-" else n
-    _in_range(key, value, lo, hi, "an integer")
-    return value
+        n = -n if sign == "-" else n
+    else:
+        n = value
+    _in_range(key, n, lo, hi, "an integer")
+    return n
 
 
 def count(key: str, value: Any, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
@@ -173,17 +189,17 @@ def number(key: str, value: Any, lo: float, hi: float, expected: str = "a number
     """A finite real in ``lo..hi``: an int, a float, or decimal text."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+    x: int | float
     if isinstance(value, str):
         if not _FLOAT_RE.fullmatch(_text(key, value, expected)):
             raise BadValue(key, f"expected {expected}, got {_shown(value)}")
-        value = float(value)
-    if isinstance(value, int):
-        if not lo <= value <= hi:
-            raise BadValue(key, f"expected {expected} in {lo:g}..{hi:g}, got {_shown(value)}")
-        return float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
+        x = float(value)
+    else:
+        x = value
+    # An int compares exactly (no float overflow for a huge one); a float must be finite.
+    if (isinstance(x, float) and not math.isfinite(x)) or not lo <= x <= hi:
         raise BadValue(key, f"expected {expected} in {lo:g}..{hi:g}, got {_shown(value)}")
-    return value
+    return float(x)
 
 
 def seconds(key: str, value: Any, *, maximum: float = MAX_SECONDS) -> float:

@@ -24,14 +24,13 @@ name) and the key: ``rule 3 ('slow-reads'): 'probability': must be between 0 and
 from __future__ import annotations
 
 import difflib
-import json
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rig.core.units import SizeError, parse_size
+from rig.core import values
+from rig.core.documents import decode, loads_json, loads_toml
 from rig.errors import ConfigError
 from rig.faults.rules import (
     ACTIONS,
@@ -40,79 +39,20 @@ from rig.faults.rules import (
     Rule,
     RuleError,
     errno_name,
-    errno_value,
 )
 
-_TRUE = {"on", "yes", "true", "y", "1"}
-_FALSE = {"off", "no", "false", "n", "0"}
-_DURATION = re.compile(r"^\s*(.+?)\s*(s|ms|us|ns)?\s*$")
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-
-
 # ---------------------------------------------------------------------------- value parsers
+# One parser per kind of value, shared with every other front end: rig.core.values. These
+# names stay for the SCSI rules and other callers.
+parse_boolean = values.boolean
+parse_probability = values.probability
+parse_seconds = values.seconds
+
+
 def _string(key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise RuleError(key, f"expected a string, got {value!r}")
+        raise RuleError(key, f"expected a string, got {values.shown(value)}")
     return value
-
-
-def _integer(key: str, value: Any) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RuleError(key, f"expected an integer, got {value!r}")
-    return value
-
-
-def _size(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise RuleError(key, f"expected a byte offset or size (4096, '4k', '1M'), got {value!r}")
-    try:
-        return parse_size(value)
-    except SizeError:
-        raise RuleError(key, f"expected a byte offset or size (4096, '4k', '1M'), "
-                        f"got {value!r}") from None
-
-
-def parse_boolean(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    raise RuleError(key, f"expected true or false, got {value!r}")
-
-
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise RuleError(key, f"expected a number, got {value!r}")
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise RuleError(key, f"expected a number, got {value!r}")
-
-
-def parse_probability(key: str, value: Any) -> float:
-    """``0.1``, ``"0.1"`` or ``"10%"`` (nbdkit's forms)."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        return _number(key, value.strip()[:-1]) / 100
-    return _number(key, value)
-
-
-def parse_seconds(key: str, value: Any) -> float:
-    """``0.05``, ``"0.05"``, ``"50ms"``, ``"200us"``."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        try:
-            if m is not None:
-                return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        except ValueError:
-            pass
-        raise RuleError(key, f"expected seconds (0.05, '50ms', '200us'), got {value!r}")
-    return _number(key, value)
 
 
 def _op(key: str, value: Any) -> frozenset[Op]:
@@ -122,19 +62,14 @@ def _op(key: str, value: Any) -> frozenset[Op]:
     elif isinstance(value, list | tuple):
         items = list(value)
     else:
-        raise RuleError(key, f"expected an op name or a list of them, got {value!r}")
+        raise RuleError(key, f"expected an op name or a list of them, got {values.shown(value)}")
     out: set[Op] = set()
     for item in items:
-        try:
-            out.add(Op(item))
-        except ValueError:
-            raise RuleError(key, f"unknown op {item!r} (one of: "
-                            f"{', '.join(o.value for o in Op)})") from None
+        if not isinstance(item, str) or item not in Op.__members__.values():
+            raise RuleError(key, f"unknown op {values.shown(item)} (one of: "
+                            f"{', '.join(o.value for o in Op)})")
+        out.add(Op(item))
     return frozenset(out)
-
-
-def _errno(key: str, value: Any) -> int:
-    return errno_value(value, key)
 
 
 Parser = Callable[[str, Any], Any]
@@ -143,27 +78,27 @@ Parser = Callable[[str, Any], Any]
 COMMON_KEYS: dict[str, tuple[Parser, str]] = {
     "name": (_string, "name"),
     "op": (_op, "op"),
-    "start": (_size, "start"),
-    "end": (_size, "end"),
-    "nth": (_integer, "nth"),
-    "every": (_integer, "every"),
-    "probability": (parse_probability, "probability"),
-    "state": (_integer, "state"),
-    "after": (parse_seconds, "after"),
-    "before": (parse_seconds, "before"),
-    "once": (parse_boolean, "once"),
-    "new-state": (_integer, "new_state"),
+    "start": (values.offset, "start"),
+    "end": (values.offset, "end"),
+    "nth": (values.count, "nth"),
+    "every": (values.count, "every"),
+    "probability": (values.probability, "probability"),
+    "state": (values.count, "state"),
+    "after": (values.seconds, "after"),
+    "before": (values.seconds, "before"),
+    "once": (values.boolean, "once"),
+    "new-state": (values.count, "new_state"),
 }
 #: Keys of each action: action -> key -> (parser, action field).
 ACTION_KEYS: dict[str, dict[str, tuple[Parser, str]]] = {
-    "error": {"errno": (_errno, "errno")},
-    "delay": {"seconds": (parse_seconds, "seconds")},
-    "corrupt": {"bits": (_integer, "bits")},
-    "torn": {"sectors": (_integer, "sectors"), "unit": (_size, "unit"),
-             "ack": (parse_boolean, "ack"), "errno": (_errno, "errno")},
+    "error": {"errno": (values.errno, "errno")},
+    "delay": {"seconds": (values.seconds, "seconds")},
+    "corrupt": {"bits": (values.count, "bits")},
+    "torn": {"sectors": (values.count, "sectors"), "unit": (values.size, "unit"),
+             "ack": (values.boolean, "ack"), "errno": (values.errno, "errno")},
     "drop": {},
     "lying-flush": {},
-    "gone": {"errno": (_errno, "errno")},
+    "gone": {"errno": (values.errno, "errno")},
     "set-state": {},
 }
 #: Action keys without a default.
@@ -179,7 +114,8 @@ def _unknown(key: str) -> RuleError:
 
 def _label(index: int, table: Any) -> str:
     name = table.get("name") if isinstance(table, Mapping) else None
-    return f"rule {index} ({name!r})" if isinstance(name, str) and name else f"rule {index}"
+    return (f"rule {index} ({values.shown(name)})" if isinstance(name, str) and name
+            else f"rule {index}")
 
 
 # ------------------------------------------------------------------------------------ rules
@@ -187,21 +123,22 @@ def rule_from_dict(table: Mapping[str, Any], index: int = 0) -> Rule:
     """One rule table -> :class:`Rule`; any mistake is a ConfigError naming rule and key."""
     try:
         return _build(table)
-    except RuleError as e:
+    except (RuleError, values.BadValue) as e:
         raise ConfigError(f"{_label(index, table)}: {e}") from None
 
 
 def _build(table: Mapping[str, Any]) -> Rule:
     if not isinstance(table, Mapping):
-        raise RuleError("rule", f"expected a table of keys, got {table!r}")
+        raise RuleError("rule", f"expected a table of keys, got {values.shown(table)}")
     for key in table:
         if not isinstance(key, str) or key not in ALL_KEYS:
-            raise _unknown(str(key))
+            raise _unknown(str(key)[:80])
     if "action" not in table:
         raise RuleError("action", f"missing (one of: {', '.join(ACTIONS)})")
     kind = table["action"]
-    if kind not in ACTIONS:
-        raise RuleError("action", f"unknown action {kind!r} (one of: {', '.join(ACTIONS)})")
+    if not isinstance(kind, str) or kind not in ACTIONS:
+        raise RuleError("action", f"unknown action {values.shown(kind)} (one of: "
+                        f"{', '.join(ACTIONS)})")
     own = ACTION_KEYS[kind]
     rule_kwargs: dict[str, Any] = {}
     action_kwargs: dict[str, Any] = {}
@@ -248,13 +185,14 @@ def rules_from_data(data: Any, source: str = "") -> list[Rule]:
     """``{"rules": [...]}`` or ``[...]`` (parsed TOML/JSON) -> rules."""
     prefix = f"{source}: " if source else ""
     if isinstance(data, Mapping):
-        extra = sorted(set(data) - {"rules"})
+        extra = sorted(str(key) for key in data if key != "rules")
         if extra:
-            raise ConfigError(f"{prefix}unknown top-level key {extra[0]!r} (a rule file holds "
-                              "only 'rules', a list of rule tables)")
+            raise ConfigError(f"{prefix}unknown top-level key {values.shown(extra[0])} (a rule "
+                              "file holds only 'rules', a list of rule tables)")
         data = data.get("rules", [])
     if not isinstance(data, list):
-        raise ConfigError(f"{prefix}'rules' must be a list of rule tables, got {data!r}")
+        raise ConfigError(f"{prefix}'rules' must be a list of rule tables, got "
+                          f"{values.shown(data)}")
     out: list[Rule] = []
     names: set[str] = set()
     for index, table in enumerate(data):
@@ -265,8 +203,8 @@ def rules_from_data(data: Any, source: str = "") -> list[Rule]:
         if not rule.name:
             rule = rule.with_name(f"rule-{index}")
         if rule.name in names:
-            raise ConfigError(f"{prefix}{_label(index, table)}: 'name': {rule.name!r} is "
-                              "already the name of an earlier rule")
+            raise ConfigError(f"{prefix}{_label(index, table)}: 'name': "
+                              f"{values.shown(rule.name)} is already the name of an earlier rule")
         names.add(rule.name)
         out.append(rule)
     return out
@@ -274,43 +212,52 @@ def rules_from_data(data: Any, source: str = "") -> list[Rule]:
 
 def load_rules(path: str | Path) -> list[Rule]:
     """Rules from a ``.toml`` or ``.json`` file."""
+    return rules_from_data(load_document(path, "rule file"), str(path))
+
+
+def load_document(path: str | Path, what: str) -> Any:
+    """A ``.toml`` or ``.json`` file, parsed with bounds (:mod:`rig.core.documents`): every
+    problem, from a missing file to a document nested 1,000 deep, is one ConfigError line."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ConfigError(f"{path}: unknown {what} type {suffix or '(none)'!r} "
+                          "(use .toml or .json)")
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read the rule file: {e.strerror}") from None
-    suffix = path.suffix.lower()
+        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from None
+    text = decode(raw, str(path))
+    return loads_toml(text, str(path)) if suffix == ".toml" else loads_json(text, str(path))
+
+
+def _index(text: str) -> int | None:
+    """``"3"`` -> 3: ASCII digits only (``"²"`` passes ``isdigit()`` but is no index)."""
     try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(raw.decode("utf-8"))
-        elif suffix == ".json":
-            data = json.loads(raw)
-        else:
-            raise ConfigError(f"{path}: unknown rule file type {suffix or '(none)'!r} "
-                              "(use .toml or .json)")
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: bad TOML: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: bad JSON: {e.msg} at line {e.lineno}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    return rules_from_data(data, str(path))
+        return values.count("index", text) if text.isascii() and text.isdigit() else None
+    except values.BadValue:
+        return None
 
 
-def rules_from_flat(flat: Mapping[str, Any], source: str = "rules") -> list[Rule]:
-    """Flattened options (``{"0.action": "error", "0.op.0": "read"}``, prefix stripped) -> rules."""
+def tables_from_flat(flat: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
+    """``{"0.action": "error", "0.op.0": "read"}`` (prefix ``source.`` stripped) ->
+    ``[{"action": "error", "op": ["read"]}]``: the tables a list of rules flattens to, for the
+    block rules and the SCSI rules alike."""
     tables: dict[int, dict[str, Any]] = {}
     lists: dict[tuple[int, str], dict[int, Any]] = {}
     for full, value in flat.items():
         head, _, rest = full.partition(".")
-        if not head.isdigit() or not rest:
-            raise ConfigError(f"'{source}.{full}': expected {source}.N.KEY (N = 0, 1, ...)")
-        index = int(head)
+        index = _index(head)
+        if index is None or not rest:
+            raise ConfigError(f"'{source}.{values.shown(full)[1:-1]}': expected {source}.N.KEY "
+                              "(N = 0, 1, ...)")
         key, _, item = rest.partition(".")
         if item:
-            if not item.isdigit():
-                raise ConfigError(f"'{source}.{full}': expected {source}.{index}.{key}.N")
-            lists.setdefault((index, key), {})[int(item)] = value
+            position = _index(item)
+            if position is None:
+                raise ConfigError(f"'{source}.{values.shown(full)[1:-1]}': expected "
+                                  f"{source}.{index}.{key}.N")
+            lists.setdefault((index, key), {})[position] = value
             tables.setdefault(index, {})
         else:
             tables.setdefault(index, {})[key] = value
@@ -321,4 +268,9 @@ def rules_from_flat(flat: Mapping[str, Any], source: str = "rules") -> list[Rule
     for want, index in enumerate(sorted(tables)):
         if index != want:
             raise ConfigError(f"'{source}.{want}' is missing (rules are numbered 0, 1, 2, ...)")
-    return rules_from_data([tables[i] for i in sorted(tables)])
+    return [tables[i] for i in sorted(tables)]
+
+
+def rules_from_flat(flat: Mapping[str, Any], source: str = "rules") -> list[Rule]:
+    """Flattened options (``{"0.action": "error", "0.op.0": "read"}``, prefix stripped) -> rules."""
+    return rules_from_data(tables_from_flat(flat, source))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import ClassVar
 
+from rig.core import values
 from rig.errors import ConfigError
 
 
@@ -58,21 +59,12 @@ class RuleError(ConfigError):
 
 
 def errno_value(value: int | str, key: str = "errno") -> int:
-    """``"EIO"`` or ``5`` -> 5. Any positive errno below 4096 is accepted."""
-    if isinstance(value, bool):
-        raise RuleError(key, f"expected an errno name (EIO) or number, got {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            value = int(text)
-        else:
-            code = getattr(_errno, text.upper(), None)
-            if not isinstance(code, int) or not text.upper().startswith("E"):
-                raise RuleError(key, f"unknown errno name {value!r} (e.g. EIO, ENOSPC, 5)")
-            return code
-    if not isinstance(value, int) or not 0 < value < 4096:
-        raise RuleError(key, f"expected an errno name (EIO) or a number 1..4095, got {value!r}")
-    return value
+    """``"EIO"`` or ``5`` -> 5. Any positive errno below 4096 is accepted
+    (:func:`rig.core.values.errno`)."""
+    try:
+        return values.errno(key, value)
+    except values.BadValue as e:
+        raise RuleError(key, e.message) from None
 
 
 def errno_name(code: int) -> str:
@@ -124,9 +116,7 @@ class Delay:
     terminal: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if (isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float)
-                or not math.isfinite(self.seconds) or self.seconds < 0):
-            raise RuleError("seconds", f"must be a finite number >= 0, got {self.seconds!r}")
+        _check_seconds("seconds", self.seconds)
 
 
 @dataclass(frozen=True)
@@ -160,7 +150,7 @@ class Torn(_WithErrno):
         _check_int("sectors", self.sectors, 0)
         _check_int("unit", self.unit, 1)
         if not isinstance(self.ack, bool):
-            raise RuleError("ack", f"expected true or false, got {self.ack!r}")
+            raise RuleError("ack", f"expected true or false, got {values.shown(self.ack)}")
         self._normalise_errno()
 
     def landed(self, offset: int, length: int) -> int:
@@ -215,23 +205,27 @@ ACTIONS: dict[str, type[Action]] = {
 
 def _check_int(key: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RuleError(key, f"must be an integer >= {minimum}, got {value!r}")
+        raise RuleError(key, f"must be an integer >= {minimum}, got {values.shown(value)}")
 
 
 def _check_seconds(key: str, value: object) -> None:
+    """A finite number of seconds in 0..1e6 (every sleep and timer accepts it)."""
     if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < 0):
-        raise RuleError(key, f"must be a number of seconds >= 0, got {value!r}")
+            or not math.isfinite(value) or not 0 <= value <= values.MAX_SECONDS):
+        raise RuleError(key, f"must be a finite number >= 0 and <= {values.MAX_SECONDS:g} "
+                        f"seconds, got {values.shown(value)}")
 
 
 def _ops(value: str | Iterable[str]) -> frozenset[Op]:
+    if not isinstance(value, str | Iterable):
+        raise RuleError("op", f"expected an op name or a list of them, got {values.shown(value)}")
     items = [value] if isinstance(value, str) else list(value)
     out: set[Op] = set()
     for item in items:
         try:
             out.add(Op(item))
         except ValueError:
-            raise RuleError("op", f"unknown op {item!r} (one of: "
+            raise RuleError("op", f"unknown op {values.shown(item)} (one of: "
                             f"{', '.join(o.value for o in Op)})") from None
     if not out:
         raise RuleError("op", "must name at least one op")
@@ -266,9 +260,10 @@ class Rule:
     def __post_init__(self) -> None:
         action = self.action
         if not isinstance(action, tuple(ACTIONS.values())):
-            raise RuleError("action", f"expected one of {', '.join(ACTIONS)}, got {action!r}")
+            raise RuleError("action", f"expected one of {', '.join(ACTIONS)}, "
+                            f"got {values.shown(action)}")
         if not isinstance(self.name, str):
-            raise RuleError("name", f"expected a string, got {self.name!r}")
+            raise RuleError("name", f"expected a string, got {values.shown(self.name)}")
         self._check_range()
         ranged = self.start is not None or self.end is not None
         if self.op is None:
@@ -291,7 +286,7 @@ class Rule:
             raise RuleError("every", "use either 'nth' or 'every', not both")
         p = self.probability
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise RuleError("probability", f"must be between 0 and 1, got {p!r}")
+            raise RuleError("probability", f"must be between 0 and 1, got {values.shown(p)}")
         for key in ("state", "new_state"):
             value = getattr(self, key)
             if value is not None:
@@ -300,7 +295,7 @@ class Rule:
             raise RuleError("new-state", "action 'set-state' needs a 'new-state'")
         self._check_window()
         if not isinstance(self.once, bool):
-            raise RuleError("once", f"expected true or false, got {self.once!r}")
+            raise RuleError("once", f"expected true or false, got {values.shown(self.once)}")
 
     def _check_range(self) -> None:
         for key in ("start", "end"):
