@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rig.cli.errors import OneLineParser
+from rig.core import values
 from rig.drivers import safety
 from rig.drivers.sg.node import check_writable
 from rig.drivers.sg.sgio import SgDevice, SgResult
@@ -53,6 +55,37 @@ class UsageError(Exception):
     pass
 
 
+def _flag(parse: Callable[[str, Any], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a :mod:`rig.core.values` parser: a bad value is argparse's
+    one-line error (``argument --timeout: expected seconds ... got 'nan'``)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse("value", text)
+        except values.BadValue as e:
+            raise argparse.ArgumentTypeError(e.message) from None
+
+    return convert
+
+
+#: SG_IO's dxfer_len is an unsigned int.
+MAX_TRANSFER = (1 << 32) - 1
+#: ``turs --number``: enough for any soak, small enough that a typo ends.
+MAX_TURS = 1 << 32
+
+
+def _seconds(key: str, text: Any) -> float:
+    return values.seconds(key, text)
+
+
+def _turs_count(key: str, text: Any) -> int:
+    return values.count(key, text, minimum=1, maximum=MAX_TURS)
+
+
+def _transfer(key: str, text: Any) -> int:
+    return values.count(key, text, maximum=MAX_TRANSFER)
+
+
 def _page(text: str) -> int:
     key = text.strip().lower()
     if key in PAGE_NAMES:
@@ -82,8 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("device", metavar="DEVICE", help="/dev/sgN, /dev/sdX or /dev/srN")
         p.add_argument("--json", action="store_true", help="print JSON")
-        p.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                       help="command timeout in seconds (default 60)")
+        p.add_argument("--timeout", type=_flag(_seconds), default=60.0, metavar="S",
+                       help="command timeout in seconds (default 60; up to 1e6)")
         return p
 
     p = common("inq", "INQUIRY: standard data and serial number, or a VPD page")
@@ -92,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = common("readcap", "READ CAPACITY (10), or (16) with --long")
     p.add_argument("--long", "-l", action="store_true", help="READ CAPACITY(16)")
     p = common("turs", "TEST UNIT READY")
-    p.add_argument("--number", "-n", type=int, default=1, metavar="N",
+    p.add_argument("--number", "-n", type=_flag(_turs_count), default=1, metavar="N",
                    help="send N commands (default 1)")
     p = common("sync", "SYNCHRONIZE CACHE (10)")
     p.add_argument("--immed", action="store_true", help="return before the cache is written")
@@ -103,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--immed", action="store_true", help="return at once")
     p = common("raw", "any CDB (hex bytes), like sg_raw")
     p.add_argument("cdb", nargs="+", metavar="CDB", help="CDB bytes in hex: 12 00 00 00 24 00")
-    p.add_argument("--request", "-r", type=int, default=0, metavar="N",
+    p.add_argument("--request", "-r", type=_flag(_transfer), default=0, metavar="N",
                    help="read N bytes of data in")
     p.add_argument("--send", "-s", metavar="HEX", default=None,
                    help="send these bytes (hex) as data out")

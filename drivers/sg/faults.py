@@ -15,15 +15,13 @@ caller gets the same :class:`~rig.scsi.status.Outcome`, errno and message as fro
 from __future__ import annotations
 
 import ctypes
-import json
-import tomllib
-from pathlib import Path
 from typing import Any
 
 from rig.core.options import Options
 from rig.drivers.ioctls import ioctl
 from rig.drivers.sg.sgio import SG_INFO_CHECK, SgIoHdr, Transport
 from rig.errors import ConfigError
+from rig.faults.load import load_document, tables_from_flat
 from rig.scsi.fault_engine import ScsiFaultEngine
 from rig.scsi.fault_rules import NO_INFORMATION, CheckCondition, Short, scsi_rules_from_data
 from rig.scsi.fault_rules import Transport as HostFailure
@@ -95,46 +93,27 @@ def engine_from_options(opts: Options) -> ScsiFaultEngine | None:
     if path is not None and inline:
         raise ConfigError(f"Parameter '{opts.path}scsi-faults' is both a file name and a list")
     if path is not None:
-        rules = scsi_rules_from_data(_load_file(str(path)), str(path))
+        if not isinstance(path, str):
+            raise ConfigError(f"Parameter '{opts.path}scsi-faults' expects a file name or a "
+                              "list of rule tables")
+        rules = scsi_rules_from_data(_load_file(path), path)
     elif inline:
-        rules = scsi_rules_from_data(_tables_from_flat(inline, f"{opts.path}scsi-faults"))
+        rules = scsi_rules_from_data(tables_from_flat(inline, f"{opts.path}scsi-faults"))
     else:
         return None
     return ScsiFaultEngine(rules, seed=seed)
 
 
 def _load_file(path: str) -> list[Any]:
-    try:
-        raw = Path(path).read_bytes()
-        data: Any = (tomllib.loads(raw.decode()) if path.endswith(".toml")
-                     else json.loads(raw))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the SCSI rule file: {e.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: bad rule file: {e}") from None
+    """``scsi = [...]`` (TOML ``[[scsi]]``, JSON ``{"scsi": [...]}``) or a bare JSON list, read
+    with the block rules' bounded loader (:func:`rig.faults.load.load_document`)."""
+    data = load_document(path, "SCSI rule file")
     if isinstance(data, dict):
+        extra = sorted(str(key) for key in data if key != "scsi")
+        if extra:
+            raise ConfigError(f"{path}: unknown top-level key {extra[0][:40]!r} (a SCSI rule "
+                              "file holds only 'scsi', a list of rule tables)")
         data = data.get("scsi", [])
     if not isinstance(data, list):
         raise ConfigError(f"{path}: 'scsi' must be a list of rule tables")
     return data
-
-
-def _tables_from_flat(flat: dict[str, Any], source: str) -> list[dict[str, Any]]:
-    """``{"0.action": ..., "0.opcode.1": ...}`` -> ``[{"action": ..., "opcode": [...]}]``."""
-    tables: dict[int, dict[str, Any]] = {}
-    for full, value in flat.items():
-        head, _, rest = full.partition(".")
-        if not head.isdigit() or not rest:
-            raise ConfigError(f"'{source}.{full}': expected {source}.N.KEY (N = 0, 1, ...)")
-        key, _, item = rest.partition(".")
-        table = tables.setdefault(int(head), {})
-        if item:
-            table.setdefault(key, {})[int(item)] = value
-        else:
-            table[key] = value
-    out = []
-    for index in sorted(tables):
-        table = tables[index]
-        out.append({k: [v[i] for i in sorted(v)] if isinstance(v, dict) else v
-                    for k, v in table.items()})
-    return out

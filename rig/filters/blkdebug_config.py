@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rig.core import values
 from rig.errors import ConfigError
 from rig.filters.blkdebug_events import DEFAULT_IOTYPES, EVENT_SET, IOTYPES
 
@@ -28,8 +29,13 @@ GROUP_KEYS: dict[str, tuple[str, ...]] = {
 }
 _NUMBER_KEYS = frozenset({"state", "errno", "sector", "new_state"})
 _BOOL_KEYS = frozenset({"once", "immediately"})
-_TRUE = {"on", "yes", "true", "y"}
-_FALSE = {"off", "no", "false", "n"}
+#: QEMU's boolean words (qapi_bool_parse).
+_QEMU_BOOL = frozenset({"on", "yes", "true", "y", "off", "no", "false", "n"})
+#: qemu_strtou64(value, NULL, 0): leading blanks, a sign (``-`` wraps), hex, octal or decimal,
+#: nothing after the digits.
+_QEMU_NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)",
+                          re.ASCII)
+_U64 = 1 << 64
 
 _GROUP_ID = re.compile(r'^\[(\S{1,63}) "([^"]{1,63})"\]')
 _GROUP = re.compile(r"^\[([^\]]{1,63})\]")
@@ -100,23 +106,49 @@ def set_value(section: Section, key: str, value: Any) -> None:
 
 
 def parse_number(key: str, value: Any) -> int:
+    """A QEMU_OPT_NUMBER as qemu_strtou64 reads it (``"0x10"``, ``"010"`` octal, ``"-1"`` wraps
+    to 2^64-1), bounded: text of any length is refused or converted in time linear in its
+    length, never with Python's int digit limit. ``errno`` must then be 0..4095."""
     if isinstance(value, bool):
         raise ConfigError(f"Parameter '{key}' expects a number")
     if isinstance(value, int):
-        return value
-    try:
-        number = int(str(value), 0)
-    except ValueError:
-        raise ConfigError(f"Parameter '{key}' expects a number") from None
-    return number if number >= 0 else number & ((1 << 64) - 1)
+        number = value
+    else:
+        match = _QEMU_NUMBER.fullmatch(str(value))
+        if match is None:
+            raise ConfigError(f"Parameter '{key}' expects a number")
+        sign, digits = match.groups()
+        base = 16 if digits[:2] in ("0x", "0X") else 8 if digits[:1] == "0" else 10
+        body = (digits[2:] if base == 16 else digits).lstrip("0") or "0"
+        if len(body) > 40:  # past 2^64 in any base
+            raise ConfigError(f"Value '{_cut(value)}' is too large for parameter '{key}'")
+        number = int(body, base)
+        if number >= _U64:
+            raise ConfigError(f"Value '{value}' is too large for parameter '{key}'")
+        if sign == "-":
+            number = -number
+    if not -_U64 < number < _U64:
+        raise ConfigError(f"Value '{_cut(value)}' is too large for parameter '{key}'")
+    number &= _U64 - 1  # qemu_strtou64 wraps a negative value
+    if key == "errno" and number > values.MAX_ERRNO:
+        raise ConfigError(f"Parameter 'errno' expects an errno from 0 to {values.MAX_ERRNO}, "
+                          f"got '{_cut(value)}' (QEMU would inject it "
+                          "truncated to 32 bits, or nothing when negative)")
+    return number
+
+
+def _cut(value: Any) -> str:
+    """A value as a message quotes it: at most 40 characters (a huge int by its size)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
+    """QEMU's on/off, yes/no, true/false, y/n (:func:`rig.core.values.boolean`)."""
+    if isinstance(value, bool) or (isinstance(value, str) and value.lower() in _QEMU_BOOL):
+        return values.boolean(key, value)
     raise ConfigError(f"Parameter '{key}' expects 'on' or 'off'")
 
 
@@ -127,6 +159,9 @@ def read_config_file(path: str) -> list[Section]:
     except OSError as e:
         raise ConfigError(f"Could not read blkdebug config file: "
                           f"{os.strerror(e.errno or errno.EIO)}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ConfigError("Could not read blkdebug config file: "
+                          f"{os.strerror(errno.ENOENT)}") from None
     return parse_config_text(text)
 
 
@@ -180,7 +215,7 @@ def sections_from_options(group: str, items: dict[str, Any]) -> list[Section]:
     plain = Section(group)
     for key, value in items.items():
         head, _, rest = key.partition(".")
-        if rest and head.isdigit():
+        if rest and head.isascii() and head.isdigit() and len(head) <= 18:
             set_value(indexed.setdefault(int(head), Section(group)), rest, value)
         else:
             set_value(plain, key, value)

@@ -13,17 +13,23 @@ A write marks every granule it touches as data; ``discard`` and ``write_zeroes``
 ``MAY_UNMAP`` turn fully covered granules back into holes. The content is not durable past the
 process, and nothing is cached, so flush has nothing to do and FUA is emulated by the generic
 layer (a flush), which keeps flush counting visible to filters above.
+
+The whole device is allocated (zeroed) at open: a ``size`` the machine cannot hold (more than its
+RAM, or what the allocator refuses, e.g. ``size=1E``) is a one-line ConfigError then, never a
+MemoryError at the first request. ``truncate`` past what can be allocated fails with ENOMEM.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from rig.core.limits import BlockLimits
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.registry import register_driver
+from rig.core.units import format_size
 from rig.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,8 +61,14 @@ class MemoryNode(Node):
                                   discard_granularity=lbs)
         self.supported_zero_flags = ReqFlags.MAY_UNMAP
         self.granule = max(GRANULE, lbs)
-        self._data = bytearray(size)
-        self._alloc = bytearray(self._granules(size))
+        try:
+            _check_ram(size)
+            self._data = bytearray(size)
+            self._alloc = bytearray(self._granules(size))
+        except (MemoryError, OverflowError) as e:
+            raise ConfigError(f"size: the memory driver cannot allocate {format_size(size)} "
+                              f"({size} bytes): {_why(e)}; give a smaller size, or use a sparse "
+                              "file (driver=file)") from None
         self._lock = threading.Lock()
 
     @classmethod
@@ -164,5 +176,33 @@ class MemoryNode(Node):
                 del self._data[length:]
                 del self._alloc[self._granules(length):]
             else:
-                self._data.extend(bytes(length - old))
-                self._alloc.extend(bytes(self._granules(length) - len(self._alloc)))
+                try:
+                    _check_ram(length)
+                    self._data.extend(bytes(length - old))
+                    self._alloc.extend(bytes(self._granules(length) - len(self._alloc)))
+                except (MemoryError, OverflowError):
+                    del self._data[old:]
+                    del self._alloc[self._granules(old):]
+                    raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM)) from None
+
+
+def _ram() -> int:
+    """This machine's RAM in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _check_ram(size: int) -> None:
+    """MemoryError for a device bigger than the machine's RAM: zeroing it would not fail, the
+    OOM killer would end the process instead."""
+    ram = _ram()
+    if ram and size > ram:
+        raise MemoryError(f"more than this machine's RAM ({format_size(ram)})")
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, MemoryError) and str(e):
+        return str(e)
+    return "out of memory" if isinstance(e, MemoryError) else "too large for this machine"

@@ -17,9 +17,9 @@ from typing import Any
 
 from rig.core.buffers import aligned_buffer
 from rig.core.node import ReqFlags
-from rig.core.units import SizeError, parse_size
 from rig.qemuio.format import cvtstr, dump_buffer, report
 from rig.qemuio.getopt import GetoptError, Parsed, getopt
+from rig.qemuio.numbers import sleep_seconds, strtol, strtosz
 from rig.qemuio.session import OpenOptions, Session
 
 BDRV_REQUEST_MAX_BYTES = 2147483136
@@ -83,31 +83,25 @@ _SIZES: dict[str, int] = {}
 
 
 def cvtnum(s: Session, text: str) -> int:
-    if text.isdigit() and text.isascii():  # plain decimal: what parse_size returns for it
-        value = int(text)
-    elif (cached := _SIZES.get(text)) is not None:
-        value = cached
-    else:
-        try:
-            value = parse_size(text)
-        except SizeError:
-            s.out.write(f"Parsing error: non-numeric argument, or extraneous/unrecognized "
-                        f"suffix -- {text}\n")
-            raise CommandFailed() from None
-        if len(_SIZES) < 256:
-            _SIZES[text] = value
-    if value > (1 << 63) - 1:
-        s.out.write(f"Parsing error: argument too large -- {text}\n")
+    """qemu-io's cvtnum (:func:`rig.qemuio.numbers.strtosz`), with its error line."""
+    if len(text) <= 18 and text.isdigit() and text.isascii():  # plain decimal: the usual case
+        return int(text)
+    cached = _SIZES.get(text)
+    if cached is not None:
+        return cached
+    value = strtosz(text)
+    if isinstance(value, str):
+        s.out.write(f"Parsing error: {value} -- {text}\n")
         raise CommandFailed()
+    if len(_SIZES) < 256:
+        _SIZES[text] = value
     return value
 
 
 def pattern_byte(s: Session, text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 255:
+    """``-P``: qemu-io's parse_pattern (``strtol(text, &end, 0)``, 0..255, nothing after)."""
+    value = strtol(text)
+    if value is None or not 0 <= value <= 255:
         s.out.write(f"{text} is not a valid pattern byte\n")
         raise CommandFailed()
     return value
@@ -671,8 +665,14 @@ def close_cmd(s: Session, p: Parsed) -> int:
 @command("sleep", "milliseconds", "waits for the given value in milliseconds", argmin=1,
          argmax=1, nofile_ok=True)
 def sleep_cmd(s: Session, p: Parsed) -> int:
-    ms = cvtnum(s, p.args[0])
-    time.sleep(ms / 1000)
+    """qemu-io 7.2: ``strtol`` (a negative or partly numeric value is "not a valid number"),
+    then a host-clock timer ``ms`` ahead in 64-bit nanoseconds (see :func:`sleep_seconds`)."""
+    text = p.args[0]
+    ms = strtol(text)
+    if ms is None or ms < 0:
+        s.out.write(f"{text} is not a valid number\n")
+        return -errno.EINVAL
+    s.sleep(sleep_seconds(ms, time.time_ns()))
     return 0
 
 
@@ -739,7 +739,10 @@ def run(s: Session, line: str) -> tuple[int, bool]:
             expect = f"between {cmd.argmin} and {cmd.argmax} arguments"
         s.err.write(f"bad argument count {argc} to {name}, expected {expect}\n")
         return -errno.EINVAL, False
-    if (argc == 3 and words[1] == "-q" and words[2][:1] != "-" and words[3][:1] != "-"
+    if cmd.optstring == "":
+        # qemu-io's commands without options never call getopt: "sleep -1" is an argument.
+        parsed = Parsed(args=words[1:])
+    elif (argc == 3 and words[1] == "-q" and words[2][:1] != "-" and words[3][:1] != "-"
             and _quiet_is_flag(cmd.optstring)):
         # The usual script line, "read -q OFF LEN": what getopt returns for it, without getopt.
         parsed = Parsed([("q", "")], words[2:])
@@ -749,8 +752,6 @@ def run(s: Session, line: str) -> tuple[int, bool]:
         except GetoptError as e:
             s.err.write(f"{e}\n")
             return usage(s, cmd), False
-    if cmd.optstring == "" and cmd.argmax != -1:
-        parsed = Parsed(args=words[1:])
     try:
         return cmd.func(s, parsed), False
     except CommandFailed as e:

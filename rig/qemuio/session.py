@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,8 @@ class Session:
     misalign: bool = False
     pending: list[tuple[Future[None], Callable[[Future[None]], int]]] = field(
         default_factory=list)
+    #: How ``sleep`` waits (tests give a recorder instead of waiting).
+    sleep: Callable[[float], None] = field(default_factory=lambda: _sleep)
 
     def open(self, path: str | None, options: OpenOptions | None = None) -> int:
         if self.blk is not None:
@@ -92,3 +95,12 @@ class Session:
         if self.blk is not None:
             self.blk.close()
             self.blk = None
+
+
+def _sleep(seconds: float) -> None:
+    """time.sleep in pieces: any length of time (qemu-io's ``sleep`` takes up to LONG_MAX ms),
+    never an OverflowError, and a Ctrl-C is seen within a second."""
+    end = time.monotonic() + seconds
+    while seconds > 0:
+        time.sleep(min(seconds, 1.0))
+        seconds = end - time.monotonic()

@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rig.core import values
 from rig.errors import ConfigError
-from rig.faults.load import parse_boolean, parse_probability, parse_seconds
 from rig.faults.rules import RuleError
 from rig.scsi.status import HOST_BY_NAME
 
@@ -100,8 +100,10 @@ class Latency:
 
     def __post_init__(self) -> None:
         s = self.seconds
-        if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or s < 0:
-            raise RuleError("seconds", f"must be a finite number >= 0, got {s!r}")
+        if (isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s)
+                or not 0 <= s <= values.MAX_SECONDS):
+            raise RuleError("seconds", f"must be a finite number >= 0 and <= "
+                            f"{values.MAX_SECONDS:g} seconds, got {values.shown(s)}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def _check_int(key: str, value: object, minimum: int, maximum: int | None = None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
             maximum is not None and value > maximum):
         top = f" and <= {maximum:#x}" if maximum is not None else ""
-        raise RuleError(key, f"must be an integer >= {minimum}{top}, got {value!r}")
+        raise RuleError(key, f"must be an integer >= {minimum}{top}, got {values.shown(value)}")
 
 
 # ------------------------------------------------------------------------------ rule
@@ -168,7 +170,7 @@ class ScsiRule:
             raise RuleError("every", "use either 'nth' or 'every', not both")
         p = self.probability
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise RuleError("probability", f"must be between 0 and 1, got {p!r}")
+            raise RuleError("probability", f"must be between 0 and 1, got {values.shown(p)}")
         for key in ("state", "new_state"):
             if getattr(self, key) is not None:
                 _check_int(key.replace("_", "-"), getattr(self, key), 0)
@@ -185,112 +187,120 @@ class ScsiRule:
 
 
 # ------------------------------------------------------------------------------ loading
+# Every value is parsed with rig.core.values (the block rules' parsers), so a value that loads
+# can never fail later at a command.
+_MAX_LBA = (1 << 64) - 1
+
+
 def _opcodes(value: Any) -> frozenset[int]:
     items = value if isinstance(value, list | tuple) else [value]
     out: set[int] = set()
     for item in items:
         if isinstance(item, int) and not isinstance(item, bool):
-            out.add(item)
+            out.add(values.integer("opcode", item, 0, 0xFF))
         elif isinstance(item, str) and item.strip().lower() in OPCODE_NAMES:
             out.update(OPCODE_NAMES[item.strip().lower()])
-        elif isinstance(item, str) and re.fullmatch(r"\s*(0x)?[0-9a-fA-F]{1,2}h?\s*", item):
+        elif isinstance(item, str) and re.fullmatch(r"\s*(0x)?[0-9a-fA-F]{1,2}h?\s*", item,
+                                                    re.ASCII):
             out.add(int(item.strip().lower().removesuffix("h"), 16))
         else:
-            raise RuleError("opcode", f"unknown command {item!r} (a number such as 0x28, or "
-                            f"one of: {', '.join(OPCODE_NAMES)})")
+            raise RuleError("opcode", f"unknown command {values.shown(item)} (a number such as "
+                            f"0x28, or one of: {', '.join(OPCODE_NAMES)})")
     return frozenset(out)
 
 
 def _sense(value: Any) -> tuple[int, int, int]:
     if isinstance(value, list | tuple) and len(value) == 3:
-        k, a, q = value
-        return int(k), int(a), int(q)
-    m = _SENSE.match(str(value))
+        return (values.integer("sense", value[0], 0, 0x0F),
+                values.integer("sense", value[1], 0, 0xFF),
+                values.integer("sense", value[2], 0, 0xFF))
+    m = _SENSE.match(value) if isinstance(value, str) else None
     if m is None:
-        raise RuleError("sense", f"expected KEY/ASC/ASCQ in hex (e.g. '03/11/00'), got {value!r}")
+        raise RuleError("sense", f"expected KEY/ASC/ASCQ in hex (e.g. '03/11/00'), "
+                        f"got {values.shown(value)}")
     k, a, q = (int(g, 16) for g in m.groups())
     return k, a, q
 
 
 def _host(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    name = str(value).strip().upper()
-    if name in HOST_BY_NAME:
-        return HOST_BY_NAME[name]
-    raise RuleError("host", f"unknown host status {value!r} (e.g. DID_TIME_OUT, "
-                    "DID_NO_CONNECT, or a number)")
+    if isinstance(value, str) and value.strip().upper() in HOST_BY_NAME:
+        return HOST_BY_NAME[value.strip().upper()]
+    try:
+        return values.integer("host", value, 1, 0xFFFF)
+    except values.BadValue:
+        raise RuleError("host", f"unknown host status {values.shown(value)} (e.g. "
+                        "DID_TIME_OUT, DID_NO_CONNECT, or a number 1..0xffff)") from None
 
 
-def _int(key: str, value: Any) -> int:
-    if isinstance(value, str):
-        try:
-            return int(value.strip(), 0)
-        except ValueError:
-            raise RuleError(key, f"expected an integer, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RuleError(key, f"expected an integer, got {value!r}")
-    return value
+def _information(value: Any) -> int:
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return NO_INFORMATION
+    return values.integer("information", value, 0, _MAX_LBA)
 
 
 _COMMON = {"name", "opcode", "lba-start", "lba-end", "nth", "every", "probability", "state",
            "new-state", "after", "before", "once", "action"}
 _OWN = {"check-condition": {"sense", "descriptor", "information", "transfer"},
         "transport": {"host"}, "delay": {"seconds"}, "short": {"resid"}, "set-state": set()}
+#: Integer keys of every rule -> their largest value.
+_COUNTS = {"lba-start": _MAX_LBA, "lba-end": _MAX_LBA, "nth": values.MAX_COUNT,
+           "every": values.MAX_COUNT, "state": values.MAX_COUNT, "new-state": values.MAX_COUNT}
 
 
 def scsi_rule_from_dict(table: Mapping[str, Any], index: int = 0) -> ScsiRule:
     """One rule table -> :class:`ScsiRule`; a mistake is a ConfigError naming rule and key."""
-    label = f"SCSI rule {index}" + (f" ({table.get('name')!r})" if isinstance(table, Mapping)
-                                    and table.get("name") else "")
+    name = table.get("name") if isinstance(table, Mapping) else None
+    label = f"SCSI rule {index}" + (f" ({values.shown(name)})" if name else "")
     try:
         return _build(table)
-    except RuleError as e:
+    except (RuleError, values.BadValue) as e:
         raise ConfigError(f"{label}: {e}") from None
 
 
 def _build(table: Mapping[str, Any]) -> ScsiRule:
     if not isinstance(table, Mapping):
-        raise RuleError("rule", f"expected a table of keys, got {table!r}")
+        raise RuleError("rule", f"expected a table of keys, got {values.shown(table)}")
     kind = table.get("action")
-    if kind not in _OWN:
-        raise RuleError("action", f"expected one of {', '.join(_OWN)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in _OWN:
+        raise RuleError("action", f"expected one of {', '.join(_OWN)}, got {values.shown(kind)}")
     for key in table:
         if key not in _COMMON and key not in _OWN[kind]:
-            raise RuleError(str(key), f"unknown key for action {kind!r}")
+            raise RuleError(str(key)[:80], f"unknown key for action {kind!r}")
     action: ScsiAction
     if kind == "check-condition":
         if "sense" not in table:
             raise RuleError("sense", "missing (e.g. sense = '03/11/00')")
         sk, asc, ascq = _sense(table["sense"])
         info = table.get("information")
-        action = CheckCondition(sk, asc, ascq, bool(table.get("descriptor", False)),
-                                None if info is None else NO_INFORMATION
-                                if str(info).strip().lower() == "none"
-                                else _int("information", info),
-                                bool(table.get("transfer", False)))
+        action = CheckCondition(sk, asc, ascq,
+                                values.boolean("descriptor", table.get("descriptor", False)),
+                                None if info is None else _information(info),
+                                values.boolean("transfer", table.get("transfer", False)))
     elif kind == "transport":
         action = Transport(_host(table.get("host", "DID_TIME_OUT")))
     elif kind == "delay":
-        action = Latency(parse_seconds("seconds", table.get("seconds", 0)))
+        action = Latency(values.seconds("seconds", table.get("seconds", 0)))
     elif kind == "short":
-        action = Short(_int("resid", table.get("resid", 512)))
+        action = Short(values.count("resid", table.get("resid", 512), minimum=1))
     else:
         action = StateOnly()
-    kw: dict[str, Any] = {"name": str(table.get("name", ""))}
+    name = table.get("name", "")
+    if not isinstance(name, str):
+        raise RuleError("name", f"expected a string, got {values.shown(name)}")
+    kw: dict[str, Any] = {"name": name}
     if "opcode" in table:
         kw["opcodes"] = _opcodes(table["opcode"])
-    for key in ("lba-start", "lba-end", "nth", "every", "state", "new-state"):
+    for key, top in _COUNTS.items():
         if key in table:
-            kw[key.replace("-", "_")] = _int(key, table[key])
+            kw[key.replace("-", "_")] = values.count(key, table[key], maximum=top)
     # The block layer's value forms: '10%', '50ms', true/'on'/'off'.
     if "probability" in table:
-        kw["probability"] = parse_probability("probability", table["probability"])
+        kw["probability"] = values.probability("probability", table["probability"])
     for key in ("after", "before"):
         if key in table:
-            kw[key] = parse_seconds(key, table[key])
+            kw[key] = values.seconds(key, table[key])
     if "once" in table:
-        kw["once"] = parse_boolean("once", table["once"])
+        kw["once"] = values.boolean("once", table["once"])
     return ScsiRule(action, **kw)
 
 
@@ -305,7 +315,8 @@ def scsi_rules_from_data(data: Iterable[Mapping[str, Any]], source: str = "") ->
             raise ConfigError(f"{prefix}{e}") from None
         name = rule.name or f"scsi-{index}"
         if name in names:
-            raise ConfigError(f"{prefix}SCSI rule {index}: 'name': {name!r} is already taken")
+            raise ConfigError(f"{prefix}SCSI rule {index}: 'name': {values.shown(name)} is "
+                              "already taken")
         names.add(name)
         out.append(ScsiRule(**{**_fields(rule), "name": name}))
     return out
