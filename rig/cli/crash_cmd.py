@@ -77,22 +77,37 @@ def _states(args: argparse.Namespace) -> tuple[WriteLog, CrashStates]:
     try:
         return log, CrashStates(log, torn=args.torn, seed=args.seed, samples=args.samples)
     except ValueError as e:
-        raise RigError(str(e)) from None
+        raise RigError(f"{args.log}: {e}") from None
 
 
 def parse_state(states: CrashStates, text: str, what: str) -> CrashState:
     """The state named ``text`` (as ``rig crash states`` prints it) at one of the cuts of
-    ``states``; a RigError naming ``what`` (the argument) otherwise."""
+    ``states``, checked against the log (its records in flight there, its torn sectors ones that
+    still show); a RigError naming ``what`` (the argument) otherwise."""
     from rig.crash.crashstate import CrashState
+    from rig.crash.cuts import check_state
 
     try:
         state = CrashState.parse(text)
     except ValueError as e:
-        raise RigError(f"{what} {text!r}: {e}") from None
+        raise RigError(f"{what} {_shown(text)}: {e}") from None
     if state.cut not in states.cuts():
-        raise RigError(f"{what} {text!r}: the log has no cut {state.cut} (cuts: "
-                       f"{', '.join(map(str, states.cuts()))})")
+        raise RigError(f"{what} {_shown(text)}: the log has no cut {state.cut} (cuts: "
+                       f"{_few(states.cuts())})")
+    try:
+        check_state(states.plan(state.cut), state, states.sector)
+    except ValueError as e:
+        raise RigError(f"{what}: {e} ('rig crash states --torn LOG' lists the states)") from None
     return state
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+
+
+def _few(cuts: list[int]) -> str:
+    shown = ", ".join(map(str, cuts[:20]))
+    return shown + (f" ... {len(cuts) - 20} more" if len(cuts) > 20 else "")
 
 
 def _list(args: argparse.Namespace) -> int:

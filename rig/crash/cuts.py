@@ -7,12 +7,15 @@ what is in flight at each (with the parts no later durable record overwrote), th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rig.crash.crashstate import CrashState
+from rig.core.units import format_size
+from rig.crash.crashstate import BadStateName, CrashState
 from rig.crash.logfile import WriteLog
 from rig.crash.records import DATA_KINDS, Kind, Record
+from rig.errors import ConfigError
 
 #: Sectors are never smaller than this for tearing (the writecache filter's unit).
 MIN_SECTOR = 512
@@ -34,6 +37,34 @@ def sectors(offset: int, length: int, sector: int) -> list[Range]:
         out.append((pos, stop))
         pos = stop
     return out
+
+
+def sector_count(offset: int, length: int, sector: int) -> int:
+    """How many sectors ``[offset, offset+length)`` touches (what ``len(sectors(...))`` is,
+    without listing them)."""
+    if length <= 0:
+        return 0
+    return (offset + length - 1) // sector - offset // sector + 1
+
+
+def sector_at(offset: int, length: int, sector: int, index: int) -> Range:
+    """Sector ``index`` of ``[offset, offset+length)``: ``sectors(...)[index]``, computed."""
+    first = offset // sector + index
+    return max(offset, first * sector), min(offset + length, (first + 1) * sector)
+
+
+def visible_sectors(offset: int, visible: tuple[Range, ...], sector: int) -> list[Range]:
+    """The sector indexes (counted from the sector of ``offset``) that the ``visible`` parts of
+    a record touch, as inclusive ``(first, last)`` runs in increasing order."""
+    base = offset // sector
+    runs: list[Range] = []
+    for lo, hi in sorted(visible):
+        first, last = lo // sector - base, (hi - 1) // sector - base
+        if runs and first <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], last))
+        else:
+            runs.append((first, last))
+    return runs
 
 
 def _subtract(ranges: list[Range], start: int, end: int) -> list[Range]:
@@ -86,7 +117,7 @@ class _Walk:
             raise ValueError(f"initial image is {len(initial)} bytes, the log's device {size}")
         self.base: bytearray | None = None
         if size is not None:
-            self.base = bytearray(initial if initial is not None else size)
+            self.base = bytearray(initial) if initial is not None else _zeroes(size)
         self.pending: list[Pending] = []
         self.position = 0
 
@@ -129,7 +160,7 @@ class _Walk:
 
 def _check_cut(log: WriteLog, cut: int) -> None:
     if not 0 <= cut <= log.last_seq:
-        raise ValueError(f"cut {cut} is outside the log (records 1..{log.last_seq})")
+        raise BadStateName(f"cut {cut} is outside the log (records 1..{log.last_seq})")
 
 
 def cut_plans(log: WriteLog, *, upto: int | None = None) -> Iterator[CutPlan]:
@@ -158,19 +189,54 @@ def plan_at(log: WriteLog, cut: int) -> CutPlan:
     return walk.plan(cut)
 
 
+def ram() -> int:
+    """This machine's RAM in bytes (0 when unknown): the most one device image may take."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+class ImageTooLarge(ConfigError):
+    """The log's device is larger than one image the machine can hold in memory."""
+
+
+def _zeroes(size: int) -> bytearray:
+    """A zeroed device image, or :class:`ImageTooLarge` naming the size and the limit."""
+    limit = ram()
+    if limit and size > limit:
+        raise ImageTooLarge(_too_large(size, f"this machine's RAM ({format_size(limit)})"))
+    try:
+        return bytearray(size)
+    except (MemoryError, OverflowError):
+        raise ImageTooLarge(_too_large(size, "what the allocator gives")) from None
+
+
+def _too_large(size: int, limit: str) -> str:
+    return (f"the log's device is {format_size(size)} ({size} bytes), more than {limit}: a "
+            "crash state's image is built in memory, so listing the states works but "
+            "materializing or checking one needs a smaller device")
+
+
 class Durable:
     """The durable image at any cut, built by walking the log; asking for cuts in increasing
-    order walks it once (one image in memory)."""
+    order walks it once (one image in memory). The image is allocated on the first
+    :meth:`at`, so listing states never needs it; a device larger than the machine's RAM is an
+    :class:`ImageTooLarge` there."""
 
     def __init__(self, log: WriteLog, initial: bytes | None = None) -> None:
         self.log = log
         self.initial = initial
-        self._walk = _Walk(log.header.device_size, initial)
+        if initial is not None and len(initial) != log.header.device_size:
+            raise ValueError(f"initial image is {len(initial)} bytes, the log's device "
+                             f"{log.header.device_size}")
+        self._walk: _Walk | None = None
 
     def at(self, cut: int) -> bytearray:
         """The durable image after record ``cut`` (do not modify it)."""
         _check_cut(self.log, cut)
-        if cut < self._walk.position:
+        if self._walk is None or cut < self._walk.position:
+            self._walk = None  # the old image goes before the new one is made
             self._walk = _Walk(self.log.header.device_size, self.initial)
         for rec in self.log.records[self._walk.position:cut]:
             self._walk.step(rec)
@@ -178,31 +244,51 @@ class Durable:
         return self._walk.base
 
 
-def pieces(plan: CutPlan, state: CrashState, sector: int) -> list[tuple[int, bytes]]:
-    """What ``state`` puts over the durable image of its cut: ``(offset, data)`` in log order."""
+def check_state(plan: CutPlan, state: CrashState, sector: int) -> None:
+    """A :class:`BadStateName` unless ``state`` is one the enumeration of ``plan``'s cut could
+    list: its records in flight there, its torn sector indexes sectors of the record that still
+    show, and a torn record not keeping all of them (that is ``keep``)."""
     if state.cut != plan.cut:
-        raise ValueError(f"state {state} is not of cut {plan.cut}")
+        raise BadStateName(f"state {state} is not of cut {plan.cut}")
+    flying = {p.record.seq: p for p in plan.pending}
+    missing = sorted({*state.keep, *(seq for seq, _ in state.torn)} - set(flying))
+    if missing:
+        raise BadStateName(f"state {state}: records {missing} are not in flight at cut "
+                           f"{plan.cut}")
+    for seq, idx in state.torn:
+        p = flying[seq]
+        rec = p.record
+        n = sector_count(rec.offset, rec.length, sector)
+        if not idx or max(idx) >= n:
+            raise BadStateName(f"state {state}: record {seq} has sectors 0..{n - 1}")
+        runs = visible_sectors(rec.offset, p.visible, sector)
+        for i in idx:
+            if not any(lo <= i <= hi for lo, hi in runs):
+                shown = ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
+                raise BadStateName(f"state {state}: sector {i} of record {seq} was overwritten "
+                                   f"by a later durable write (in flight: {shown})")
+        if len(set(idx)) == sum(hi - lo + 1 for lo, hi in runs):
+            raise BadStateName(f"state {state}: torn record {seq} keeps every sector still in "
+                               f"flight: name it 'keep {seq}'")
+
+
+def pieces(plan: CutPlan, state: CrashState, sector: int) -> list[tuple[int, bytes]]:
+    """What ``state`` puts over the durable image of its cut: ``(offset, data)`` in log order.
+    A state no enumeration lists is a :class:`BadStateName` (see :func:`check_state`)."""
+    check_state(plan, state, sector)
     chosen: dict[int, tuple[int, ...] | None] = {seq: None for seq in state.keep}
     chosen.update(dict(state.torn))
     out: list[tuple[int, bytes]] = []
-    seen = 0
     for p in plan.pending:
         rec = p.record
         if rec.seq not in chosen:
             continue
-        seen += 1
         idx = chosen[rec.seq]
         ranges = list(p.visible)
         if idx is not None:
-            secs = sectors(rec.offset, rec.length, sector)
-            if any(not 0 <= i < len(secs) for i in idx):
-                raise ValueError(f"state {state}: record {rec.seq} has sectors 0..{len(secs) - 1}")
-            ranges = [r for i in idx for r in intersect(ranges, *secs[i])]
+            ranges = [r for i in idx
+                      for r in intersect(ranges, *sector_at(rec.offset, rec.length, sector, i))]
         out.extend((lo, _content(rec, lo, hi)) for lo, hi in ranges)
-    if seen != len(chosen):
-        flying = {p.record.seq for p in plan.pending}
-        missing = sorted(set(chosen) - flying)
-        raise ValueError(f"state {state}: records {missing} are not in flight at cut {plan.cut}")
     return out
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO
 
+from rig.core import values
 from rig.core.outputs import open_output
 from rig.crash.records import DATA_KINDS, Kind, LogHeader, Record
 from rig.errors import ConfigError
@@ -43,7 +44,14 @@ FLAG_FUA = 1
 FLAG_MAY_UNMAP = 2
 FLAG_ZLIB = 4
 FLAG_SYSTEM = 8
-_KNOWN_FLAGS = FLAG_FUA | FLAG_MAY_UNMAP | FLAG_ZLIB | FLAG_SYSTEM
+#: The flags each kind of record may carry (the writer never sets others).
+_FLAGS_OF = {Kind.WRITE: FLAG_FUA | FLAG_ZLIB, Kind.WRITE_ZEROES: FLAG_FUA | FLAG_MAY_UNMAP,
+             Kind.DISCARD: 0, Kind.FLUSH: 0, Kind.MARK: FLAG_SYSTEM}
+#: The largest logical block size a header may give (larger than any device's).
+MAX_BLOCK_SIZE = 1 << 20
+#: deflate expands at most 1032:1, so a write larger than this many times its zlib payload is
+#: corrupt (checked before inflating).
+_ZLIB_RATIO = 1032
 
 #: Writes shorter than this are never compressed (the zlib header would eat the gain).
 _MIN_COMPRESS = 128
@@ -184,13 +192,25 @@ class LogReader:
             raise self._error(0, "header checksum mismatch")
         if version != VERSION or header_len != HEADER_SIZE:
             raise self._error(8, f"unsupported version {version} (header length {header_len})")
-        if lbs < 1 or lbs & (lbs - 1):
-            raise self._error(12, f"logical block size {lbs} is not a power of two")
+        if lbs < 1 or lbs & (lbs - 1) or lbs > MAX_BLOCK_SIZE:
+            raise self._error(12, f"logical block size {lbs} is not a power of two up to "
+                              f"{MAX_BLOCK_SIZE}")
+        try:
+            values.size("device size", size)
+        except values.BadValue as e:
+            raise self._error(16, str(e)) from None
+        if raw[24:28] != bytes(4):
+            raise self._error(24, "reserved header bytes are not zero")
         return LogHeader(size, lbs, version)
 
     def __iter__(self) -> Iterator[Record]:
         self.tail_note = None
-        with open(self.path, "rb") as f:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError as e:
+            raise ConfigError(f"cannot read the write log {str(self.path)!r}: "
+                              f"{e.strerror}") from None
+        with f:
             f.seek(HEADER_SIZE)
             pos, seq = HEADER_SIZE, 0
             while True:
@@ -205,8 +225,13 @@ class LogReader:
                         self._torn(pos, "zero-filled tail")
                         return
                     raise self._error(pos, "record header checksum mismatch")
-                kind, flags, _, plen, rseq, offset, length, pcrc = _RECORD.unpack_from(head)
-                payload = f.read(plen)
+                kind, flags, reserved, plen, rseq, offset, length, pcrc = _RECORD.unpack_from(
+                    head)
+                if reserved:
+                    raise self._error(pos, "reserved record bytes are not zero")
+                # Never ask for more than the file holds (a read allocates what it is asked).
+                have = max(0, os.fstat(f.fileno()).st_size - pos - RECORD_HEADER_SIZE)
+                payload = f.read(min(plen, have))
                 if len(payload) < plen:
                     self._torn(pos, f"record #{rseq} has {len(payload)} of {plen} payload bytes")
                     return
@@ -231,10 +256,13 @@ class LogReader:
             kind = Kind(kind_code)
         except ValueError:
             raise self._error(pos, f"unknown record kind {kind_code}") from None
-        if flags & ~_KNOWN_FLAGS:
-            raise self._error(pos, f"record #{seq}: unknown flags 0x{flags:02x}")
+        if flags & ~_FLAGS_OF[kind]:
+            raise self._error(pos, f"record #{seq}: flags 0x{flags:02x} on a "
+                              f"{kind.name.lower()} record")
         fua, unmap = bool(flags & FLAG_FUA), bool(flags & FLAG_MAY_UNMAP)
         if kind is Kind.MARK:
+            if offset or length:
+                raise self._error(pos, f"record #{seq}: a mark with an offset or length")
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
@@ -243,6 +271,8 @@ class LogReader:
         if kind is Kind.FLUSH:
             if offset >= seq:
                 raise self._error(pos, f"flush #{seq} covers a later record #{offset}")
+            if length or payload:
+                raise self._error(pos, f"record #{seq}: a flush with a length or payload")
             return Record(seq, kind, covers=offset)
         assert kind in DATA_KINDS
         if offset + length > self.header.device_size:
@@ -253,14 +283,26 @@ class LogReader:
                 raise self._error(pos, f"record #{seq}: {kind.name.lower()} with a payload")
             return Record(seq, kind, offset, length, fua=fua, may_unmap=unmap)
         if flags & FLAG_ZLIB:
-            try:
-                payload = zlib.decompress(payload)
-            except zlib.error as e:
-                raise self._error(pos, f"record #{seq}: bad zlib data ({e})") from None
+            payload = self._inflate(pos, seq, payload, length)
         if len(payload) != length:
             raise self._error(pos, f"record #{seq}: {len(payload)} data bytes for a "
                               f"{length}-byte write")
         return Record(seq, kind, offset, length, fua=fua, data=payload)
+
+    def _inflate(self, pos: int, seq: int, payload: bytes, length: int) -> bytes:
+        """A write's zlib data, never more than its ``length`` (no bomb inflates here)."""
+        if length > _ZLIB_RATIO * len(payload) + 64:
+            raise self._error(pos, f"record #{seq}: {len(payload)} zlib bytes cannot hold a "
+                              f"{length}-byte write")
+        inflate = zlib.decompressobj()
+        try:
+            data = inflate.decompress(payload, length + 1)
+        except zlib.error as e:
+            raise self._error(pos, f"record #{seq}: bad zlib data ({e})") from None
+        if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+            raise self._error(pos, f"record #{seq}: bad zlib data (not one whole stream of "
+                              f"{length} bytes)")
+        return data
 
 
 def _rest_is_zero(f: BinaryIO) -> bool:

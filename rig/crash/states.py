@@ -34,15 +34,24 @@ from rig.crash.cuts import (
     Durable,
     cut_plans,
     image,
-    intersect,
     pieces,
     plan_at,
     sector_size,
-    sectors,
+    visible_sectors,
 )
 from rig.crash.logfile import WriteLog
+from rig.errors import ConfigError
 
 __all__ = ["CrashState", "CrashStates", "Unit"]
+
+#: The most in-flight sectors one cut may have in a torn enumeration (256 MiB in flight in
+#: 512-byte sectors); past it, listing them would take minutes and memory to no use.
+MAX_UNITS = 1 << 19
+
+
+class TooManyUnits(ConfigError):
+    """A cut has more torn units in flight than an enumeration takes."""
+
 
 #: One in-flight unit of a cut, as :meth:`CrashStates.units` lists them: ``(seq, index)``, the
 #: record's sequence number and the sector index in it (``-1``: the whole record).
@@ -56,16 +65,16 @@ class _Unit:
 
 
 def _units(plan: CutPlan, torn: bool, sector: int) -> list[_Unit]:
-    out: list[_Unit] = []
-    for p in plan.pending:
-        rec = p.record
-        if not torn:
-            out.append(_Unit(rec.seq, -1))
-            continue
-        for i, (lo, hi) in enumerate(sectors(rec.offset, rec.length, sector)):
-            if intersect(list(p.visible), lo, hi):
-                out.append(_Unit(rec.seq, i))
-    return out
+    if not torn:
+        return [_Unit(p.record.seq, -1) for p in plan.pending]
+    runs = [(p.record.seq, visible_sectors(p.record.offset, p.visible, sector))
+            for p in plan.pending]
+    total = sum(hi - lo + 1 for _, rs in runs for lo, hi in rs)
+    if total > MAX_UNITS:
+        raise TooManyUnits(f"cut {plan.cut}: {total} sectors in flight, more than the "
+                           f"{MAX_UNITS} a torn enumeration takes (list the states without "
+                           "torn sectors)")
+    return [_Unit(seq, i) for seq, rs in runs for lo, hi in rs for i in range(lo, hi + 1)]
 
 
 def _state(cut: int, units: list[_Unit], mask: int) -> CrashState:
