@@ -16,7 +16,8 @@ from rig.core.options import (
     parse_json_filename,
     parse_keyval,
 )
-from rig.core.registry import driver_class
+from rig.core.registry import driver_class, drivers
+from rig.core.values import shown
 from rig.errors import ConfigError
 
 #: Format drivers (error wording differs from protocol drivers, as in QEMU).
@@ -98,6 +99,9 @@ def open_options(opts: Options, *, inherited_defaults: Mapping[str, Any] | None 
         if filename is None:
             raise ConfigError(f"Parameter '{opts.path}driver' is missing")
         driver = probe_protocol(filename)
+    if driver not in drivers() and not driver.isprintable():
+        raise ConfigError(f"Parameter '{opts.path}driver' does not accept value "
+                          f"{shown(driver)} (not a driver name)")
     cls = driver_class(driver)
     discard = opts.enum("discard", ("ignore", "off", "unmap", "on"), "unmap")
     ctx = OpenContext(

@@ -44,7 +44,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         full = f"{head}{key}"
         if isinstance(value, Mapping | list):
             if len(stack) > MAX_DEPTH:
-                raise ConfigError(f"option '{full[:80]}': nested more than {MAX_DEPTH} "
+                raise ConfigError(f"option '{printable(full)}': nested more than {MAX_DEPTH} "
                                   "levels deep")
             inner = value.items() if isinstance(value, Mapping) else enumerate(value)
             stack.append((full + ".", iter(inner)))
@@ -77,7 +77,7 @@ def parse_keyval(text: str) -> dict[str, str]:
             continue
         key, sep, value = part.partition("=")
         if not sep:
-            raise ConfigError(f"Invalid parameter '{key}' (expected key=value)")
+            raise ConfigError(f"Invalid parameter '{printable(key)}' (expected key=value)")
         out[key] = value
     return out
 
@@ -95,6 +95,13 @@ def parse_json_filename(text: str) -> dict[str, Any]:
     return value
 
 
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` as a one-line message may quote it: control characters escaped, cut short."""
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _looks_numeric(text: str) -> bool:
     """Digits only (after a sign): a number that was refused for its size, not its form."""
     body = text.strip()
@@ -106,8 +113,7 @@ def _cut(value: Any) -> str:
     """A value as a message quotes it: text cut short, a huge int by its size."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"<an integer of {value.bit_length()} bits>"
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return printable(value if isinstance(value, str) else repr(value), 60)
 
 
 # Aliases: Options has methods named str/int/bool, which would shadow the builtins.
@@ -128,7 +134,7 @@ class Options:
         self._inherited = dict(inherited or {})
 
     def _name(self, key: _Str) -> _Str:
-        return f"{self.path}{key}"
+        return printable(f"{self.path}{key}")
 
     def has(self, key: _Str) -> _Bool:
         return key in self._flat
@@ -156,6 +162,8 @@ class Options:
             return default
         if not isinstance(value, str):
             raise ConfigError(f"Invalid parameter type for '{self._name(key)}', expected: string")
+        if "\x00" in value:  # no path, name or word has one (and os.stat() would raise)
+            raise ConfigError(f"Parameter '{self._name(key)}' must not contain a NUL byte")
         return value
 
     def bool(self, key: _Str, default: _Bool = False) -> _Bool:
@@ -201,7 +209,7 @@ class Options:
         allowed = list(choices)
         if value not in allowed:
             raise ConfigError(
-                f"Parameter '{self._name(key)}' does not accept value '{value}' "
+                f"Parameter '{self._name(key)}' does not accept value '{printable(value)}' "
                 f"(one of: {', '.join(allowed)})"
             )
         return value

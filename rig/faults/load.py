@@ -227,6 +227,9 @@ def load_document(path: str | Path, what: str) -> Any:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError(f"{str(path)!r}: cannot read the {what}: a file name has no NUL "
+                          "byte") from None
     text = decode(raw, str(path))
     return loads_toml(text, str(path)) if suffix == ".toml" else loads_json(text, str(path))
 

@@ -302,8 +302,9 @@ class Rule:
             value = getattr(self, key)
             if value is not None:
                 _check_int(key, value, 0)
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise RuleError("end", f"must be greater than 'start' ({self.start}), got {self.end}")
+        if self.end is not None and self.end <= (self.start or 0):
+            raise RuleError("end", f"must be greater than 'start' ({self.start or 0}), "
+                            f"got {self.end}")
 
     def _check_window(self) -> None:
         for key in ("after", "before"):

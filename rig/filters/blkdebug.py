@@ -27,7 +27,7 @@ from typing import Any
 from rig.core.graph import OpenContext
 from rig.core.limits import BlockLimits
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
-from rig.core.options import Options
+from rig.core.options import Options, printable
 from rig.core.registry import register_driver
 from rig.errors import ConfigError
 from rig.filters.base import Filter
@@ -152,7 +152,7 @@ class BlkdebugFilter(Filter):
     # ------------------------------------------------------------------ rules
     def add_rule(self, spec: RuleSpec) -> None:
         if spec.event not in EVENT_SET:
-            raise ConfigError(f"invalid parameter value: {spec.event}")
+            raise ConfigError(f"invalid parameter value: {printable(spec.event)}")
         with self._lock:
             self._rules.setdefault(spec.event, []).insert(0, _Rule(spec))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.core import values
+from rig.core.options import printable
 from rig.errors import ConfigError
 from rig.filters.blkdebug_events import DEFAULT_IOTYPES, EVENT_SET, IOTYPES
 
@@ -78,7 +79,7 @@ def parse_config_text(text: str) -> list[Section]:
         if m:
             group = m.group(1)
             if group not in GROUP_KEYS:
-                raise ConfigError(f"There is no option group '{group}'")
+                raise ConfigError(f"There is no option group '{printable(group)}'")
             current = Section(group)
             sections.append(current)
             continue
@@ -95,7 +96,7 @@ def parse_config_text(text: str) -> list[Section]:
 def set_value(section: Section, key: str, value: Any) -> None:
     """qemu_opt_set: the key must belong to the group; numbers and booleans are checked now."""
     if key not in GROUP_KEYS[section.group]:
-        raise ConfigError(f"Invalid parameter '{key}'")
+        raise ConfigError(f"Invalid parameter '{printable(key)}'")
     if key in _NUMBER_KEYS:
         value = parse_number(key, value)
     elif key in _BOOL_KEYS:
@@ -124,7 +125,7 @@ def parse_number(key: str, value: Any) -> int:
             raise ConfigError(f"Value '{_cut(value)}' is too large for parameter '{key}'")
         number = int(body, base)
         if number >= _U64:
-            raise ConfigError(f"Value '{value}' is too large for parameter '{key}'")
+            raise ConfigError(f"Value '{_cut(value)}' is too large for parameter '{key}'")
         if sign == "-":
             number = -number
     if not -_U64 < number < _U64:
@@ -141,8 +142,7 @@ def _cut(value: Any) -> str:
     """A value as a message quotes it: at most 40 characters (a huge int by its size)."""
     if isinstance(value, int) and value.bit_length() > 128:
         return f"<an integer of {value.bit_length()} bits>"
-    text = str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return printable(str(value), 40)
 
 
 def parse_bool(key: str, value: Any) -> bool:
@@ -188,14 +188,14 @@ def build_rule(section: Section) -> RuleSpec:
     if event is None:
         raise ConfigError("Missing event name for rule")
     if event not in EVENT_SET:
-        raise ConfigError(f"invalid parameter value: {event}")
+        raise ConfigError(f"invalid parameter value: {printable(event)}")
     state = int(v.get("state", 0))
     if section.group == "set-state":
         return RuleSpec("set_state", event, state=state, new_state=int(v.get("new_state", 0)))
     iotypes = DEFAULT_IOTYPES
     if "iotype" in v:
         if v["iotype"] not in IOTYPES:
-            raise ConfigError(f"invalid parameter value: {v['iotype']}")
+            raise ConfigError(f"invalid parameter value: {printable(v['iotype'])}")
         iotypes = frozenset({v["iotype"]})
     sector = int(v.get("sector", (1 << 64) - 1))
     offset = -1 if sector == (1 << 64) - 1 else sector * 512
