@@ -16,18 +16,34 @@ their default value are left out.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rig.core import values
+from rig.core.documents import decode, loads_json
 from rig.core.outputs import open_output
 from rig.errors import ConfigError
-from rig.faults.rules import errno_name
+from rig.faults.rules import ACTIONS, Op, errno_name
 
 FORMAT = "blockrig-faults-log"
 VERSION = 1
+#: An event's keys, in the order a line has them.
+_ORDER = ("seq", "time", "op", "offset", "length", "rule", "action", "errno", "errno_name",
+          "delay", "bits", "landed", "state")
+_KEYS = frozenset(_ORDER)
+_OPS = tuple(op.value for op in Op)
+#: SCSI-layer firings (rig.scsi.fault_engine): ``scsi-`` and the opcode in hex.
+_SCSI_OP = re.compile(r"scsi-[0-9a-f]{2}", re.ASCII)
+#: The longest rule, op or action name an event may carry.
+_MAX_NAME = 256
+#: The largest seed a header may give (the engine takes any int; 64 bits is what people use).
+_MAX_SEED = 1 << 64
+#: Seconds since the filter opened (about 31,000 years): anything larger is not a time.
+_MAX_TIME = 1e12
 
 
 @dataclass(frozen=True)
@@ -71,14 +87,46 @@ class Event:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Event:
+        """An event from its JSON object, every value checked with its bounded parser
+        (:mod:`rig.core.values`): a :class:`~rig.core.values.BadValue` naming the key
+        otherwise, so a log that loads can be replayed without surprises."""
+        unknown = sorted(set(data) - _KEYS)
+        if unknown:
+            raise values.BadValue(unknown[0], f"not an event key (known: {', '.join(_ORDER)})")
+        for key in ("seq", "time", "op", "offset", "length", "rule", "action"):
+            if key not in data:
+                raise values.BadValue(key, "missing")
+        op, action = _text("op", data["op"]), _text("action", data["action"])
+        if op not in _OPS and not _SCSI_OP.fullmatch(op):
+            raise values.BadValue("op", f"expected one of {', '.join(_OPS)} (or scsi-XX), "
+                                  f"got {op!r}")
+        if op in _OPS and action not in ACTIONS:
+            raise values.BadValue("action", f"expected one of {', '.join(ACTIONS)}, "
+                                  f"got {action!r}")
+        offset = values.offset("offset", data["offset"])
+        length = values.size("length", data["length"])
+        if offset + length > values.MAX_OFFSET:
+            raise values.BadValue("length", f"[{offset}, +{length}) ends past 2^63-1")
+        code = data.get("errno", 0)
+        errno = 0 if code == 0 and not isinstance(code, bool) else values.errno("errno", code)
+        if action in ("error", "gone") and not errno:
+            raise values.BadValue("errno", f"an {action!r} event needs the errno it failed with")
+        bits = data.get("bits", [])
+        if not isinstance(bits, list):
+            raise values.BadValue("bits", f"expected a list of bit offsets, got {bits!r:.40}")
+        lo, hi = offset * 8, (offset + length) * 8 - 1
+        checked = tuple(values.integer("bits", b, lo, hi) for b in bits) if bits else ()
+        landed = data.get("landed")
         return cls(
-            seq=int(data["seq"]), time=float(data["time"]), op=str(data["op"]),
-            offset=int(data["offset"]), length=int(data["length"]), rule=str(data["rule"]),
-            action=str(data["action"]), errno=int(data.get("errno", 0)),
-            delay=float(data.get("delay", 0.0)),
-            bits=tuple(int(b) for b in data.get("bits", ())),
-            landed=None if data.get("landed") is None else int(data["landed"]),
-            state=None if data.get("state") is None else int(data["state"]),
+            seq=values.count("seq", data["seq"], minimum=1),
+            time=values.number("time", data["time"], 0.0, _MAX_TIME, "seconds"),
+            op=op, offset=offset, length=length, rule=_text("rule", data["rule"]),
+            action=action, errno=errno,
+            delay=values.seconds("delay", data.get("delay", 0.0)),
+            bits=checked,
+            landed=None if landed is None else values.size("landed", landed, maximum=length),
+            state=None if data.get("state") is None else values.integer(
+                "state", data["state"], -values.MAX_COUNT - 1, values.MAX_COUNT),
         )
 
     def outcome(self) -> tuple[Any, ...]:
@@ -173,40 +221,56 @@ class EventLog:
 
     @classmethod
     def load(cls, path: str | Path) -> EventLog:
-        """Read a log written by :meth:`save` or :meth:`stream_to`."""
+        """Read a log written by :meth:`save` or :meth:`stream_to`. Every line is checked here
+        (JSON depth, UTF-8, each value's kind and range): a one-line ConfigError naming the
+        file, the line and the key otherwise."""
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            raw = Path(path).read_bytes()
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the fault log: {e.strerror}") from None
+        lines = [decode(line, f"{path}: line {n}")
+                 for n, line in enumerate(raw.split(b"\n"), 1)]
+        while lines and not lines[-1].strip():
+            lines.pop()
         if not lines:
             raise ConfigError(f"{path}: empty file, not a fault log")
         header = _json_line(path, 1, lines[0])
         if header.get("format") != FORMAT:
             raise ConfigError(f"{path}: line 1: not a fault log (no '\"format\": \"{FORMAT}\"')")
-        if header.get("version") != VERSION:
-            raise ConfigError(f"{path}: line 1: unsupported version {header.get('version')!r}")
+        if header.get("version") != VERSION or isinstance(header.get("version"), bool):
+            raise ConfigError(f"{path}: line 1: unsupported version "
+                              f"{_shown(header.get('version'))}")
         seed = header.get("seed", 0)
         rules = header.get("rules", [])
-        if not isinstance(seed, int) or not isinstance(rules, list):
-            raise ConfigError(f"{path}: line 1: 'seed' must be a number and 'rules' a list")
+        if (not isinstance(seed, int) or isinstance(seed, bool)
+                or not -_MAX_SEED <= seed <= _MAX_SEED or not isinstance(rules, list)):
+            raise ConfigError(f"{path}: line 1: 'seed' must be a number (at most 2^64 either "
+                              "way) and 'rules' a list")
         log = cls(seed, rules)
         for lineno, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
             try:
                 log._events.append(Event.from_json(_json_line(path, lineno, line)))
-            except (KeyError, TypeError, ValueError) as e:
-                if isinstance(e, ConfigError):
-                    raise
-                raise ConfigError(f"{path}: line {lineno}: not an event ({e!r})") from None
+            except values.BadValue as e:
+                raise ConfigError(f"{path}: line {lineno}: not an event: {e}") from None
         return log
 
 
 def _json_line(path: str | Path, lineno: int, line: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: line {lineno}: bad JSON: {e.msg}") from None
+    value = loads_json(line, f"{path}: line {lineno}")
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: line {lineno}: expected a JSON object")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > _MAX_NAME:
+        raise values.BadValue(key, f"expected a name of at most {_MAX_NAME} characters, got "
+                              f"{_shown(value)}")
     return value

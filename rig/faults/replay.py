@@ -18,11 +18,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 from rig.faults.engine import Clock, RealClock
 from rig.faults.log import Event, EventLog
-from rig.faults.rules import ALL_OPS, Op
+from rig.faults.rules import ALL_OPS
 from rig.faults.verdict import CORRUPT, DROP, FAIL, LIE, PASS, TORN, Verdict
+
+_BLOCK_OPS = frozenset(op.value for op in ALL_OPS)
 
 
 class ReplayDivergence(RigError):
@@ -44,9 +46,14 @@ class Replayer:
         self._lock = threading.Lock()
         self._gone: Event | None = None
         self._counts: dict[str, int] = {}
-        for event in self.recorded:
+        where = str(recorded) if not isinstance(recorded, EventLog) else "the fault log"
+        for n, event in enumerate(self.recorded, 1):
+            if event.op not in _BLOCK_OPS:
+                raise ConfigError(f"{where}: event {n} (request {event.seq}): op {event.op!r} "
+                                  "cannot be replayed by the faults filter (SCSI-layer events "
+                                  "are not replayed)")
             self._counts.setdefault(event.rule, 0)
-        recorded_ops = {Op(e.op).value for e in self.recorded}
+        recorded_ops = {e.op for e in self.recorded}
         self.armed: frozenset[str] = frozenset(recorded_ops)
         self.state = 1
 
@@ -88,7 +95,7 @@ class Replayer:
                 delay += ev.delay
                 if ev.state is not None:
                     self.state = ev.state
-                verdict = _verdict(ev, verdict)
+                verdict = _verdict(ev, verdict, offset, length)
                 if ev.action == "gone":
                     self._gone = ev
                     self.armed = frozenset(op.value for op in ALL_OPS)
@@ -97,15 +104,18 @@ class Replayer:
         return verdict
 
 
-def _verdict(ev: Event, current: Verdict) -> Verdict:
-    """The verdict a recorded event stands for (non-terminal events keep ``current``)."""
+def _verdict(ev: Event, current: Verdict, offset: int, length: int) -> Verdict:
+    """The verdict a recorded event stands for (non-terminal events keep ``current``), on a
+    request at ``offset`` of ``length`` bytes: flipped bits and a torn prefix stay inside it
+    (they always do when the request is the recorded one; ``strict=False`` may give another)."""
     action = ev.action
     if action in ("error", "gone"):
         return Verdict(FAIL, ev.errno)
     if action == "corrupt":
-        return Verdict(CORRUPT, bits=ev.bits)
+        lo, hi = offset * 8, (offset + length) * 8
+        return Verdict(CORRUPT, bits=tuple(b for b in ev.bits if lo <= b < hi))
     if action == "torn":
-        return Verdict(TORN, ev.errno, landed=ev.landed or 0)
+        return Verdict(TORN, ev.errno, landed=min(ev.landed or 0, length))
     if action == "drop":
         return Verdict(DROP)
     if action == "lying-flush":
