@@ -7,8 +7,11 @@ FUSE direct_io on every open, loop direct I/O, and the loop queue's ``max_sector
 FUSE's ``max_write``.
 
 Nothing outlives the process: the loop device is autoclear (its fd dies with us), the mount uses
-``auto_unmount`` (fusermount3 unmounts it when our /dev/fuse fd closes, even after SIGKILL), and
-:func:`sweep_stale` removes mountpoint dirs (and any mount left on them) of dead processes.
+``auto_unmount`` (fusermount3 unmounts it when our /dev/fuse fd closes, even after SIGKILL), a
+reaper (:class:`~rig.drivers.procs.DeathWatch`) kills the programs this process ran
+(``RIG_OWNER``), unmounts whatever fusermount3 could not, and removes the mountpoint directory
+after a SIGKILL, and :func:`sweep_stale` removes mountpoint dirs (and any mount left on them) of
+dead processes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from rig.core.backend import BlockBackend
 from rig.drivers.fuse_ops import FILE_NAME, ExportOperations
 from rig.drivers.ioctls import ioctl
 from rig.drivers.loop import LoopDevice
-from rig.drivers.procs import pid_alive
+from rig.drivers.procs import KILL_OWNED, DeathWatch, owner_env, pid_alive
 from rig.drivers.safety import device_usage
 from rig.errors import RigError
 
@@ -193,39 +196,34 @@ def _reap(pids: list[int], timeout: float = 2.0) -> None:
             time.sleep(0.02)
 
 
-class _Reaper:
-    """A ``sh`` in a session of its own that unmounts ``mountpoint`` if this process dies
-    without doing it (SIGKILL).
+#: What an export's :class:`DeathWatch` does when the exporting process died: kill the programs
+#: the process ran (they may hold the loop device, which holds the FUSE file), then unmount. The
+#: mount is looked up in the mount table, not with ``mountpoint -q`` or ``[ -d ]``: on a dead FUSE
+#: mount (its server gone) every stat fails with ENOTCONN, and those would skip the unmount. The
+#: unmount is retried for 5 s while busy (the loop device lets go of the FUSE file only once the
+#: kernel has run its autoclear), then done lazily; then the directory is removed.
+#: ``$1`` is the mountpoint, ``$2`` the same as /proc/self/mountinfo spells it.
+_REAP_EXPORT = (
+    KILL_OWNED + '; e=$2; mounted() { grep -qF -- " $e " /proc/self/mountinfo; }; i=0; '
+    'while [ $i -lt 25 ] && mounted; do fusermount3 -u -q "$1" 2>/dev/null && break; '
+    'sleep 0.2; i=$((i + 1)); done; '
+    'if mounted; then fusermount3 -u -z -q "$1" 2>/dev/null || umount -l "$1" 2>/dev/null; fi; '
+    'rmdir "$1" 2>/dev/null; exit 0')
 
-    fusermount3's own auto_unmount watcher does the same, but it gives up when its one
-    unmount finds the mount busy: the loop device over the FUSE file lets go of it only once
-    the kernel has run the loop's autoclear, a moment after our death. The reaper waits on
-    a pipe only this process holds; at EOF it retries the unmount, then detaches it lazily,
-    and removes the directory. :meth:`release` (normal teardown) closes the pipe after the
-    directory is gone, so the reaper finds nothing to do.
+
+def _mountinfo_escape(path: str) -> str:
+    """``path`` as /proc/self/mountinfo prints it (octal escapes for space, tab, newline, \\)."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+def _reaper(mountpoint: str) -> DeathWatch:
+    """Cleans up after this process if it dies while serving ``mountpoint`` (SIGKILL).
+
+    fusermount3's own auto_unmount watcher tries the unmount only once, and finds the mount
+    busy when the loop device over the FUSE file has not let go of it yet.
     """
-
-    SCRIPT = ('read _; [ -d "$1" ] || exit 0; i=0; while [ $i -lt 25 ] && mountpoint -q "$1"; '
-              'do fusermount3 -u -q "$1" 2>/dev/null && break; sleep 0.2; i=$((i + 1)); done; '
-              'mountpoint -q "$1" && fusermount3 -u -z -q "$1" 2>/dev/null; rmdir "$1" '
-              '2>/dev/null; exit 0')
-
-    def __init__(self, mountpoint: str) -> None:
-        read_end, self._write_end = os.pipe()
-        try:
-            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                ["sh", "-c", self.SCRIPT, "rig-export-reaper", mountpoint], stdin=read_end,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        except OSError:  # no sh: fusermount3's watcher is all there is
-            self._proc = None
-        finally:
-            os.close(read_end)
-
-    def release(self) -> None:
-        os.close(self._write_end)
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=5)
+    return DeathWatch("rig-export-reaper", _REAP_EXPORT, mountpoint,
+                      _mountinfo_escape(mountpoint))
 
 
 # ------------------------------------------------------------------------------ serving
@@ -310,7 +308,7 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
     server = _Server(ops, mountpoint, threads)
     cwd = os.getcwd()
-    reaper = _Reaper(mountpoint)
+    reaper = _reaper(mountpoint)
     try:
         server.start()
         # libfuse's fuse_daemonize() does chdir("/") even in the foreground, for the whole
@@ -335,7 +333,12 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
 
 
 def register() -> None:
-    """Offer ``export`` as a service (called by ``rig.drivers``)."""
+    """Offer ``export`` as a service, and ``owner_env``: what a command adds to the environment
+    of a program it runs on an export, so that the export's reaper kills the program if the
+    command is killed; and ``death_watch`` (:class:`~rig.drivers.procs.DeathWatch`), for what
+    else must not outlive a SIGKILL (called by ``rig.drivers``)."""
     from rig.core.registry import register_service
 
     register_service("export", export)
+    register_service("owner_env", owner_env)
+    register_service("death_watch", DeathWatch)

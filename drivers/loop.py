@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -48,6 +49,7 @@ _NO_CONFIGURE = frozenset({errno.EINVAL, errno.ENOTTY, errno.ENOSYS})
 # The node named by GET_FREE went away (LOOP_CTL_REMOVE elsewhere) before we opened it.
 _VANISHED = frozenset({errno.ENOENT, errno.ENXIO, errno.ENODEV})
 _NEED_ROOT = "loop devices need root: run as root or use sudo"
+_FD_LINK = re.compile(r"/proc/self/fd/\d+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +152,8 @@ class _Spec:
     direct_io: bool
     offset: int
     size_limit: int
+    source: str = ""
+    """What to open, when not ``path``: ``/proc/self/fd/N`` of an unlinked file."""
 
     def flags(self) -> int:
         flags = LO_FLAGS_AUTOCLEAR
@@ -164,6 +168,17 @@ class _Spec:
         info.lo_sizelimit = self.size_limit
         info.lo_flags = flags
         info.lo_file_name = os.fsencode(self.path)[: LO_NAME_SIZE - 1]
+
+
+def _backing_names(backing_file: str) -> tuple[str, str]:
+    """The name the kernel will give ``backing_file`` (sysfs ``loop/backing_file``), and what to
+    open instead of it if not that name (else ``""``). For ``/proc/self/fd/N`` (an open file,
+    perhaps unlinked: a scratch file) the name is that fd's, as the kernel prints it less
+    `` (deleted)``, and the link is what opens it."""
+    if _FD_LINK.fullmatch(backing_file):
+        with contextlib.suppress(OSError):
+            return os.readlink(backing_file).removesuffix(" (deleted)"), backing_file
+    return os.path.realpath(backing_file), ""
 
 
 class _Raced(Exception):
@@ -193,7 +208,7 @@ def _open_control() -> int:
 def _open_backing(spec: _Spec) -> int:
     mode = os.O_RDONLY if spec.read_only else os.O_RDWR
     try:
-        return os.open(spec.path, mode | os.O_CLOEXEC)
+        return os.open(spec.source or spec.path, mode | os.O_CLOEXEC)
     except FileNotFoundError:
         raise DeviceNotFoundError(f"backing file {spec.path} does not exist") from None
     except IsADirectoryError:
@@ -421,13 +436,15 @@ class LoopDevice:
         Raises DeviceNotFoundError/RigError (with the fix) when loop devices are unavailable,
         ConfigError for bad arguments, RigError if direct I/O was asked and the kernel refused.
         """
+        path, source = _backing_names(backing_file)
         spec = _Spec(
-            path=os.path.realpath(backing_file),
+            path=path,
             block_size=block_size,
             read_only=read_only,
             direct_io=direct_io,
             offset=offset,
             size_limit=size_limit,
+            source=source,
         )
         _validate(spec)
         backing_fd = _open_backing(spec)
@@ -611,31 +628,45 @@ def scratch_loop(
     direct_io: bool = False,
     read_only: bool = False,
     dir: str | None = None,
+    unlinked: bool = False,
 ) -> Iterator[LoopDevice]:
     """A loop device over a new sparse zero-filled file of ``size`` bytes.
 
-    The device is detached and the file removed on exit, also on exceptions.
+    The device is detached and the file removed on exit, also on exceptions. With
+    ``unlinked`` the file never has a name (``O_TMPFILE``, or unlinked at once): the loop
+    device holds it open, and the kernel frees it when the device is detached, even when this
+    process is SIGKILLed (``rig io --loop``); ``backing_file`` is then the name the kernel
+    prints for it (``/var/tmp/#12345``), which does not exist.
     """
     if size <= 0 or size % block_size:
         raise ConfigError(f"scratch size {size} must be a positive multiple of {block_size}")
     directory = _scratch_dir(dir, direct_io)
-    fd, path = tempfile.mkstemp(prefix="rig-scratch-", suffix=".img", dir=directory)
+    if unlinked:
+        from rig.cli.scratch import unlinked_file
+
+        fd, path = unlinked_file(directory, "rig-scratch-"), ""
+    else:
+        fd, path = tempfile.mkstemp(prefix="rig-scratch-", suffix=".img", dir=directory)
     try:
         try:
             os.ftruncate(fd, size)
         except OSError as e:
-            raise RigError(
-                f"cannot size scratch file {path} to {size} bytes: {e.strerror}"
-            ) from None
-        finally:
             os.close(fd)
-        with LoopDevice.attach(
-            path, block_size=block_size, read_only=read_only, direct_io=direct_io
-        ) as dev:
+            raise RigError(
+                f"cannot size scratch file {path or 'in ' + directory} to {size} bytes: "
+                f"{e.strerror}"
+            ) from None
+        try:
+            dev = LoopDevice.attach(path or f"/proc/self/fd/{fd}", block_size=block_size,
+                                    read_only=read_only, direct_io=direct_io)
+        finally:
+            os.close(fd)  # the device holds the file now
+        with dev:
             yield dev
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        if path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def register() -> None:

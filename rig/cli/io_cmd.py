@@ -131,7 +131,7 @@ def loop_device(args: argparse.Namespace) -> Iterator[str | None]:
         raise ConfigError(f"--loop: the size must be a positive multiple of the block size "
                           f"{args.loop_block_size}")
     with service("scratch_loop")(size, block_size=args.loop_block_size,
-                                 direct_io=args.loop_direct_io) as dev:
+                                 direct_io=args.loop_direct_io, unlinked=True) as dev:
         yield str(dev.path)
 
 

@@ -9,7 +9,9 @@ block device (``/dev/loopN``) by the caller. For a state it
    keeps beyond the durable image, so a state costs what it changes, not the device's size);
 3. drops the device's page cache, so the checker reads the new state and nothing older;
 4. runs the checker command through ``sh -c`` with ``RIG_DEV`` and the state's names in its
-   environment, in a session of its own, killed with its whole process group at the timeout;
+   environment, in a session of its own, killed with its whole process group when it exits or
+   at the timeout; it also carries ``RIG_OWNER`` (the ``owner_env`` service), so that the
+   export's reaper kills it and whatever it started if this process is killed;
 5. unmounts whatever the checker left mounted (that state then fails: a checker that leaves the
    device mounted would see the next state through a stale filesystem), and drops the page cache
    again, which writes back into *this* state's overlay whatever the checker left dirty.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rig.core.node import ReqFlags
+from rig.core.registry import service
 from rig.crash.crashstate import CrashState
 from rig.crash.records import Kind
 from rig.crash.states import CrashStates
@@ -118,7 +121,7 @@ class StateChecker:
         self.target = target
         self.command = command
         self.timeout = timeout
-        self.env = dict(os.environ if env is None else env)
+        self.env = {**(os.environ if env is None else env), **service("owner_env")()}
         self.stats = CheckStats()
         self._cut: int | None = None
         self._marks = user_marks(states)

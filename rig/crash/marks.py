@@ -1,7 +1,8 @@
 """User marks from a program under ``rig crash record``: a unix socket, and ``rig crash mark``.
 
 While ``rig crash record`` runs a command, a :class:`MarkServer` listens on a unix stream socket
-in a private directory (mode 0700) and the command gets its path in ``$RIG_CRASH_MARK``
+in a private directory (mode 0700, removed when the server closes or, if this process is killed,
+by a watcher: the ``death_watch`` service) and the command gets its path in ``$RIG_CRASH_MARK``
 (:func:`mark_env`). ``rig crash mark TEXT`` (:func:`mark_main`, or :func:`send_mark` in Python)
 connects, sends the text, and returns once the recorder has appended the mark: so the mark
 comes after every record of the I/O the program saw complete before (``after fsync: row 5``)
@@ -27,8 +28,9 @@ import sys
 import tempfile
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from rig.core.registry import service
 from rig.errors import RigError
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class MarkServer:
         self.marks = 0
         self.errors = 0
         self._dir: str | None = None
+        self._watch: Any = None
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
@@ -84,6 +87,7 @@ class MarkServer:
             raise RigError("the mark server is already running")
         self._dir = _private_dir()
         try:
+            self._watch = service("death_watch")("rig-mark-reaper", 'rm -rf "$1"', self._dir)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._listener = listener
             listener.bind(self.path)
@@ -117,6 +121,9 @@ class MarkServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        if self._watch is not None:
+            self._watch.release()
+            self._watch = None
 
     def __enter__(self) -> MarkServer:
         return self.start()
