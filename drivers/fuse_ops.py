@@ -29,6 +29,7 @@ import ctypes.util
 import errno
 import queue
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +154,9 @@ class ExportOperations:
         self._pool = _DaemonPool(_TIMED_WORKERS) if request_timeout else None
         #: Requests answered ETIMEDOUT because the graph did not finish them in time.
         self.timed_out = 0
+        #: Requests failed with EIO because the graph raised something other than OSError.
+        self.internal_errors = 0
+        self._reported: set[str] = set()
         self._size = backend.getlength()
         self._mtime = time.time_ns()
         #: What the kernel and libfuse agreed on (set in init_with_config); 0 until mounted.
@@ -172,17 +176,33 @@ class ExportOperations:
         """``fn(*args)``, or ETIMEDOUT (:class:`_TimedOut`) after ``request_timeout`` seconds if
         one is set. A timed-out call goes on; ``abandon`` then runs once it has ended (it gives
         back the buffers the call still uses)."""
-        if self._pool is None:
-            return fn(*args)
-        future = self._pool.submit(fn, *args)
         try:
+            if self._pool is None:
+                return fn(*args)
+            future = self._pool.submit(fn, *args)
             return future.result(timeout=self._timeout)
+        except OSError:
+            raise
         except FutureTimeout:
             self.timed_out += 1
             if abandon is not None:
                 future.add_done_callback(lambda _: abandon())
             raise _TimedOut(errno.ETIMEDOUT, f"{what} did not complete within "
                             f"{self._timeout:g} s") from None
+        except Exception as e:
+            raise self._internal_error(what, e) from None
+
+    def _internal_error(self, what: str, e: Exception) -> OSError:
+        """A bug in the graph (not a data-path OSError) fails the request with EIO and says so
+        in one line on stderr (once per kind of error), instead of a traceback from the FUSE
+        layer and EINVAL for the program."""
+        self.internal_errors += 1
+        kind = f"{type(e).__name__}: {e}".splitlines()[0][:200] if str(e) else type(e).__name__
+        if kind not in self._reported:
+            self._reported.add(kind)
+            sys.stderr.write(f"rig export: internal error in {what} ({kind}); the request "
+                             "failed with EIO\n")
+        return OSError(errno.EIO, f"internal error in {what}")
 
     def stop_timed_requests(self) -> None:
         """Stop taking timed requests (stalled ones go on; their threads are not joined)."""
