@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -14,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from rig.core.backend import BlockBackend
+from rig.core.documents import decode, loads_json
 from rig.core.graph import probe_protocol
 from rig.errors import ConfigError, RigError
 from rig.testing import bundle as repro
 from rig.testing.ops import describe_op
-from rig.testing.replay import ReplayResult, replay
+from rig.testing.replay import ReplayResult, check_ops, replay
 
 DESCRIPTION = """\
 Re-run the operation sequence of a repro bundle (written when a rig.testing state machine
@@ -65,11 +65,29 @@ def import_plugin(name: str) -> None:
 
 def _graph_arg(text: str) -> Any:
     if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--graph: not valid JSON ({e})") from None
+        return loads_json(text, "--graph")
     return text
+
+
+def load_bundle(path: str) -> repro.Bundle:
+    """The bundle at ``path``, read with the rig's bounded JSON reader (UTF-8, depth); anything
+    that is not a bundle is a one-line ConfigError naming the file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read repro bundle {path}: {e.strerror}") from None
+    data = loads_json(decode(raw, path), path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a repro bundle (not a JSON object)")
+    try:
+        return repro.Bundle.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (TypeError, ValueError, OverflowError, AttributeError) as e:
+        # Bundle.from_dict converts only some of its shape errors (a list where an object
+        # goes, an infinite size): the rest are named here, at the one place a file comes in.
+        raise ConfigError(f"{path}: not a repro bundle ({type(e).__name__}: "
+                          f"{str(e)[:80]})") from None
 
 
 def _device_spec(path: str, allow: Sequence[str]) -> dict[str, Any]:
@@ -145,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name in args.imports:
             import_plugin(name)
-        b = repro.load(args.bundle)
+        b = load_bundle(args.bundle)
+        check_ops(b.ops, b.size)
         targets = _targets(args, b)
         if not targets:
             raise ConfigError(f"{args.bundle}: the bundle names no backend")

@@ -9,14 +9,25 @@ operation must not fail, and at the end every byte of every backend must equal t
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from rig.core import values
 from rig.core.backend import BlockBackend
 from rig.core.node import ReqFlags
 from rig.errors import ConfigError
 from rig.testing.model import DiskModel
-from rig.testing.ops import Discard, Op, Read, apply_to_backend, apply_to_model, describe_op
+from rig.testing.ops import (
+    Discard,
+    Flush,
+    Op,
+    Read,
+    Write,
+    apply_to_backend,
+    apply_to_model,
+    describe_op,
+)
 
 _CHUNK = 1 << 20
 INITIAL = -1
@@ -170,14 +181,45 @@ class _Replayer:
                 self.compare(i, offset, got, want, "final content")
 
 
+def _ram() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def check_ops(ops: Sequence[Op], size: int) -> None:
+    """A ConfigError naming the first operation that does not fit a ``size``-byte device (or a
+    ``size`` the model cannot hold in memory), before any request is made."""
+    values.size("size", size)
+    ram = _ram()
+    if ram and size > ram:
+        raise ConfigError(f"'size': the model holds the device in memory, and {size} bytes is "
+                          f"more than this machine's RAM ({ram} bytes)")
+    for i, op in enumerate(ops):
+        if isinstance(op, Flush):
+            continue
+        try:
+            offset = values.offset("offset", op.offset)
+            length = values.size("length", op.length)
+            if isinstance(op, Write):
+                values.integer("seed", op.seed, -values.MAX_COUNT - 1, values.MAX_COUNT)
+        except values.BadValue as e:
+            raise ConfigError(f"op {i} ({describe_op(op)}): {e}") from None
+        if offset + length > size:
+            raise ConfigError(f"op {i} ({describe_op(op)}): ends past the {size}-byte device")
+
+
 def replay(ops: Sequence[Op], backends: Sequence[BlockBackend], *, size: int,
            zero_on_start: bool = False) -> ReplayResult:
     """Run ``ops`` on ``backends`` against a model of their first ``size`` bytes.
 
-    Raises ConfigError if a backend is smaller than ``size`` or none is given.
+    Raises ConfigError if a backend is smaller than ``size`` or none is given, or an operation
+    does not fit ``size`` (:func:`check_ops`, before any request).
     """
     if not backends:
         raise ConfigError("replay needs at least one backend")
+    check_ops(ops, size)
     runner = _Replayer(backends, size)
     try:
         runner.start(zero_on_start)
