@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import normalise, qemu_io, rig_io
-from tests.formats.helpers import run
+from rig.errors import RigError
+from tests.cli.helpers import qemu_io
+from tests.formats.helpers import open_qcow2, run
+from tests.fuzzing import one_line
 
 pytestmark = pytest.mark.needs("qemu_utils")
 
@@ -64,17 +66,16 @@ def test_open_as_qemu_io(tmp_path: Path, case: str) -> None:
     data = bytearray(img.read_bytes())
     patch(data)
     before = bytes(data)
-    results = []
-    for tool in (qemu_io, rig_io):
-        img.write_bytes(before)
-        res = tool("-f", "qcow2", "-c", "read -P 0 0 4k", str(img))
-        results.append(res)
-        if not opens:
-            assert img.read_bytes() == before, f"{tool.__name__} changed a refused image"
-    q, r = results
+    img.write_bytes(before)
+    q = qemu_io("-f", "qcow2", "-c", "read -P 0 0 4k", str(img))
     assert (q.rc == 0) is opens, q.err
-    assert r.rc == q.rc, r.err
-    if opens:
-        assert normalise(r.out) == normalise(q.out)
+    img.write_bytes(before)
+    try:
+        with open_qcow2(img) as blk:  # read-write, as qemu-io opened it
+            assert blk.pread(0, 4096) == bytes(4096)
+    except RigError as e:
+        assert not opens, f"the rig refused what QEMU opens: {e}"
+        one_line(e)
+        assert img.read_bytes() == before, "a refused image was changed"
     else:
-        assert r.err.startswith(f"rig io: can't open device {img}: ") and r.err.count("\n") == 1
+        assert opens, "the rig opened what QEMU refuses"

@@ -95,6 +95,7 @@ class Qcow2Node(Node):
             node.attach_child("file", ctx.open_child("file"))
             node._open_image()
             node._open_backing(opts, ctx)
+            node._clear_autoclear()
         except BaseException:
             node.close()
             raise
@@ -165,10 +166,15 @@ class Qcow2Node(Node):
         self._refs = Refcounts(io, h.refcount_order, h.refcount_table_offset,
                                h.refcount_table_clusters, self._set_reftable)
         self._tables = Tables(io, h.version, h.l1_table_offset, h.l1_size)
-        if not self.read_only and h.autoclear_features:
-            h.autoclear_features = 0  # features we do not maintain become invalid once we write
-            self._write_header()
         self.refresh_limits()
+
+    def _clear_autoclear(self) -> None:
+        """Features we do not maintain become invalid once we write: cleared when the open
+        has succeeded (a refused image stays as it was)."""
+        assert self.header is not None
+        if not self.read_only and self.header.autoclear_features:
+            self.header.autoclear_features = 0
+            self._write_header()
 
     def _check_supported(self, h: hdr.Header) -> None:
         path = self.path
@@ -218,18 +224,19 @@ class Qcow2Node(Node):
                 child_opts = opts.child("backing", inherited)
         else:
             assert self.header is not None
-            name = self.header.backing_file
+            # C strings in QEMU: a name or format ends at its first NUL
+            name = (self.header.backing_file or "").split("\0")[0]
+            fmt = (self.header.backing_format or "").split("\0")[0] or None
             if not name:
                 return
             if name.startswith("json:") or ":" in name.split("/")[0]:
                 flat: Mapping[str, Any] = spec_to_flat(name)
                 if "driver" not in flat:
-                    flat = {"driver": self.header.backing_format or "raw",
-                            **{f"file.{k}": v for k, v in flat.items()}}
+                    flat = {"driver": fmt or "raw", **{f"file.{k}": v for k, v in flat.items()}}
             else:
                 if not os.path.isabs(name):
                     name = os.path.join(os.path.dirname(self.path), name)
-                flat = flatten(_file_spec(name, self.header.backing_format))
+                flat = flatten(_file_spec(name, fmt))
             child_opts = Options(flat, "backing.", inherited)
         if child_opts is None:
             return
