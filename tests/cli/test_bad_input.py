@@ -183,3 +183,66 @@ def test_killed_rig_io_leaves_no_loop_device(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     assert _loops_backed_by(tmp_path) == []
+
+
+# ------------------------------------------------------- issue 18: tracebacks found by fuzzing
+@pytest.mark.parametrize(("command", "line"), [
+    ("sleep 1E", "1E is not a valid number"),                      # OverflowError
+    ("sleep -1", "-1 is not a valid number"),                      # was getopt's usage line
+    ("read " + "1" * 5000 + " 512", "Parsing error: argument too large -- 1111"),
+    ("read " + "1" * 400 + ".5k 512", "Parsing error: non-numeric argument"),
+    ("read ² 512", "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- ²"),
+    ("write -P ٣ 0 512", "٣ is not a valid pattern byte"),
+])
+def test_a_bad_number_ends_its_command_not_the_session(raw_image: Callable[..., Path],
+                                                       command: str, line: str) -> None:
+    """As qemu-io 7.2 (checked on this machine): the command prints one line and fails, the
+    next -c command still runs, the exit status is 1."""
+    img = raw_image()
+    r = rig_io("-f", "raw", "-c", command, "-c", "write -P 7 0 512", str(img))
+    assert r.rc == 1, r.err
+    assert "Traceback" not in r.err + r.out
+    assert r.out.splitlines()[0].startswith(line), r.out
+    assert "wrote 512/512 bytes at offset 0" in r.out
+    assert img.read_bytes()[:512] == b"\x07" * 512
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ("driver=memory,size=1E", "cannot allocate 1E"),                          # MemoryError
+    ('json:{"driver": "raw", "file": ' + "[" * 1000 + "]" * 1000 + "}", "nested more than"),
+    ("driver=faults,file.driver=memory,file.size=64k,rules.².action=error", "rules.N.KEY"),
+    ("driver=faults,file.driver=memory,file.size=64k,rules.0.action=delay,"
+     "rules.0.seconds=1e300", "'seconds'"),
+])
+def test_bad_graph_values_are_refused_at_open(spec: str, needle: str) -> None:
+    r = rig_io("--image-opts" if not spec.startswith("json:") else "-U", "-c", "read 0 512",
+               spec)
+    assert r.rc == 1
+    one_line_error(r.err, needle)
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e300"])
+def test_rig_sg_timeout_must_be_a_finite_number(timeout: str) -> None:
+    r = run([*RIG, "sg", "turs", "--timeout", timeout, "/dev/rig-no-such-sg"])
+    assert r.rc == 2
+    one_line_error(r.err, "--timeout", repr(timeout))
+
+
+@pytest.mark.parametrize(("name", "text", "needle"), [
+    ("rules.toml", '[[rules]]\naction = "delay"\nseconds = 1e300\n', "'seconds'"),
+    ("rules.json", '{"rules": [{"action": "error", "errno": "ENOSUCH"}]}', "'errno'"),
+    ("rules.toml", "rules = " + "[" * 1000 + "]" * 1000 + "\n", "nested more than"),
+    ("blkdebug.conf", '[inject-error]\nevent = "read_aio"\nerrno = "2147483648"\n', "'errno'"),
+])
+def test_rig_run_refuses_bad_faults_before_exporting(tmp_path: Path, name: str, text: str,
+                                                     needle: str) -> None:
+    """Once, such a value loaded, the device was exported, and the first request crashed in
+    the FUSE layer (a traceback, EINVAL to the program). Now: exit 2, one line, nothing run."""
+    rules = tmp_path / name
+    rules.write_text(text)
+    marker = tmp_path / "ran"
+    r = run([*RIG, "run", "--faults", str(rules), "--size", "1M", "--", "touch", str(marker)],
+            timeout=60)
+    assert r.rc == 2, r.err
+    one_line_error(r.err, "rig run: ", needle)
+    assert not marker.exists()

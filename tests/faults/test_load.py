@@ -264,3 +264,63 @@ def test_a_rule_file_is_read_once_at_open(tmp_path: Path) -> None:
             blk.pread(0, 512)
         assert exc.value.errno == 28
     assert rules_from_data([{"action": "error"}]) == [Rule(Error(), name="rule-0")]
+
+
+# ------------------------------------------------------- issue 18: tracebacks found by fuzzing
+@pytest.mark.parametrize(("table", "key"), [
+    ({"action": []}, "action"),                      # TypeError: unhashable
+    ({"action": "error", "nth": "--5"}, "nth"),      # passed isdigit(), then int() failed
+    ({"action": "error", "start": "1" * 5000}, "start"),   # Python's int digit limit
+    ({"action": "error", "start": "1" * 400 + ".5k"}, "start"),
+    ({"action": "error", "start": "²"}, "start"),    # Unicode digits
+    ({"action": "delay", "seconds": 1e300}, "seconds"),    # OverflowError at the first sleep
+    ({"action": "delay", "seconds": "1e300"}, "seconds"),
+    ({"action": "error", "end": 0}, "end"),          # an empty range: ValueError at open
+])
+def test_values_that_crashed_are_config_errors(table: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^rule 0: '{key}': "):
+        rule_from_dict(table)
+
+
+def test_unicode_digits_in_flattened_rule_indexes() -> None:
+    with pytest.raises(ConfigError, match=r"'rules\.²\.action': expected rules\.N\.KEY"):
+        rules_from_flat({"².action": "error"})
+    with pytest.raises(ConfigError, match="expected rules.0.op.N"):
+        rules_from_flat({"0.action": "error", "0.op.٣": "read"})
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("r.toml", f"rules = {_deep(1000)}\n"),
+    ("r.json", f'{{"rules": {_deep(1000)}}}'),
+    ("r.toml", "[[rules]]\naction = \"error\"\nstart = " + "1" * 5000 + "\n"),
+    ("r.json", '[{"action": "error", "start": ' + "1" * 5000 + "}]"),
+    ("r.json", b'[{"action": "error", "name": "\xff"}]'),
+])
+def test_documents_that_crashed_are_one_line_errors(tmp_path: Path, name: str,
+                                                    text: str | bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    with pytest.raises(ConfigError) as exc:
+        load_rules(path)
+    assert str(exc.value).startswith(f"{path}: ") and "\n" not in str(exc.value)
+
+
+def test_a_json_graph_nested_1000_deep_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="nested more than"):
+        rig.open('json:{"driver": "faults", "rules": ' + _deep(1000) + "}")
+    tree: dict[str, Any] = {}
+    inner = tree
+    for _ in range(1000):
+        inner["a"] = {}
+        inner = inner["a"]
+    with pytest.raises(ConfigError, match="nested more than"):
+        rig.open({"driver": "memory", "size": 4096, "x": tree})
+
+
+def test_memory_size_the_machine_cannot_hold_is_refused_at_open() -> None:
+    with pytest.raises(ConfigError, match="cannot allocate 1E"):
+        rig.open("driver=memory,size=1E")

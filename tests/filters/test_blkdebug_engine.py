@@ -156,3 +156,20 @@ def test_breakpoint_holds_one_thread_while_others_run(img: Path) -> None:
     t.join(5)
     assert blk.pread(0, 4096) == b"\x07" * 4096
     blk.close()
+
+
+@pytest.mark.parametrize("value", ["2147483648", "-1", "4096", "99999999999999999999999",
+                                   "1" * 5000])
+def test_errno_out_of_range_is_refused_at_open_not_at_the_first_request(img: Path,
+                                                                         value: str) -> None:
+    """QEMU injects 2147483648 truncated to 32 bits and -1 as success; the rig refuses both at
+    open (it used to accept them and raise OverflowError from os.strerror at the first read)."""
+    with pytest.raises(ConfigError, match="'errno'"):
+        parse_config_text(f'[inject-error]\nevent = "read_aio"\nerrno = "{value}"\n')
+    with pytest.raises(ConfigError, match="'errno'"):
+        open_debug(img, **{"inject-error": [{"event": "read_aio", "errno": value}]})
+
+
+def test_unicode_digit_rule_index_is_an_unknown_parameter(img: Path) -> None:
+    with pytest.raises(ConfigError, match="Invalid parameter"):
+        open_debug(img, **{"inject-error.².event": "read_aio"})

@@ -261,3 +261,46 @@ def test_scsi_rules_from_a_file(tmp_path: object, monkeypatch: pytest.MonkeyPatc
     bad.write_text('[[scsi]]\naction = "check-condition"\n')
     with pytest.raises(ConfigError, match="'sense'"):
         engine_from_options(Options({"scsi-faults": str(bad)}))
+
+
+# ------------------------------------------------------- issue 18: tracebacks found by fuzzing
+def test_off_means_off_for_descriptor_and_transfer() -> None:
+    """They were read with bool(), so the string 'off' meant true."""
+    rule = scsi_rule_from_dict({"action": "check-condition", "sense": "03/11/00",
+                                "descriptor": "off", "transfer": "off"})
+    assert isinstance(rule.action, CheckCondition)
+    assert rule.action.descriptor is False and rule.action.transfer is False
+    with pytest.raises(ConfigError, match="'descriptor': expected true or false"):
+        scsi_rule_from_dict({"action": "check-condition", "sense": "03/11/00",
+                             "descriptor": "sometimes"})
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"action": {"a": 1}}, "action"),                             # TypeError: unhashable
+    ({"action": "check-condition", "sense": [[], 1, 2]}, "sense"),  # int([])
+    ({"action": "delay", "seconds": 1e300}, "seconds"),            # OverflowError at a command
+    ({"action": "short", "resid": "1" * 5000}, "resid"),
+    ({"action": "short", "lba-start": "²"}, "lba-start"),
+    ({"action": "short", "name": ["x"]}, "name"),
+])
+def test_scsi_values_that_crashed_are_config_errors(table: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^SCSI rule 0.*'{key}'"):
+        scsi_rule_from_dict(table)
+
+
+def test_scsi_rule_files_nested_deep_or_flattened_badly(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from rig.core.options import Options
+    from rig.drivers.sg.faults import engine_from_options
+
+    deep = Path(str(tmp_path)) / "deep.json"
+    deep.write_text('{"scsi": ' + "[" * 1000 + "]" * 1000 + "}")
+    with pytest.raises(ConfigError, match="nested more than"):
+        engine_from_options(Options({"scsi-faults": str(deep)}))
+    with pytest.raises(ConfigError, match="both as a value and a list"):
+        engine_from_options(Options({"scsi-faults.0.action": "short",
+                                     "scsi-faults.0.opcode": "read",
+                                     "scsi-faults.0.opcode.0": "write"}))
+    with pytest.raises(ConfigError, match="expected scsi-faults.N.KEY"):
+        engine_from_options(Options({"scsi-faults.².action": "short"}))
