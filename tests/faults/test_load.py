@@ -285,7 +285,7 @@ def test_values_that_crashed_are_config_errors(table: dict[str, Any], key: str) 
 def test_unicode_digits_in_flattened_rule_indexes() -> None:
     with pytest.raises(ConfigError, match=r"'rules\.²\.action': expected rules\.N\.KEY"):
         rules_from_flat({"².action": "error"})
-    with pytest.raises(ConfigError, match="expected rules.0.op.N"):
+    with pytest.raises(ConfigError, match=r"expected rules\.0\.op\.N"):
         rules_from_flat({"0.action": "error", "0.op.٣": "read"})
 
 

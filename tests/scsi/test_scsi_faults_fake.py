@@ -302,5 +302,5 @@ def test_scsi_rule_files_nested_deep_or_flattened_badly(tmp_path: object) -> Non
         engine_from_options(Options({"scsi-faults.0.action": "short",
                                      "scsi-faults.0.opcode": "read",
                                      "scsi-faults.0.opcode.0": "write"}))
-    with pytest.raises(ConfigError, match="expected scsi-faults.N.KEY"):
+    with pytest.raises(ConfigError, match=r"expected scsi-faults\.N\.KEY"):
         engine_from_options(Options({"scsi-faults.².action": "short"}))
