@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,34 +75,37 @@ class DeathWatch:
     """A ``sh`` in a session of its own that runs ``script`` (with ``args`` as ``$1``...) if
     this process dies without calling :meth:`release`.
 
-    It waits on a pipe that only this process holds: :meth:`release` writes a line and closes
-    it, and the watcher exits; at EOF without that line (we died, even by SIGKILL) it runs the
-    script with ``$OWNER`` set to this process's :func:`owner_token`. Its own environment lacks
-    ``RIG_OWNER``, so no other watcher's :data:`KILL_OWNED` kills it.
+    It waits on its stdin, a socket whose other end only this process holds (close-on-exec):
+    :meth:`release` writes a line and closes it, and the watcher exits; at EOF without that
+    line (we died, even by SIGKILL) it runs the script with ``$OWNER`` set to this process's
+    :func:`owner_token`. Its own environment lacks ``RIG_OWNER``, so no other watcher's
+    :data:`KILL_OWNED` kills it. A socket and not a pipe: the line is sent with MSG_NOSIGNAL,
+    so a watcher that is gone (killed by someone) never costs us a SIGPIPE.
     """
 
     def __init__(self, name: str, script: str, *args: str) -> None:
-        read_end, self._write_end = os.pipe()
+        ours, theirs = socket.socketpair()
+        self._sock: socket.socket | None = ours
         env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
         env["OWNER"] = owner_token()
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                ["sh", "-c", f"read -r _ && exit 0; {script}", name, *args], stdin=read_end,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                start_new_session=True)
+                ["sh", "-c", f"read -r _ && exit 0; {script}", name, *args],
+                stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, start_new_session=True)
         except OSError:  # no sh: nothing cleans up after a SIGKILL
             self._proc = None
         finally:
-            os.close(read_end)
+            theirs.close()
 
     def release(self) -> None:
         """We cleaned up ourselves: the watcher exits without running its script."""
-        if self._write_end < 0:
+        if self._sock is None:
             return
         with contextlib.suppress(OSError):
-            os.write(self._write_end, b"done\n")
-        os.close(self._write_end)
-        self._write_end = -1
+            self._sock.send(b"done\n", socket.MSG_NOSIGNAL)
+        self._sock.close()
+        self._sock = None
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)

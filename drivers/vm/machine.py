@@ -10,8 +10,8 @@ stdout, stderr and status come back as files there, so they stay apart from the 
 (kept as ``console``). A command that does not finish in time, or a guest that panics or hangs,
 gives status :data:`LOST` (125) with a one-line ``message``, and the QEMU process group is
 killed. Nothing outlives the guest: QEMU dies with the process that started it (SIGKILL
-included), and the temporary directory is removed on close (or, after a SIGKILL, by the next
-guest this user starts).
+included), and the temporary directory is removed on close, or after a SIGKILL by a watcher
+(:class:`~rig.drivers.procs.DeathWatch`; failing that, by the next guest this user starts).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import IO
 
 from rig.core.units import SizeError, parse_size
-from rig.drivers.procs import pid_alive
+from rig.drivers.procs import DeathWatch, pid_alive
 from rig.drivers.vm import accel as accel_mod
 from rig.drivers.vm import guestscript
 from rig.drivers.vm.initramfs import initramfs
@@ -194,6 +194,7 @@ class Guest:
         self._fetch = fetch
         self._kernel = kernel
         self._tmp: Path | None = None
+        self._watch: DeathWatch | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._monitor: Monitor | None = None
         self._next = 1
@@ -224,6 +225,7 @@ class Guest:
         self._kernel = kernel
         _reap_stale()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
+        self._watch = DeathWatch("rig-vm-reaper", 'rm -rf "$1"', str(self._tmp))
         try:
             self.accel = accel_mod.choose(kernel, self._accel_req, lambda: probe_kvm(kernel))
             cfg = self._prepare(kernel, self._tmp)
@@ -232,6 +234,7 @@ class Guest:
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+            self._release_watch()
             raise
 
     def close(self) -> None:
@@ -250,6 +253,12 @@ class Guest:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        self._release_watch()
+
+    def _release_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.release()
+            self._watch = None
 
     def kill(self) -> None:
         """Kill QEMU now (the guest's commands end as :data:`LOST`)."""

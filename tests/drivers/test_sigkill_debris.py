@@ -296,3 +296,50 @@ def test_the_reaper_unmounts_a_dead_fuse_mount(tmp_path: Path) -> None:
         for mnt in fuse_mounts(str(private)):
             subprocess.run(["umount", "-l", mnt], capture_output=True)
         shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.mark.needs("vm")
+def test_rig_vm_run_killed_while_qemu_runs(start: Callable[..., Rig]) -> None:
+    run = start("vm", "run", "--smp", "1", "--", "sleep", "600")
+    _poll(lambda: any(comm.startswith("qemu-system") for comm in marked_pids(run.token).values())
+          and os.listdir(run.private), 60)
+    assert os.listdir(run.private), "rig vm run made no temporary directory"
+    run.kill()
+    _assert_nothing_left(run)
+
+
+_WATCHED = """
+import signal, sys, time
+from rig.drivers.procs import DeathWatch
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a CLI that is piped into head does
+watch = DeathWatch("rig-test-watch", 'echo "$OWNER" > "$1"', sys.argv[1])
+if sys.argv[2] == "release":
+    watch.release()
+elif sys.argv[2] == "watcher-gone":
+    watch._proc.kill()
+    watch._proc.wait()
+    watch.release()  # must not die of SIGPIPE
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["killed", "release", "watcher-gone"])
+def test_a_death_watch_runs_its_script_only_when_its_process_dies(tmp_path: Path,
+                                                                 how: str) -> None:
+    from rig.drivers.procs import owner_token
+
+    done = tmp_path / "ran"
+    child = subprocess.Popen([sys.executable, "-c", _WATCHED, str(done), how],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    token = owner_token(child.pid)
+    child.kill()
+    child.wait()
+    if how == "killed":
+        _poll(done.exists, SETTLE)
+        assert done.read_text() == f"{token}\n"  # $OWNER: what KILL_OWNED looks for
+    else:
+        time.sleep(0.3)
+        assert not done.exists()
