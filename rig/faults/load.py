@@ -18,7 +18,8 @@ suffixes (``4k``, ``1M``), times ``s``/``ms``/``us``, probabilities ``0.1`` or `
 ``true``/``on``, errnos a name or number.
 
 Every mistake is one :class:`~rig.errors.ConfigError` naming the rule (its index, from 0, and
-name) and the key: ``rule 3 ('slow-reads'): 'probability': must be between 0 and 1, got 1.5``.
+name) and the key: ``rule 3 ('slow-reads'): 'probability': expected a probability in 0..1, got
+1.5``. Values are parsed by :mod:`rig.core.values` and documents read by :mod:`rig.core.documents`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rig
@@ -38,10 +38,15 @@ from tests.fuzz.hostile_configs import (
     to_json,
     to_toml,
 )
-from tests.fuzzing import fuzz, one_line
+from tests.fuzzing import fuzz as _fuzz
+from tests.fuzzing import one_line, profile
 from tests.scsi.fake_scsi import FakeScsiTarget
 
 pytestmark = pytest.mark.fuzz
+
+#: ``@fuzz``, with a quarter of the ci profile's examples: seven properties, each opening graphs
+#: and writing files, stay within a few seconds in CI (``RIG_FUZZ=long`` keeps 10,000 each).
+fuzz = settings(_fuzz, max_examples=50) if profile() == "ci" else _fuzz
 
 IMAGE_SIZE = 64 << 10
 _DIR = Path(tempfile.mkdtemp(prefix="rig-fuzz-configs-"))
