@@ -180,15 +180,20 @@ class ExportOperations:
             if self._pool is None:
                 return fn(*args)
             future = self._pool.submit(fn, *args)
-            return future.result(timeout=self._timeout)
+            try:
+                return future.result(timeout=self._timeout)
+            except FutureTimeout:
+                # The wait timed out (an OSError too since 3.11: told apart by where it came
+                # from, as an injected ETIMEDOUT from the graph is also a TimeoutError).
+                if future.done():  # the graph's own error, or it finished just now
+                    return future.result()
+                self.timed_out += 1
+                if abandon is not None:
+                    future.add_done_callback(lambda _: abandon())
+                raise _TimedOut(errno.ETIMEDOUT, f"{what} did not complete within "
+                                f"{self._timeout:g} s") from None
         except OSError:
             raise
-        except FutureTimeout:
-            self.timed_out += 1
-            if abandon is not None:
-                future.add_done_callback(lambda _: abandon())
-            raise _TimedOut(errno.ETIMEDOUT, f"{what} did not complete within "
-                            f"{self._timeout:g} s") from None
         except Exception as e:
             raise self._internal_error(what, e) from None
 
