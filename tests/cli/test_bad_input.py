@@ -146,9 +146,16 @@ def test_device_rig_did_not_create_is_refused_then_allowed(loop_device: Callable
 
 
 def _loops_backed_by(directory: Path) -> list[str]:
-    from rig.drivers.loop import loops_for_backing_file
-
-    return [dev for path in directory.iterdir() for dev in loops_for_backing_file(str(path))]
+    """Loop devices whose backing file is (or was, before it was unlinked) in ``directory``."""
+    found = []
+    for name in os.listdir("/sys/block"):
+        try:
+            backing = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing.startswith(f"{directory}/"):
+            found.append(f"/dev/{name}")
+    return found
 
 
 @pytest.mark.needs("loop")
