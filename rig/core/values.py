@@ -210,7 +210,9 @@ def seconds(key: str, value: Any, *, maximum: float = MAX_SECONDS) -> float:
         if match is None or not _FLOAT_RE.fullmatch(match.group(1)):
             raise BadValue(key, f"expected {expected}, got {_shown(value)}")
         scaled = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        return number(key, scaled, 0.0, maximum, expected)
+        if not math.isfinite(scaled) or not 0.0 <= scaled <= maximum:
+            raise BadValue(key, f"expected {expected} in 0..{maximum:g}, got {_shown(value)}")
+        return scaled
     return number(key, value, 0.0, maximum, expected)
 
 

@@ -138,6 +138,13 @@ def parse_number(key: str, value: Any) -> int:
     return number
 
 
+def _quoted(text: str) -> str:
+    """A config value in a message: one line. An unterminated quote's value ends in the line's
+    newline, which QEMU prints as a line break that qemu-io's output then ends with; the rig
+    drops it and escapes any other control character."""
+    return printable(text.rstrip("\n"))
+
+
 def _cut(value: Any) -> str:
     """A value as a message quotes it: at most 40 characters (a huge int by its size)."""
     if isinstance(value, int) and value.bit_length() > 128:
@@ -188,14 +195,14 @@ def build_rule(section: Section) -> RuleSpec:
     if event is None:
         raise ConfigError("Missing event name for rule")
     if event not in EVENT_SET:
-        raise ConfigError(f"invalid parameter value: {printable(event)}")
+        raise ConfigError(f"invalid parameter value: {_quoted(event)}")
     state = int(v.get("state", 0))
     if section.group == "set-state":
         return RuleSpec("set_state", event, state=state, new_state=int(v.get("new_state", 0)))
     iotypes = DEFAULT_IOTYPES
     if "iotype" in v:
         if v["iotype"] not in IOTYPES:
-            raise ConfigError(f"invalid parameter value: {printable(v['iotype'])}")
+            raise ConfigError(f"invalid parameter value: {_quoted(v['iotype'])}")
         iotypes = frozenset({v["iotype"]})
     sector = int(v.get("sector", (1 << 64) - 1))
     offset = -1 if sector == (1 << 64) - 1 else sector * 512
