@@ -67,6 +67,15 @@ def errno_value(value: int | str, key: str = "errno") -> int:
         raise RuleError(key, e.message) from None
 
 
+def check_name(name: str) -> None:
+    """A rule name goes into draws, logs and messages as UTF-8: a lone surrogate (JSON's
+    ``"\udc80"``) is refused here, not at the first request."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RuleError("name", f"must be UTF-8 text, got {values.shown(name)}") from None
+
+
 def errno_name(code: int) -> str:
     """5 -> ``"EIO"``; an unknown number stays a number in text form."""
     return _errno.errorcode.get(code, str(code))
@@ -264,6 +273,7 @@ class Rule:
                             f"got {values.shown(action)}")
         if not isinstance(self.name, str):
             raise RuleError("name", f"expected a string, got {values.shown(self.name)}")
+        check_name(self.name)
         self._check_range()
         ranged = self.start is not None or self.end is not None
         if self.op is None:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from rig.core import values
 from rig.errors import ConfigError
-from rig.faults.rules import RuleError
+from rig.faults.rules import RuleError, check_name
 from rig.scsi.status import HOST_BY_NAME
 
 #: Command names accepted for ``opcode`` (and the groups ``read``/``write``).
@@ -152,6 +152,7 @@ class ScsiRule:
     _span: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 0))
 
     def __post_init__(self) -> None:
+        check_name(self.name)
         for op in self.opcodes:
             _check_int("opcode", op, 0, 0xFF)
         for key in ("lba_start", "lba_end"):
