@@ -11,6 +11,7 @@ they were; one that loads never fails a request with anything but an ``OSError``
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,12 +50,15 @@ pytestmark = pytest.mark.fuzz
 fuzz = settings(_fuzz, max_examples=50) if profile() == "ci" else _fuzz
 
 IMAGE_SIZE = 64 << 10
-_DIR = Path(tempfile.mkdtemp(prefix="rig-fuzz-configs-"))
+#: Made by the module fixture (not at import: xdist imports this in processes that run
+#: nothing), removed with everything in it afterwards.
+_DIR = Path(tempfile.gettempdir()) / f"rig-fuzz-configs-{os.getpid()}"
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _no_real_sleep() -> Iterator[None]:
     """Delays up to 1e6 s are valid: the fault engines' real clock does not wait here."""
+    _DIR.mkdir(mode=0o700, exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RealClock, "sleep", lambda self, seconds: None)
         yield

@@ -12,6 +12,7 @@ the next line still runs. ``sleep`` is recorded, not waited for (a valid ``sleep
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,9 @@ from tests.fuzzing import fuzz, one_line
 pytestmark = pytest.mark.fuzz
 
 IMAGE = 64 << 10
-_DIR = Path(tempfile.mkdtemp(prefix="rig-fuzz-qemuio-"))
+#: Made by the module fixture (not at import: xdist imports this in processes that run
+#: nothing), removed with everything in it afterwards.
+_DIR = Path(tempfile.gettempdir()) / f"rig-fuzz-qemuio-{os.getpid()}"
 _SOURCE = _DIR / "source.bin"
 #: The only ``-o`` keys the opener takes: a generated ``-o`` must never name a host file.
 _OPEN_KEYS = {"file.size", "file.logical-block-size", "file.max-transfer", "read-only",
@@ -42,6 +45,7 @@ _OPEN_KEYS = {"file.size", "file.logical-block-size", "file.max-transfer", "read
 
 @pytest.fixture(autouse=True, scope="module")
 def _scratch() -> Iterator[None]:
+    _DIR.mkdir(mode=0o700, exist_ok=True)
     _SOURCE.write_bytes(b"\x11" * 4096)
     yield
     _SOURCE.unlink()
