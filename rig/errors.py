@@ -6,9 +6,24 @@ test cannot tell them apart. Everything the rig itself refuses derives from :cla
 
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1b``), so
+    a message that quotes a user's value (a file name with a newline, an escape sequence) stays
+    one line on a terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class RigError(Exception):
-    """Base of every error the rig raises on its own behalf (not data-path OSErrors)."""
+    """Base of every error the rig raises on its own behalf (not data-path OSErrors). Its
+    message is always one line (:func:`one_line`)."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class ConfigError(RigError, ValueError):
