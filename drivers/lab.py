@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rig.core.documents import decode, read_document
 from rig.drivers import safety, signatures
 from rig.drivers.lease import Lease, LeaseBusyError, default_lease_dir
 from rig.drivers.safety import AllowList, DeviceIdentity
@@ -146,11 +147,7 @@ def parse_inventory(text: str, source: str = "<inventory>", base_dir: str = ".")
 
 def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read lab inventory {path}: {e.strerror}") from None
+    text = decode(read_document(path, "lab inventory"), path)
     return parse_inventory(text, path, os.path.dirname(os.path.abspath(path)))
 
 

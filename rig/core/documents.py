@@ -9,6 +9,8 @@ at :data:`MAX_DEPTH` levels (the rig's own formats need four).
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tomllib
 from typing import Any
 
@@ -46,6 +48,42 @@ def _bracket_depth(text: str) -> int:
         elif ch in "]}":
             depth = max(depth - 1, 0)
     return best
+
+
+#: The largest config document or log the rig reads whole (a rule file, a blkdebug config, a
+#: replay log, a lab inventory).
+MAX_DOCUMENT = 64 << 20
+
+
+def read_document(path: str | os.PathLike[str], what: str, *,
+                  limit: int = MAX_DOCUMENT) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them. A device, a FIFO or
+    a directory is refused before anything is read (``/dev/zero`` would never end, a FIFO
+    would block), and every problem is one :class:`~rig.errors.ConfigError` naming ``what``."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {name!r}: {e.strerror}") from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError(f"cannot read the {what} {name!r}: a file name has no NUL "
+                          "byte") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"cannot read the {what} {name!r}: not a regular file")
+        if st.st_size > limit:
+            raise ConfigError(f"the {what} {name!r} is {st.st_size} bytes; the most the rig "
+                              f"reads is {limit}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {name!r}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ConfigError(f"the {what} {name!r} grew past {limit} bytes while it was read")
+    return data
 
 
 def decode(raw: bytes, source: str) -> str:

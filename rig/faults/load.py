@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.core import values
-from rig.core.documents import decode, loads_json, loads_toml
+from rig.core.documents import decode, loads_json, loads_toml, read_document
 from rig.errors import ConfigError
 from rig.faults.rules import (
     ACTIONS,
@@ -224,14 +224,7 @@ def load_document(path: str | Path, what: str) -> Any:
     if suffix not in (".toml", ".json"):
         raise ConfigError(f"{path}: unknown {what} type {suffix or '(none)'!r} "
                           "(use .toml or .json)")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from None
-    except ValueError:  # a NUL byte in the name
-        raise ConfigError(f"{str(path)!r}: cannot read the {what}: a file name has no NUL "
-                          "byte") from None
-    text = decode(raw, str(path))
+    text = decode(read_document(path, what), str(path))
     return loads_toml(text, str(path)) if suffix == ".toml" else loads_json(text, str(path))
 
 

@@ -14,12 +14,12 @@ what they meant under QEMU):
 from __future__ import annotations
 
 import errno
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from rig.core import values
+from rig.core.documents import read_document
 from rig.core.options import printable
 from rig.errors import ConfigError
 from rig.filters.blkdebug_events import DEFAULT_IOTYPES, EVENT_SET, IOTYPES
@@ -161,15 +161,12 @@ def parse_bool(key: str, value: Any) -> bool:
 
 def read_config_file(path: str) -> list[Section]:
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"Could not read blkdebug config file: "
-                          f"{os.strerror(e.errno or errno.EIO)}") from None
-    except ValueError:  # a NUL byte in the path
-        raise ConfigError("Could not read blkdebug config file: "
-                          f"{os.strerror(errno.ENOENT)}") from None
-    return parse_config_text(text)
+        # A regular file only: a FIFO would block, /dev/zero would never end.
+        raw = read_document(path, "blkdebug config file")
+    except ConfigError as e:
+        reason = str(e).rsplit(": ", 1)[-1]
+        raise ConfigError(f"Could not read blkdebug config file: {reason}") from None
+    return parse_config_text(raw.decode("utf-8", errors="surrogateescape"))
 
 
 @dataclass(frozen=True)
