@@ -12,7 +12,11 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rig.errors import ConfigError
 from rig.scsi.fields import Field, FieldValue, Layout, Record, flag, u
+
+#: The most data one command may ask for (SG_IO's dxfer_len is an unsigned int).
+MAX_DATA_IN = (1 << 32) - 1
 
 
 class Direction(enum.Enum):
@@ -265,8 +269,10 @@ def report_luns(select_report: int = 0, allocation_length: int = 8192) -> Comman
 def raw(cdb: bytes, *, data_in: int = 0, data_out: bytes = b"") -> Command:
     """Any CDB, as given."""
     if not 6 <= len(cdb) <= 260:
-        raise ValueError(f"a CDB is 6 to 260 bytes, not {len(cdb)}")
+        raise ConfigError(f"a CDB is 6 to 260 bytes, not {len(cdb)}")
     if data_in and data_out:
-        raise ValueError("a command moves data one way: give data_in or data_out, not both")
+        raise ConfigError("a command moves data one way: give data_in or data_out, not both")
+    if not 0 <= data_in <= MAX_DATA_IN:
+        raise ConfigError(f"data in: {data_in} bytes, expected 0..{MAX_DATA_IN}")
     direction = Direction.IN if data_in else Direction.OUT if data_out else Direction.NONE
     return Command(f"raw {cdb[0]:#04x}", bytes(cdb), direction, data_in, bytes(data_out))

@@ -20,8 +20,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from rig.errors import RigError
+
 FieldValue = int | str | bytes
 Kind = Literal["int", "ascii", "bytes"]
+
+
+class ScsiDataError(RigError, ValueError):
+    """SCSI data that does not fit what it claims to be: a response too short for its page or
+    of another page, a value too wide for its field. One line, naming what and why."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class Field:
                 raise TypeError(f"{self.name}: expected an int, got {value!r}")
             v = int(value)
             if not 0 <= v <= self.max:
-                raise ValueError(f"{self.name}={v} does not fit in {self.width} bits")
+                raise ScsiDataError(f"{self.name}={v} does not fit in {self.width} bits")
             cur = int.from_bytes(buf[self.byte:self.end], "big")
             cur &= ~(self.max << self.bit)
             cur |= v << self.bit
@@ -74,7 +81,7 @@ class Field:
         if not isinstance(raw, bytes):
             raise TypeError(f"{self.name}: expected str or bytes, got {value!r}")
         if len(raw) > self.width:
-            raise ValueError(f"{self.name}: {len(raw)} bytes do not fit in {self.width}")
+            raise ScsiDataError(f"{self.name}: {len(raw)} bytes do not fit in {self.width}")
         pad = b" " if self.kind == "ascii" else b"\x00"
         buf[self.byte:self.end] = raw.ljust(self.width, pad)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rig.scsi.fields import Layout, Record, ascii_field, flag, u
+from rig.scsi.fields import Layout, Record, ScsiDataError, ascii_field, flag, u
 
 # --------------------------------------------------------------------------------------------
 # INQUIRY
@@ -64,11 +64,15 @@ VPD_NAMES: dict[int, str] = {
 
 
 def vpd_payload(data: bytes, page: int) -> bytes:
-    """The page's bytes after the 4-byte header; ValueError if it is another page."""
+    """The page's bytes after the 4-byte header; a :class:`ScsiDataError` (a ValueError) if it
+    is another page or shorter than its header."""
     hdr = VPD_HEADER.decode(data)
-    if len(data) < 4 or hdr.num("page_code") != page:
-        raise ValueError(f"expected VPD page {page:#04x}, got "
-                         f"{hdr.num('page_code'):#04x} ({len(data)} bytes)")
+    if len(data) < 4:
+        raise ScsiDataError(f"VPD page {page:#04x}: {len(data)} bytes, shorter than the 4-byte "
+                            "page header")
+    if hdr.num("page_code") != page:
+        raise ScsiDataError(f"expected VPD page {page:#04x}, got "
+                            f"{hdr.num('page_code'):#04x} ({len(data)} bytes)")
     return bytes(data[4:4 + hdr.num("page_length")])
 
 
@@ -236,8 +240,9 @@ def decode_mode_sense(data: bytes, *, ten: bool) -> dict[str, Any]:
     data = data[:total]
     pos = header_layout.size
     bd_len = hdr.num("block_descriptor_length")
+    # only the descriptors the data holds (a garbage length of 65535 is not 8191 of them)
     descriptors = [SHORT_BLOCK_DESCRIPTOR.decode(data[p:p + 8]).as_dict()
-                   for p in range(pos, pos + bd_len - 7, 8)]
+                   for p in range(pos, min(len(data), pos + bd_len) - 7, 8)]
     pos += bd_len
     pages: list[dict[str, Any]] = []
     while pos + 2 <= len(data):

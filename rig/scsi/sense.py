@@ -107,7 +107,7 @@ class Sense:
                 lines.append(f"  Sense Key Specific: {_sks_text(self)}")
         for d in self.descriptors:
             name = DESCRIPTOR_NAMES.get(d["type"], f"type {d['type']:#04x}")
-            if d["type"] == 0x00:
+            if d["type"] == 0x00 and "information" in d:
                 lines.append(f"  Descriptor type: Information: 0x{d['information']:016x}")
             elif d["type"] == 0x02 and d.get("sksv"):
                 lines.append(f"  Descriptor type: Sense key specific: {_sks_text(self)}")
