@@ -44,9 +44,9 @@ from rig.errors import ConfigError
 
 __all__ = ["CrashState", "CrashStates", "Unit"]
 
-#: The most in-flight sectors one cut may have in a torn enumeration (256 MiB in flight in
+#: The most in-flight sectors one cut may have in a torn enumeration (64 MiB in flight in
 #: 512-byte sectors); past it, listing them would take minutes and memory to no use.
-MAX_UNITS = 1 << 19
+MAX_UNITS = 1 << 17
 
 
 class TooManyUnits(ConfigError):

@@ -96,3 +96,49 @@ def test_bad_logs_are_config_errors_with_line_numbers(tmp_path: Path, text: str,
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         EventLog.load(path)
+
+
+HEADER = json.dumps({"format": "blockrig-faults-log", "version": 1, "seed": 0, "rules": []})
+EVENT = {"seq": 1, "time": 0.0, "op": "read", "offset": 0, "length": 512, "rule": "r",
+         "action": "error", "errno": 5}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (json.dumps({**EVENT, "errno": 99999999999}), "line 2: not an event: 'errno': expected"),
+    (json.dumps({**EVENT, "action": "delay", "errno": 0, "delay": -1}), "'delay': expected"),
+    (json.dumps({**EVENT, "op": "bogus"}), "'op': expected one of read, write"),
+    (json.dumps(EVENT).replace('"offset": 0', '"offset": Infinity'), "line 2: invalid JSON"),
+    (json.dumps(EVENT).replace('"offset": 0', '"offset": 1e400'), "'offset': expected a"),
+    (json.dumps({**EVENT, "action": "corrupt", "bits": [1 << 20]}), "'bits': expected"),
+    (json.dumps({**EVENT, "action": "torn", "landed": 4096}), "'landed': expected"),
+    (json.dumps({**EVENT, "seq": [1]}), "'seq': expected an integer"),
+    (json.dumps({**EVENT, "errno": 0}), "needs the errno it failed with"),
+    (json.dumps({**EVENT, "extra": 1}), "'extra': not an event key"),
+    ("[" * 100 + "]" * 100, "nested more than"),
+])
+def test_hostile_events_are_refused_when_the_log_is_loaded(tmp_path: Path, line: str,
+                                                           message: str) -> None:
+    """Each of these loaded before and crashed the replay at its first request (or loading)."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{HEADER}\n{line}\n")
+    with pytest.raises(ConfigError, match=message) as e:
+        EventLog.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_non_utf8_byte_is_named_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(HEADER.encode() + b"\n" + json.dumps(EVENT).encode().replace(
+        b'"r"', b'"\xff"') + b"\n")
+    with pytest.raises(ConfigError, match=r"bad.jsonl: line 2: not UTF-8 text"):
+        EventLog.load(path)
+
+
+def test_a_scsi_event_is_refused_when_the_replay_is_built(tmp_path: Path) -> None:
+    from rig.faults.replay import Replayer
+
+    path = tmp_path / "scsi.jsonl"
+    path.write_text(f"{HEADER}\n{json.dumps({**EVENT, 'op': 'scsi-28', 'action': 'x'})}\n")
+    assert len(EventLog.load(path)) == 1  # a valid log
+    with pytest.raises(ConfigError, match="op 'scsi-28' cannot be replayed"):
+        Replayer(path)

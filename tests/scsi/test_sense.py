@@ -90,3 +90,16 @@ def test_same_words_as_sg_decode_sense(raw: bytes) -> None:
     assert ours[:2] == [line.rstrip() for line in out[:2]]
     if s.information is not None and not s.descriptor_format:
         assert f"Info fld={s.information:#x}" in "\n".join(out)
+
+
+def test_short_descriptor_sense_prints_without_a_key_error() -> None:
+    """An information descriptor shorter than its 10 bytes (cut short by the device, or its
+    length byte garbage) was a KeyError in ``text()``."""
+    full = descriptor_sense(3, 0x11, 0, information=0x1234)
+    for data in (full[:12], full[:8] + bytes([0x00, 0x02, 0x80, 0x00]),
+                 bytes([0x72, 0x03, 0x11, 0x00, 0, 0, 0, 4, 0x00, 0x02, 0, 0])):
+        s = decode_sense(data)
+        assert s is not None
+        text = s.text()
+        assert text.splitlines()[0] == "Descriptor format, current; Sense key: Medium Error"
+        assert "Descriptor type: Information" in text
