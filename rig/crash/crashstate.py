@@ -1,9 +1,10 @@
 """The name of one crash state: ``cut 9 keep 3,5 torn 7[0-2,5]`` (see :mod:`rig.crash.states`).
 
 A name is read back exactly as ``str()`` writes it: record numbers increasing, no record twice,
-sector ranges ``lo-hi`` with ``lo <= hi``. Anything else (``4[7-3]``, ``keep 5,5``, a record both
-kept and torn, a 5,000-digit number, Unicode digits) is a :class:`BadStateName`, never a state
-that names nothing ``rig crash states`` lists. Whether the records are in flight at the cut is
+sector ranges ``lo-hi`` with ``lo < hi`` and as long as they go (``0-2``, not ``0,1,2``).
+Anything else (``4[7-3]``, ``keep 5,5``, a record both kept and torn, a leading zero, a
+5,000-digit number, Unicode digits) is a :class:`BadStateName`, never a state that names
+nothing ``rig crash states`` lists. Whether the records are in flight at the cut is
 the log's business (:func:`rig.crash.cuts.check_state`).
 """
 
@@ -81,6 +82,9 @@ def _shown(text: str) -> str:
 
 
 def _number(what: str, digits: str) -> int:
+    if len(digits) > 1 and digits[0] == "0":
+        raise BadStateName(f"{what}: {digits[:20]!r}: numbers are written without leading "
+                           f"zeros ({_EXAMPLE})")
     try:
         return values.count(what, digits)
     except values.BadValue as e:
@@ -119,9 +123,14 @@ def _parse_ranges(seq: int, text: str, budget: int) -> tuple[int, ...]:
         if hi < lo:
             raise BadStateName(f"torn record {seq}: sector range {lo}-{hi} is empty "
                                f"(write {hi}-{lo})")
+        if hi == lo and m.group(2) is not None:
+            raise BadStateName(f"torn record {seq}: write the one sector {lo}-{lo} as {lo}")
         if spans and lo <= spans[-1][1]:
             raise BadStateName(f"torn record {seq}: sector indexes must increase, without "
                                f"repeats ({lo} after {spans[-1][1]})")
+        if spans and lo == spans[-1][1] + 1:
+            raise BadStateName(f"torn record {seq}: sectors {spans[-1][0]}..{hi} are one range: "
+                               f"write {spans[-1][0]}-{hi}")
         budget -= hi - lo + 1
         if budget < 0:
             raise BadStateName(f"torn record {seq}: more than {MAX_INDEXES} sector indexes in "

@@ -50,6 +50,7 @@ def _one_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     ("cut 6 torn 4[]", "is not a sector index"),
     ("cut " + "9" * 5000, "5000-character value"),
     ("cut ٦", "not a crash state"),
+    ("cut 06", "without leading zeros"),
 ])
 def test_a_bad_state_name_is_one_line_and_the_target_unchanged(
         log: Path, tmp_path: Path, name: str, message: str,
