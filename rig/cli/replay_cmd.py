@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.core.backend import BlockBackend
-from rig.core.documents import decode, loads_json
+from rig.core.documents import loads_json
 from rig.core.graph import probe_protocol
 from rig.errors import ConfigError, RigError
 from rig.testing import bundle as repro
@@ -72,22 +72,7 @@ def _graph_arg(text: str) -> Any:
 def load_bundle(path: str) -> repro.Bundle:
     """The bundle at ``path``, read with the rig's bounded JSON reader (UTF-8, depth); anything
     that is not a bundle is a one-line ConfigError naming the file."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read repro bundle {path}: {e.strerror}") from None
-    data = loads_json(decode(raw, path), path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: not a repro bundle (not a JSON object)")
-    try:
-        return repro.Bundle.from_dict(data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except (TypeError, ValueError, OverflowError, AttributeError) as e:
-        # Bundle.from_dict converts only some of its shape errors (a list where an object
-        # goes, an infinite size): the rest are named here, at the one place a file comes in.
-        raise ConfigError(f"{path}: not a repro bundle ({type(e).__name__}: "
-                          f"{str(e)[:80]})") from None
+    return repro.load(path)
 
 
 def _device_spec(path: str, allow: Sequence[str]) -> dict[str, Any]:

@@ -151,7 +151,8 @@ class StateChecker:
     def _environment(self, state: CrashState) -> dict[str, str]:
         seq, text = last_mark(self._marks, state.cut)
         return {**self.env, "RIG_DEV": self.target.path, "RIG_STATE": str(state),
-                "RIG_CUT": str(state.cut), "RIG_MARK": text, "RIG_MARK_SEQ": str(seq)}
+                "RIG_CUT": str(state.cut), "RIG_MARK": text.replace("\0", "\\0"),
+                "RIG_MARK_SEQ": str(seq)}  # an environment value holds no NUL byte
 
     def _run(self, state: CrashState) -> tuple[int | None, bytes, float]:
         with tempfile.TemporaryFile() as out:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rig.core import values
-from rig.core.documents import decode, loads_json
+from rig.core.documents import decode, loads_json, read_document
 from rig.core.outputs import open_output
 from rig.errors import ConfigError
 from rig.faults.rules import ACTIONS, Op, errno_name
@@ -224,10 +224,7 @@ class EventLog:
         """Read a log written by :meth:`save` or :meth:`stream_to`. Every line is checked here
         (JSON depth, UTF-8, each value's kind and range): a one-line ConfigError naming the
         file, the line and the key otherwise."""
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read the fault log: {e.strerror}") from None
+        raw = read_document(path, "fault log")
         lines = [decode(line, f"{path}: line {n}")
                  for n, line in enumerate(raw.split(b"\n"), 1)]
         while lines and not lines[-1].strip():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.core.documents import decode, loads_json, read_document
 from rig.core.outputs import make_output_dir, open_output
 from rig.errors import ConfigError
 from rig.testing.ops import Op, op_from_dict, op_to_dict
@@ -136,20 +137,21 @@ class Bundle:
 
 
 def load(path: str | os.PathLike[str]) -> Bundle:
-    """Read a bundle file. Raises ConfigError (naming the file) if it is not one."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read repro bundle {os.fspath(path)}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{os.fspath(path)}: not JSON ({e})") from None
+    """Read a bundle file with the rig's bounded readers (a regular file, UTF-8, JSON depth);
+    anything that is not a bundle is a one-line ConfigError naming the file."""
+    name = os.fspath(path)
+    data = loads_json(decode(read_document(name, "repro bundle"), name), name)
     if not isinstance(data, dict):
-        raise ConfigError(f"{os.fspath(path)}: not a repro bundle (not a JSON object)")
+        raise ConfigError(f"{name}: not a repro bundle (not a JSON object)")
     try:
         return Bundle.from_dict(data)
     except ConfigError as e:
-        raise ConfigError(f"{os.fspath(path)}: {e}") from None
+        raise ConfigError(f"{name}: {e}") from None
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as e:
+        # from_dict converts only some of its shape errors (a list where an object goes, an
+        # infinite size): the rest are named here, where every file comes in.
+        raise ConfigError(f"{name}: not a repro bundle ({type(e).__name__}: "
+                          f"{str(e)[:80]})") from None
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:

@@ -76,7 +76,7 @@ def test_ops_round_trip_and_bad_ops_are_named() -> None:
 def test_load_names_the_file_and_the_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    with pytest.raises(ConfigError, match=r"bad\.json: not JSON"):
+    with pytest.raises(ConfigError, match=r"bad\.json: invalid JSON at line 1"):
         repro.load(bad)
     bad.write_text('{"format": "other"}')
     with pytest.raises(ConfigError, match="not a repro bundle"):
