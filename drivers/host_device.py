@@ -17,7 +17,7 @@ from rig.core.node import Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import libc, safety
-from rig.drivers.ioctls import ioctl, ioctl_range, ioctl_read
+from rig.drivers.ioctls import ioctl_range, ioctl_read
 from rig.drivers.posix import PosixNode
 from rig.errors import RigError
 
@@ -119,7 +119,3 @@ class HostDeviceNode(PosixNode):
                 self._has_zeroout = False
                 raise OSError(errno.ENOTSUP, "BLKZEROOUT: not supported by the device") from None
             raise
-
-    def flush_buffers(self) -> None:
-        """BLKFLSBUF: write back and drop the device's page cache (root only)."""
-        ioctl(self.fd, "BLKFLSBUF")

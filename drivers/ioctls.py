@@ -39,10 +39,6 @@ def _ior(kind: int | str, nr: int, size: int) -> int:
     return _ioc(_IOC_READ, kind, nr, size)
 
 
-def _iow(kind: int | str, nr: int, size: int) -> int:
-    return _ioc(_IOC_WRITE, kind, nr, size)
-
-
 _SIZE_T = ctypes.sizeof(ctypes.c_size_t)
 
 #: name -> request number. linux/fs.h (BLK*), linux/loop.h (LOOP_*), scsi/sg.h (SG_*),

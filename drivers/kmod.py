@@ -77,12 +77,6 @@ def scsi_debug_disks() -> list[str]:
     return sorted(found)
 
 
-def scsi_debug_generic(disk: str) -> str | None:
-    """The ``/dev/sgN`` of a ``/dev/sdX`` (None without the sg module)."""
-    names = glob.glob(f"/sys/block/{os.path.basename(disk)}/device/scsi_generic/sg*")
-    return "/dev/" + os.path.basename(names[0]) if names else None
-
-
 @contextlib.contextmanager
 def scsi_debug(*, sector_size: int = 512, dev_size_mb: int = 16,
                **params: int | str) -> Iterator[str]:

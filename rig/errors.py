@@ -44,12 +44,3 @@ class DeviceNotFoundError(RigError, FileNotFoundError):
 
 class StateError(RigError):
     """An operation was asked of an object in the wrong state (closed node, detached loop)."""
-
-
-class ExecutionError(RigError):
-    """A host tool the rig ran failed."""
-
-    def __init__(self, msg: str, stdout: str = "", stderr: str = "") -> None:
-        super().__init__(msg)
-        self.stdout = stdout
-        self.stderr = stderr

@@ -91,7 +91,6 @@ class SgNode(SgMedia, Node):
         self.dev: SgDevice | None = None
         self.block_size = 512
         self.blocks = 0
-        self.max_blocks = 0
         self.discard_mode = "none"  # "unmap" | "write_same_16" | "none"
         self.max_unmap_blocks = 0
         self.max_unmap_descriptors = 0
@@ -188,7 +187,6 @@ class SgNode(SgMedia, Node):
         if max_xfer_blocks:
             max_bytes = min(max_bytes, max_xfer_blocks * bs)
         max_bytes = max(bs, max_bytes // bs * bs)
-        self.max_blocks = max_bytes // bs
         discard_bytes = 0
         if self.discard_mode == "unmap":
             discard_bytes = min(self.max_unmap_blocks, 1 << 22) * bs
@@ -210,7 +208,6 @@ class SgNode(SgMedia, Node):
         self._refresh_capacity()
         max_bytes = max(self.block_size, self._queue_max_bytes() // self.block_size
                         * self.block_size)
-        self.max_blocks = max_bytes // self.block_size
         self.limits = BlockLimits(request_alignment=self.block_size, buffer_alignment=1,
                                   max_transfer=max_bytes,
                                   physical_block_size=self.block_size)

@@ -13,7 +13,6 @@ import ctypes
 import errno
 import os
 import stat
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -159,12 +158,6 @@ class SgDevice:
     def version_num(self) -> int:
         """SG_GET_VERSION_NUM (30536 = 3.5.36); block devices answer it too."""
         return ioctl_read(self.fd, "SG_GET_VERSION_NUM", "i")
-
-    def reserved_size(self) -> int:
-        return ioctl_read(self.fd, "SG_GET_RESERVED_SIZE", "i")
-
-    def set_reserved_size(self, size: int) -> None:
-        ioctl(self.fd, "SG_SET_RESERVED_SIZE", bytearray(struct.pack("i", size)))
 
     def execute(self, command: Command, *, timeout_ms: int | None = None,
                 flags: int = 0) -> SgResult:

@@ -32,10 +32,6 @@ class DirtyBitmap:
             for bit in range(first, last + 1):
                 self._bits[bit >> 3] |= 1 << (bit & 7)
 
-    def is_dirty(self, offset: int) -> bool:
-        bit = offset // self.granularity
-        return bit < len(self._bits) * 8 and bool(self._bits[bit >> 3] & (1 << (bit & 7)))
-
     def count(self) -> int:
         """Dirty bytes (whole granules)."""
         with self._lock:

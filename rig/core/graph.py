@@ -91,7 +91,7 @@ def probe_protocol(filename: str) -> str:
     return "file"
 
 
-def open_options(opts: Options, *, inherited_defaults: Mapping[str, Any] | None = None) -> Node:
+def open_options(opts: Options) -> Node:
     """Open the node described by ``opts`` (and, through it, its children)."""
     driver = opts.str("driver")
     if driver is None:

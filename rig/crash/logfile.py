@@ -90,7 +90,6 @@ class LogWriter:
         self.compress = compress
         self._lock = threading.Lock()
         self._seq = 0
-        self.bytes_written = 0
         # Never a device, never a directory; an existing log file is replaced.
         self._file: IO[bytes] = open_output(self.path, option, replace=True, binary=True,
                                            buffering=1 << 20)
@@ -104,7 +103,6 @@ class LogWriter:
 
     def _append(self, blob: bytes) -> None:
         self._file.write(blob)
-        self.bytes_written += len(blob)
 
     def _record(self, kind: Kind, offset: int, length: int, flags: int, payload: bytes,
                 sync: bool = False) -> int:

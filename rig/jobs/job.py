@@ -102,9 +102,6 @@ class Job:
     def speed(self) -> int:
         return self._limit.speed
 
-    def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
-
     def start(self) -> None:
         with self._cond:
             if self._thread is not None:

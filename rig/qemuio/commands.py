@@ -44,7 +44,6 @@ class Command:
     optstring: str
     func: Callable[[Session, Parsed], int]
     nofile_ok: bool = False
-    usage_on_bad_args: bool = True
 
 
 COMMANDS: dict[str, Command] = {}

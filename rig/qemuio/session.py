@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from rig.core.backend import BlockBackend
@@ -67,9 +67,6 @@ class Session:
 
     def _say(self, line: str) -> None:
         self.out.write(line + "\n")
-
-    def with_defaults(self, **changes: object) -> OpenOptions:
-        return replace(self.defaults, **changes)  # type: ignore[arg-type]
 
     def reap(self, wait: bool = False) -> int:
         """Print completions of aio requests that finished (all of them when ``wait``).

@@ -340,12 +340,6 @@ def encode_report_luns(luns: Sequence[int]) -> bytes:
     return REPORT_LUNS_HEADER.encode(lun_list_length=len(body)) + body
 
 
-def lun_number(lun: int) -> int:
-    """The LUN number of a peripheral or flat-space single-level LUN."""
-    first = lun >> 48
-    return first & 0x3FFF if (first >> 14) in (0, 1) else first
-
-
 # --------------------------------------------------------------------------------------------
 # UNMAP parameter list (SBC-4 5.31.2)
 # --------------------------------------------------------------------------------------------

@@ -887,16 +887,6 @@ class Qcow2Node(Node):
     def _truncate(self, length: int) -> None:
         raise OSError(errno.ENOTSUP, "qcow2: resizing is not supported")
 
-    def check_leaks(self) -> list[str]:
-        """A light self-check used by tests: every referenced cluster has refcount >= 1."""
-        problems: list[str] = []
-        t = self.tables
-        for i1 in range(t.l1_size):
-            off = t.l1_entry(i1) & OFFSET_MASK
-            if off and self.refs.get(off >> self.cluster_bits) < 1:
-                problems.append(f"L2 table {i1} has refcount 0")
-        return problems
-
 
 _ZEROS = (Kind.ZERO_PLAIN, Kind.ZERO_ALLOC)
 
