@@ -7,12 +7,13 @@ digits only); this module keeps the historical entry point and qemu-io's wording
 from __future__ import annotations
 
 from rig.core.values import size_text
+from rig.errors import RigError
 
 #: The largest size qemu_strtosz returns (a uint64_t).
 MAX_SIZE = (1 << 64) - 1
 
 
-class SizeError(ValueError):
+class SizeError(RigError, ValueError):
     """The text is not a size."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from rig.errors import RigError
+
 MAGIC = 0x514649FB  # "QFI\xfb"
 
 #: (name, struct code, byte offset, first version with the field). Big-endian throughout.
@@ -68,7 +70,7 @@ EXT_CRYPTO = 0x0537BE77
 EXT_DATA_FILE = 0x44415441
 
 
-class HeaderError(ValueError):
+class HeaderError(RigError, ValueError):
     """The header bytes cannot be decoded (the driver turns this into CorruptImageError)."""
 
 
