@@ -6,23 +6,25 @@ Matching order (documented in docs/filters/faults.md):
 2. The candidates are the enabled rules for the request's op that have no range, plus those whose
    range overlaps the request (from the :class:`~rig.faults.index.RangeIndex`), in rule order
    (the order they were added; ``add_rule(..., first=True)`` puts a rule before all others).
-3. For each candidate: ``state`` (compared with the state *before* this request), the time
-   window, then its hit count goes up, then ``nth``/``every``, then the seeded ``probability``
-   draw. None of these depends on the other candidates, so they are checked in index order and
-   only the candidates passing all of them are put in rule order.
+3. For each candidate, its :class:`~rig.faults.trigger.Trigger` (:meth:`~Trigger.passes`):
+   ``state`` (compared with the state *before* this request), the time window, then its hit count
+   goes up, then ``nth``/``every``, then the seeded ``probability`` draw. None of these depends on
+   the other candidates, so they are checked in index order and only the candidates passing all
+   of them are put in rule order.
 4. In rule order: ``delay`` and ``set-state`` are non-terminal, they all fire. The first
    terminal rule (error, corrupt, torn, drop, lying-flush, gone) fires and decides the request;
    later terminal rules do not fire (their hit count still counts the request).
 5. Every firing is logged, counted; ``new-state`` is applied (the last one wins), ``once``
    rules are disarmed. Delays are summed and slept after the lock is released.
 
-Draws are counter-based: ``hash(seed, rule name, hit count)``, so a rule's draws do not depend on
-other rules or on thread interleaving. The engine is thread-safe (one lock).
+Draws are counter-based (:func:`~rig.faults.trigger.draw`: ``hash(seed, rule name, hit count)``),
+so a rule's draws do not depend on other rules or on thread interleaving. The engine is
+thread-safe (one lock). The SCSI rules' engine (:mod:`rig.scsi.fault_engine`) plays by the same
+trigger and can share this engine's state, seed, clock and log.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 from bisect import insort
@@ -34,7 +36,7 @@ from rig.core.clock import Clock as Clock
 from rig.core.clock import RealClock as RealClock
 from rig.errors import ConfigError
 from rig.faults.index import RangeIndex
-from rig.faults.log import Event, EventLog
+from rig.faults.log import Event, FaultEventLog
 from rig.faults.rules import (
     ALL_OPS,
     Corrupt,
@@ -48,13 +50,9 @@ from rig.faults.rules import (
     SetState,
     Torn,
 )
+from rig.faults.trigger import Armed
+from rig.faults.trigger import draw as draw
 from rig.faults.verdict import CORRUPT, DROP, FAIL, LIE, PASS, TORN, Verdict
-
-
-def draw(seed: int, name: str, count: int, salt: str = "p") -> float:
-    """A uniform float in [0, 1) from ``(seed, name, count)``: reproducible, order-free."""
-    digest = hashlib.blake2b(f"{seed}/{name}/{count}/{salt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / (1 << 64)
 
 
 def corrupt_bits(seed: int, name: str, count: int, lo: int, hi: int, n: int) -> tuple[int, ...]:
@@ -65,27 +63,16 @@ def corrupt_bits(seed: int, name: str, count: int, lo: int, hi: int, n: int) -> 
     return tuple(sorted(rng.sample(range(lo * 8, hi * 8), min(n, (hi - lo) * 8))))
 
 
-class _Armed:
-    """A rule in the engine, with its counters and its predicates copied into slots (the
-    matching loop reads them for every candidate)."""
+class _Armed(Armed):
+    """A rule in the engine: its counters, and its place in rule order."""
 
-    __slots__ = ("after", "before", "enabled", "every", "fired", "hits", "name", "nth",
-                 "priority", "probability", "rule", "state", "terminal", "timed")
+    __slots__ = ("name", "priority", "rule", "terminal")
 
     def __init__(self, rule: Rule, priority: int) -> None:
+        super().__init__()
         self.rule = rule
         self.name = rule.name
         self.priority = priority
-        self.hits = 0
-        self.fired = 0
-        self.enabled = True
-        self.state = rule.state
-        self.timed = rule.timed
-        self.after = rule.after
-        self.before = rule.before
-        self.nth = rule.nth
-        self.every = rule.every
-        self.probability = rule.probability
         self.terminal = rule.action.terminal
 
 
@@ -96,10 +83,10 @@ class FaultEngine:
     """Rules, their counters, the state, and the event log. See the module docstring."""
 
     def __init__(self, rules: Iterable[Rule] = (), *, seed: int = 0, clock: Clock | None = None,
-                 log: EventLog | None = None) -> None:
+                 log: FaultEventLog | None = None) -> None:
         self.seed = seed
         self.clock: Clock = clock if clock is not None else RealClock()
-        self.log = log if log is not None else EventLog(seed)
+        self.log = log if log is not None else FaultEventLog(seed)
         self.log.rules_source = self._dump_rules
         self._t0 = self.clock.monotonic()
         self._lock = threading.Lock()
@@ -265,14 +252,15 @@ class FaultEngine:
                                       self._gone_rule, Gone.kind, errno=self._gone))
                 return Verdict(FAIL, self._gone)
             unranged = self._unranged[op]
-            passing = self._passing(unranged) if unranged else None
+            hits: Sequence[_Armed] = ()
             if length:
                 index = self._ranged[op]
                 if index.count:
                     hits = index.overlapping(offset, offset + length)
-                    if hits:
-                        more = self._passing(hits)
-                        passing = more if passing is None else passing + more
+            if not unranged and not hits:
+                return PASS
+            now = self.elapsed()
+            passing = self._passing(unranged, now) + self._passing(hits, now)
             if not passing:
                 return PASS
             verdict, delay = self._fire(self._winners(passing), seq, op, offset, length)
@@ -280,30 +268,12 @@ class FaultEngine:
             self.clock.sleep(delay)
         return verdict
 
-    def _passing(self, candidates: Sequence[_Armed]) -> list[_Armed]:
-        """The candidates whose predicates all hold (counting hits on the way), in any order:
-        hit counts and draws do not depend on the order, so only the few that pass are sorted."""
+    def _passing(self, candidates: Sequence[_Armed], now: float) -> list[_Armed]:
+        """The candidates whose triggers pass (counting hits on the way), in any order: hit
+        counts and draws do not depend on the order, so only the few that pass are sorted."""
         state = self._state
-        now: float | None = None
-        out: list[_Armed] = []
-        for rec in candidates:
-            if rec.state is not None and rec.state != state:
-                continue
-            if rec.timed:
-                if now is None:
-                    now = self.elapsed()
-                if (rec.after is not None and now < rec.after) or (
-                        rec.before is not None and now >= rec.before):
-                    continue
-            rec.hits += 1
-            if rec.nth is not None and rec.hits != rec.nth:
-                continue
-            if rec.every is not None and rec.hits % rec.every:
-                continue
-            if rec.probability < 1 and draw(self.seed, rec.name, rec.hits) >= rec.probability:
-                continue
-            out.append(rec)
-        return out
+        seed = self.seed
+        return [rec for rec in candidates if rec.rule.passes(rec, state, now, seed)]
 
     @staticmethod
     def _winners(passing: list[_Armed]) -> list[_Armed]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +41,11 @@ from rig.faults.rules import (
     RuleError,
     errno_name,
 )
-
-# ---------------------------------------------------------------------------- value parsers
-# One parser per kind of value, shared with every other front end: rig.core.values. These
-# names stay for the SCSI rules and other callers.
-parse_boolean = values.boolean
-parse_probability = values.probability
-parse_seconds = values.seconds
+from rig.faults.trigger import TRIGGER_KEYS, Parser, built, named
 
 
-def _string(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise RuleError(key, f"expected a string, got {values.shown(value)}")
-    return value
-
-
+# ---------------------------------------------------------------------------- keys
+# One parser per kind of value, shared with every other front end: rig.core.values.
 def _op(key: str, value: Any) -> frozenset[Op]:
     items: list[Any]
     if isinstance(value, str):
@@ -73,22 +63,14 @@ def _op(key: str, value: Any) -> frozenset[Op]:
     return frozenset(out)
 
 
-Parser = Callable[[str, Any], Any]
-
-#: Keys every rule may have: key -> (parser, Rule field).
+#: Keys every rule may have: key -> (parser, Rule field): the requests the rule looks at and its
+#: trigger's (rig.faults.trigger). The order (name first) is the order dump_rule writes.
 COMMON_KEYS: dict[str, tuple[Parser, str]] = {
-    "name": (_string, "name"),
+    "name": TRIGGER_KEYS["name"],
     "op": (_op, "op"),
     "start": (values.offset, "start"),
     "end": (values.offset, "end"),
-    "nth": (values.count, "nth"),
-    "every": (values.count, "every"),
-    "probability": (values.probability, "probability"),
-    "state": (values.count, "state"),
-    "after": (values.seconds, "after"),
-    "before": (values.seconds, "before"),
-    "once": (values.boolean, "once"),
-    "new-state": (values.count, "new_state"),
+    **TRIGGER_KEYS,
 }
 #: Keys of each action: action -> key -> (parser, action field).
 ACTION_KEYS: dict[str, dict[str, tuple[Parser, str]]] = {
@@ -122,10 +104,7 @@ def _label(index: int, table: Any) -> str:
 # ------------------------------------------------------------------------------------ rules
 def rule_from_dict(table: Mapping[str, Any], index: int = 0) -> Rule:
     """One rule table -> :class:`Rule`; any mistake is a ConfigError naming rule and key."""
-    try:
-        return _build(table)
-    except (RuleError, values.BadValue) as e:
-        raise ConfigError(f"{_label(index, table)}: {e}") from None
+    return built(_build, table, _label(index, table))
 
 
 def _build(table: Mapping[str, Any]) -> Rule:
@@ -194,21 +173,9 @@ def rules_from_data(data: Any, source: str = "") -> list[Rule]:
     if not isinstance(data, list):
         raise ConfigError(f"{prefix}'rules' must be a list of rule tables, got "
                           f"{values.shown(data)}")
-    out: list[Rule] = []
-    names: set[str] = set()
-    for index, table in enumerate(data):
-        try:
-            rule = rule_from_dict(table, index)
-        except ConfigError as e:
-            raise ConfigError(f"{prefix}{e}") from None
-        if not rule.name:
-            rule = rule.with_name(f"rule-{index}")
-        if rule.name in names:
-            raise ConfigError(f"{prefix}{_label(index, table)}: 'name': "
-                              f"{values.shown(rule.name)} is already the name of an earlier rule")
-        names.add(rule.name)
-        out.append(rule)
-    return out
+    return named(data, rule_from_dict, source=source, default="rule-{}",
+                 taken=lambda index, table, name: f"{_label(index, table)}: 'name': "
+                 f"{values.shown(name)} is already the name of an earlier rule")
 
 
 def load_rules(path: str | Path) -> list[Rule]:

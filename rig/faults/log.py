@@ -3,8 +3,8 @@
 One :class:`Event` per rule that fired on a request (a request can fire a ``delay`` and an
 ``error``: two events with the same ``seq``). ``seq`` numbers every request the filter saw
 (reads, writes, write-zeroes, discards, flushes), from 1, so a saved log says exactly which
-request of a workload failed; :class:`rig.faults.replay.Replayer` fires the same faults at the same
-numbers again.
+request of a workload failed; :class:`rig.faults.fault_replay.Replayer` fires the same faults at
+the same numbers again.
 
 File format (``.jsonl``): the first line is a header
 ``{"format": "blockrig-faults-log", "version": 1, "seed": 123, "rules": [...]}``, each further line
@@ -135,7 +135,7 @@ class Event:
                 self.delay, self.bits, self.landed, self.state)
 
 
-class EventLog:
+class FaultEventLog:
     """A thread-safe, append-only list of events, with the seed and rules that produced them.
 
     ``stream_to(path)`` also writes every event to a file as it happens (flushed per line), so
@@ -220,7 +220,7 @@ class EventLog:
                 self._sink = None
 
     @classmethod
-    def load(cls, path: str | Path) -> EventLog:
+    def load(cls, path: str | Path) -> FaultEventLog:
         """Read a log written by :meth:`save` or :meth:`stream_to`. Every line is checked here
         (JSON depth, UTF-8, each value's kind and range): a one-line ConfigError naming the
         file, the line and the key otherwise."""

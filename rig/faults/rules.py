@@ -1,35 +1,35 @@
 """Fault rules as data: one frozen :class:`Rule` = predicates (all must match) + one action.
 
 A rule is checked against every request the ``faults`` filter sees (reads, writes, write-zeroes,
-discards, flushes, after the chokepoint has validated, aligned and split them). Its predicates:
+discards, flushes, after the chokepoint has validated, aligned and split them). Its own predicates:
 
 * ``op``: the request kinds it applies to (default: every kind its action can act on);
 * ``start``/``end``: a byte range ``[start, end)`` that must overlap the request (never matches a
   flush, which has no range);
-* ``state``: the filter's integer state (starts at 1, as blkdebug's) must equal it;
-* ``after``/``before``: seconds since the filter opened, on the engine's clock;
-* ``nth`` (fire on exactly the nth) or ``every`` (on every k-th): counted among the requests that
-  match the predicates above;
-* ``probability``: a seeded draw, reproducible for a given seed, rule name and count.
+
+and those of its :class:`~rig.faults.trigger.Trigger`, shared with the SCSI rules: ``state``
+(the filter's integer state, starting at 1 as blkdebug's), ``after``/``before`` (seconds since
+the filter opened, on the engine's clock), ``nth``/``every`` (counted among the requests that
+match the predicates before them), the seeded ``probability``, ``new_state`` and ``once``.
 
 Actions are small frozen dataclasses (:class:`Error`, :class:`Delay`, :class:`Corrupt`,
-:class:`Torn`, :class:`Drop`, :class:`LyingFlush`, :class:`Gone`, :class:`SetState`). Any rule may
-also carry ``new_state``, applied when it fires. Every value is validated when the rule is built:
-a mistake is a :class:`~rig.errors.ConfigError` naming the key, never a surprise at I/O time.
+:class:`Torn`, :class:`Drop`, :class:`LyingFlush`, :class:`Gone`, :class:`SetState`). Every value
+is validated when the rule is built: a mistake is a :class:`~rig.errors.ConfigError` naming the
+key, never a surprise at I/O time.
 """
 
 from __future__ import annotations
 
 import errno as _errno
-import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from enum import StrEnum
 from typing import ClassVar
 
 from rig.core import values
-from rig.errors import ConfigError
+from rig.faults.trigger import RuleError as RuleError
+from rig.faults.trigger import Trigger, check_int, check_seconds
 
 
 class Op(StrEnum):
@@ -49,15 +49,6 @@ RANGED_OPS: frozenset[Op] = ALL_OPS - {Op.FLUSH}
 UNBOUNDED = 1 << 63
 
 
-class RuleError(ConfigError):
-    """A rule value is wrong; ``key`` names the schema key (``'probability'``)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key!r}: {message}")
-        self.key = key
-        self.message = message
-
-
 def errno_value(value: int | str, key: str = "errno") -> int:
     """``"EIO"`` or ``5`` -> 5. Any positive errno below 4096 is accepted
     (:func:`rig.core.values.errno`)."""
@@ -65,15 +56,6 @@ def errno_value(value: int | str, key: str = "errno") -> int:
         return values.errno(key, value)
     except values.BadValue as e:
         raise RuleError(key, e.message) from None
-
-
-def check_name(name: str) -> None:
-    """A rule name goes into draws, logs and messages as UTF-8: a lone surrogate (JSON's
-    ``"\udc80"``) is refused here, not at the first request."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RuleError("name", f"must be UTF-8 text, got {values.shown(name)}") from None
 
 
 def errno_name(code: int) -> str:
@@ -125,7 +107,7 @@ class Delay:
     terminal: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        _check_seconds("seconds", self.seconds)
+        check_seconds("seconds", self.seconds)
 
 
 @dataclass(frozen=True)
@@ -138,7 +120,7 @@ class Corrupt:
     terminal: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_int("bits", self.bits, 1)
+        check_int("bits", self.bits, 1)
 
 
 @dataclass(frozen=True)
@@ -156,8 +138,8 @@ class Torn(_WithErrno):
     terminal: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_int("sectors", self.sectors, 0)
-        _check_int("unit", self.unit, 1)
+        check_int("sectors", self.sectors, 0)
+        check_int("unit", self.unit, 1)
         if not isinstance(self.ack, bool):
             raise RuleError("ack", f"expected true or false, got {values.shown(self.ack)}")
         self._normalise_errno()
@@ -212,19 +194,6 @@ ACTIONS: dict[str, type[Action]] = {
 }
 
 
-def _check_int(key: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RuleError(key, f"must be an integer >= {minimum}, got {values.shown(value)}")
-
-
-def _check_seconds(key: str, value: object) -> None:
-    """A finite number of seconds in 0..1e6 (every sleep and timer accepts it)."""
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or not 0 <= value <= values.MAX_SECONDS):
-        raise RuleError(key, f"must be a finite number >= 0 and <= {values.MAX_SECONDS:g} "
-                        f"seconds, got {values.shown(value)}")
-
-
 def _ops(value: str | Iterable[str]) -> frozenset[Op]:
     if not isinstance(value, str | Iterable):
         raise RuleError("op", f"expected an op name or a list of them, got {values.shown(value)}")
@@ -243,27 +212,21 @@ def _ops(value: str | Iterable[str]) -> frozenset[Op]:
 
 # -------------------------------------------------------------------------------------- rule
 @dataclass(frozen=True)
-class Rule:
-    """One fault rule. See the module docstring for the predicates.
+class Rule(Trigger):
+    """One fault rule: its action, the requests it looks at (``op``, ``start``/``end``) and its
+    :class:`~rig.faults.trigger.Trigger`. See the module docstring.
 
     ``op`` accepts a name or names (``"read"``, ``("write", "zero")``) and is stored as a
     ``frozenset[Op]``; ``None`` means every kind the action acts on (minus ``flush`` when the rule
-    has a byte range). ``name`` defaults to one the engine assigns (``rule-N``).
+    has a byte range). ``name`` defaults to one the engine assigns (``rule-N``). Every field but
+    ``action`` is a keyword.
     """
 
     action: Action
-    name: str = ""
+    _: KW_ONLY
     op: str | Iterable[str] | None = None
     start: int | None = None
     end: int | None = None
-    nth: int | None = None
-    every: int | None = None
-    probability: float = 1.0
-    state: int | None = None
-    after: float | None = None
-    before: float | None = None
-    once: bool = False
-    new_state: int | None = None
     _ops: frozenset[Op] = field(init=False, repr=False, compare=False, default=ALL_OPS)
 
     def __post_init__(self) -> None:
@@ -271,9 +234,7 @@ class Rule:
         if not isinstance(action, tuple(ACTIONS.values())):
             raise RuleError("action", f"expected one of {', '.join(ACTIONS)}, "
                             f"got {values.shown(action)}")
-        if not isinstance(self.name, str):
-            raise RuleError("name", f"expected a string, got {values.shown(self.name)}")
-        check_name(self.name)
+        self._check_name()
         self._check_range()
         ranged = self.start is not None or self.end is not None
         if self.op is None:
@@ -288,42 +249,16 @@ class Rule:
                 raise RuleError("op", "a byte range never matches a flush (it has no range)")
         object.__setattr__(self, "op", ops)
         object.__setattr__(self, "_ops", ops)
-        for key in ("nth", "every"):
-            value = getattr(self, key)
-            if value is not None:
-                _check_int(key, value, 1)
-        if self.nth is not None and self.every is not None:
-            raise RuleError("every", "use either 'nth' or 'every', not both")
-        p = self.probability
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise RuleError("probability", f"must be between 0 and 1, got {values.shown(p)}")
-        for key in ("state", "new_state"):
-            value = getattr(self, key)
-            if value is not None:
-                _check_int(key.replace("_", "-"), value, 0)
-        if isinstance(action, SetState) and self.new_state is None:
-            raise RuleError("new-state", "action 'set-state' needs a 'new-state'")
-        self._check_window()
-        if not isinstance(self.once, bool):
-            raise RuleError("once", f"expected true or false, got {values.shown(self.once)}")
+        self._check_trigger(sets_state=isinstance(action, SetState))
 
     def _check_range(self) -> None:
         for key in ("start", "end"):
             value = getattr(self, key)
             if value is not None:
-                _check_int(key, value, 0)
+                check_int(key, value, 0)
         if self.end is not None and self.end <= (self.start or 0):
             raise RuleError("end", f"must be greater than 'start' ({self.start or 0}), "
                             f"got {self.end}")
-
-    def _check_window(self) -> None:
-        for key in ("after", "before"):
-            value = getattr(self, key)
-            if value is not None:
-                _check_seconds(key, value)
-        if self.after is not None and self.before is not None and self.before <= self.after:
-            raise RuleError("before", f"must be later than 'after' ({self.after}), "
-                            f"got {self.before}")
 
     # ------------------------------------------------------------------ queries
     @property
@@ -339,10 +274,6 @@ class Rule:
     def span(self) -> tuple[int, int]:
         """``[start, end)``; an open side extends to 0 or past any device."""
         return (self.start or 0, UNBOUNDED if self.end is None else self.end)
-
-    @property
-    def timed(self) -> bool:
-        return self.after is not None or self.before is not None
 
     def with_name(self, name: str) -> Rule:
         """A copy with another name (the engine names unnamed rules)."""

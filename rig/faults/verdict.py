@@ -1,7 +1,7 @@
 """What a rule source tells the ``faults`` filter to do with one request.
 
 A *rule source* is the :class:`~rig.faults.engine.FaultEngine` (live rules) or a
-:class:`~rig.faults.replay.Replayer` (a saved log); the filter asks it about each request and
+:class:`~rig.faults.fault_replay.Replayer` (a saved log); the filter asks it about each request and
 acts on the :class:`Verdict`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from rig.faults.log import EventLog
+from rig.faults.log import FaultEventLog
 
 FORWARD = "forward"
 FAIL = "fail"
@@ -50,7 +50,7 @@ class RuleSource(Protocol):
     def gone(self) -> int | None:
         """The errno every request fails with since a ``gone`` fired, else None."""
 
-    log: EventLog
+    log: FaultEventLog
 
     def decide(self, seq: int, op: str, offset: int, length: int) -> Verdict:
         """The verdict for request number ``seq``; logs and counts what fired."""

@@ -32,9 +32,9 @@ from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.registry import register_driver
 from rig.errors import ConfigError, StateError
 from rig.faults.engine import Clock, FaultEngine
+from rig.faults.fault_replay import Replayer
 from rig.faults.load import load_rules, rules_from_flat
-from rig.faults.log import EventLog
-from rig.faults.replay import Replayer
+from rig.faults.log import FaultEventLog
 from rig.faults.rules import Op, Rule, Torn, injected_error
 from rig.faults.verdict import CORRUPT, DROP, FAIL, FORWARD, LIE, TORN, RuleSource
 from rig.filters.base import Filter
@@ -116,7 +116,7 @@ class FaultsFilter(Filter):
         return self.source
 
     @property
-    def log(self) -> EventLog:
+    def log(self) -> FaultEventLog:
         return self.source.log
 
     @property

@@ -1,7 +1,7 @@
 """Matching SCSI-layer fault rules against commands, with the block layer's engine's rules of
-play: hit counts, ``nth``/``every``, the counter-based seeded draw (:func:`rig.faults.engine.draw`,
-so a rule's draws depend only on seed, name and count), one integer state, ``once``, the clock,
-and the event log.
+play: each rule's :class:`~rig.faults.trigger.Trigger` (hit counts, ``nth``/``every``, the
+counter-based seeded draw, so a rule's draws depend only on seed, name and count; ``state``, the
+time window, ``once``), one integer state, the clock, and the event log.
 
 Given the block layer's :class:`~rig.faults.engine.FaultEngine` (``shared``), the SCSI rules use
 its state, seed, clock and log: a ``faults`` filter rule can arm a SCSI rule with ``new-state``
@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rig.core.clock import Clock, RealClock
-from rig.faults.engine import FaultEngine, draw
-from rig.faults.log import Event, EventLog
+from rig.faults.engine import FaultEngine
+from rig.faults.log import Event, FaultEventLog
+from rig.faults.trigger import Armed
 from rig.scsi.fault_rules import (
     UNBOUNDED_LBA,
     CheckCondition,
@@ -78,27 +79,25 @@ def outcome_errno(action: ScsiAction) -> int:
     return 0
 
 
-class _Armed:
-    __slots__ = ("enabled", "fired", "hits", "rule")
+class _Armed(Armed):
+    __slots__ = ("rule",)
 
     def __init__(self, rule: ScsiRule) -> None:
+        super().__init__()
         self.rule = rule
-        self.hits = 0
-        self.fired = 0
-        self.enabled = True
 
 
 class ScsiFaultEngine:
     """SCSI rules, their counters and the command sequence number."""
 
     def __init__(self, rules: Iterable[ScsiRule] = (), *, seed: int = 0,
-                 clock: Clock | None = None, log: EventLog | None = None,
+                 clock: Clock | None = None, log: FaultEventLog | None = None,
                  shared: FaultEngine | None = None) -> None:
         self.shared = shared
         self.seed = shared.seed if shared is not None else seed
         self.clock: Clock = (shared.clock if shared is not None
                              else clock if clock is not None else RealClock())
-        self.log = shared.log if shared is not None else log if log is not None else EventLog(
+        self.log = shared.log if shared is not None else log if log is not None else FaultEventLog(
             self.seed)
         self._t0 = self.clock.monotonic() - (shared.elapsed() if shared is not None else 0.0)
         self._state = 1
@@ -147,13 +146,17 @@ class ScsiFaultEngine:
         opcode = cdb[0] if cdb else -1
         with self._lock:
             self.seq += 1
-            passing = [rec for rec in self._rules if self._passes(rec, opcode, blocks)]
+            state, now = self.state, self.elapsed()
+            passing = [rec for rec in self._rules if self._matches(rec, opcode, blocks)
+                       and rec.rule.passes(rec, state, now, self.seed)]
             verdict, delay = self._fire(passing, opcode, blocks)
         if delay:
             self.clock.sleep(delay)
         return verdict
 
-    def _passes(self, rec: _Armed, opcode: int, blocks: tuple[int, int] | None) -> bool:
+    @staticmethod
+    def _matches(rec: _Armed, opcode: int, blocks: tuple[int, int] | None) -> bool:
+        """The rule's own predicates: enabled, opcode, LBA range (then its trigger decides)."""
         rule = rec.rule
         if not rec.enabled or (rule.opcodes and opcode not in rule.opcodes):
             return False
@@ -165,20 +168,7 @@ class ScsiFaultEngine:
             start_r, end_r = rule.span
             if end <= start_r or lba >= end_r:
                 return False
-        if rule.state is not None and rule.state != self.state:
-            return False
-        if rule.after is not None or rule.before is not None:
-            now = self.elapsed()
-            if (rule.after is not None and now < rule.after) or (
-                    rule.before is not None and now >= rule.before):
-                return False
-        rec.hits += 1
-        if rule.nth is not None and rec.hits != rule.nth:
-            return False
-        if rule.every is not None and rec.hits % rule.every:
-            return False
-        return not (rule.probability < 1
-                    and draw(self.seed, rule.name, rec.hits) >= rule.probability)
+        return True
 
     def _fire(self, passing: list[_Armed], opcode: int,
               blocks: tuple[int, int] | None) -> tuple[ScsiVerdict, float]:

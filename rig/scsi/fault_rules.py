@@ -4,9 +4,10 @@ injected answer is decoded exactly like a real one.
 
 Predicates (all must hold): ``opcode`` (numbers or names, see :data:`OPCODE_NAMES`), an LBA
 range ``lba-start``/``lba-end`` (``[start, end)``, overlapping the command's blocks; commands
-without an LBA in their CDB never match a ranged rule), ``state``, ``after``/``before``,
-``nth``/``every`` and seeded ``probability``: the same words and the same semantics as the block
-layer's ``faults`` rules (:mod:`rig.faults.rules`), with ``new-state`` and ``once`` too.
+without an LBA in their CDB never match a ranged rule), then the rule's
+:class:`~rig.faults.trigger.Trigger`: ``state``, ``after``/``before``, ``nth``/``every``, seeded
+``probability``, ``new-state`` and ``once``, the block layer's ``faults`` rules' own
+(:mod:`rig.faults.rules`): one class, one parser, one matcher.
 
 Actions:
 
@@ -25,15 +26,22 @@ Actions:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 from rig.core import values
-from rig.errors import ConfigError
-from rig.faults.rules import RuleError, check_name
+from rig.faults.trigger import (
+    TRIGGER_KEYS,
+    RuleError,
+    Trigger,
+    built,
+    check_int,
+    check_seconds,
+    named,
+    trigger_fields,
+)
 from rig.scsi.status import HOST_BY_NAME
 
 #: Command names accepted for ``opcode`` (and the groups ``read``/``write``).
@@ -73,9 +81,9 @@ class CheckCondition:
     def __post_init__(self) -> None:
         for name, value, top in (("sense", self.key, 0x0F), ("sense", self.asc, 0xFF),
                                  ("sense", self.ascq, 0xFF)):
-            _check_int(name, value, 0, top)
+            check_int(name, value, 0, top)
         if self.information is not None and self.information != NO_INFORMATION:
-            _check_int("information", self.information, 0, (1 << 64) - 1)
+            check_int("information", self.information, 0, (1 << 64) - 1)
 
     @property
     def sense_text(self) -> str:
@@ -89,7 +97,7 @@ class Transport:
     terminal: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_int("host", self.host, 1, 0xFFFF)
+        check_int("host", self.host, 1, 0xFFFF)
 
 
 @dataclass(frozen=True)
@@ -99,11 +107,7 @@ class Latency:
     terminal: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        s = self.seconds
-        if (isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s)
-                or not 0 <= s <= values.MAX_SECONDS):
-            raise RuleError("seconds", f"must be a finite number >= 0 and <= "
-                            f"{values.MAX_SECONDS:g} seconds, got {values.shown(s)}")
+        check_seconds("seconds", self.seconds)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class Short:
     terminal: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_int("resid", self.resid, 1)
+        check_int("resid", self.resid, 1)
 
 
 @dataclass(frozen=True)
@@ -125,58 +129,34 @@ class StateOnly:
 ScsiAction = CheckCondition | Transport | Latency | Short | StateOnly
 
 
-def _check_int(key: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
-        top = f" and <= {maximum:#x}" if maximum is not None else ""
-        raise RuleError(key, f"must be an integer >= {minimum}{top}, got {values.shown(value)}")
-
-
 # ------------------------------------------------------------------------------ rule
 @dataclass(frozen=True)
-class ScsiRule:
+class ScsiRule(Trigger):
+    """One SCSI rule: its action, the commands it looks at (``opcodes``, the LBA range) and its
+    :class:`~rig.faults.trigger.Trigger`. Every field but ``action`` is a keyword."""
+
     action: ScsiAction
-    name: str = ""
+    _: KW_ONLY
     opcodes: frozenset[int] = frozenset()
     """Empty: every command."""
     lba_start: int | None = None
     lba_end: int | None = None
-    nth: int | None = None
-    every: int | None = None
-    probability: float = 1.0
-    state: int | None = None
-    new_state: int | None = None
-    after: float | None = None
-    before: float | None = None
-    once: bool = False
     _span: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 0))
 
     def __post_init__(self) -> None:
-        check_name(self.name)
+        self._check_name()
         for op in self.opcodes:
-            _check_int("opcode", op, 0, 0xFF)
+            check_int("opcode", op, 0, 0xFF)
         for key in ("lba_start", "lba_end"):
             value = getattr(self, key)
             if value is not None:
-                _check_int(key.replace("_", "-"), value, 0)
+                check_int(key.replace("_", "-"), value, 0)
         start = self.lba_start or 0
         end = UNBOUNDED_LBA if self.lba_end is None else self.lba_end
         if end <= start:
             raise RuleError("lba-end", f"must be greater than 'lba-start' ({start}), got {end}")
         object.__setattr__(self, "_span", (start, end))
-        for key in ("nth", "every"):
-            if getattr(self, key) is not None:
-                _check_int(key, getattr(self, key), 1)
-        if self.nth is not None and self.every is not None:
-            raise RuleError("every", "use either 'nth' or 'every', not both")
-        p = self.probability
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise RuleError("probability", f"must be between 0 and 1, got {values.shown(p)}")
-        for key in ("state", "new_state"):
-            if getattr(self, key) is not None:
-                _check_int(key.replace("_", "-"), getattr(self, key), 0)
-        if isinstance(self.action, StateOnly) and self.new_state is None:
-            raise RuleError("new-state", "action 'set-state' needs a 'new-state'")
+        self._check_trigger(sets_state=isinstance(self.action, StateOnly))
 
     @property
     def ranged(self) -> bool:
@@ -239,23 +219,16 @@ def _information(value: Any) -> int:
     return values.integer("information", value, 0, _MAX_LBA)
 
 
-_COMMON = {"name", "opcode", "lba-start", "lba-end", "nth", "every", "probability", "state",
-           "new-state", "after", "before", "once", "action"}
+_COMMON = {"action", "opcode", "lba-start", "lba-end", *TRIGGER_KEYS}
 _OWN = {"check-condition": {"sense", "descriptor", "information", "transfer"},
         "transport": {"host"}, "delay": {"seconds"}, "short": {"resid"}, "set-state": set()}
-#: Integer keys of every rule -> their largest value.
-_COUNTS = {"lba-start": _MAX_LBA, "lba-end": _MAX_LBA, "nth": values.MAX_COUNT,
-           "every": values.MAX_COUNT, "state": values.MAX_COUNT, "new-state": values.MAX_COUNT}
 
 
 def scsi_rule_from_dict(table: Mapping[str, Any], index: int = 0) -> ScsiRule:
     """One rule table -> :class:`ScsiRule`; a mistake is a ConfigError naming rule and key."""
     name = table.get("name") if isinstance(table, Mapping) else None
-    label = f"SCSI rule {index}" + (f" ({values.shown(name)})" if name else "")
-    try:
-        return _build(table)
-    except (RuleError, values.BadValue) as e:
-        raise ConfigError(f"{label}: {e}") from None
+    return built(_build, table, f"SCSI rule {index}" + (f" ({values.shown(name)})" if name
+                                                        else ""))
 
 
 def _build(table: Mapping[str, Any]) -> ScsiRule:
@@ -267,63 +240,37 @@ def _build(table: Mapping[str, Any]) -> ScsiRule:
     for key in table:
         if key not in _COMMON and key not in _OWN[kind]:
             raise RuleError(str(key)[:80], f"unknown key for action {kind!r}")
-    action: ScsiAction
+    action = _action(kind, table)
+    kw: dict[str, Any] = {}
+    if "opcode" in table:
+        kw["opcodes"] = _opcodes(table["opcode"])
+    for key in ("lba-start", "lba-end"):
+        if key in table:
+            kw[key.replace("-", "_")] = values.count(key, table[key], maximum=_MAX_LBA)
+    return ScsiRule(action, **kw, **trigger_fields(table))
+
+
+def _action(kind: str, table: Mapping[str, Any]) -> ScsiAction:
     if kind == "check-condition":
         if "sense" not in table:
             raise RuleError("sense", "missing (e.g. sense = '03/11/00')")
         sk, asc, ascq = _sense(table["sense"])
         info = table.get("information")
-        action = CheckCondition(sk, asc, ascq,
-                                values.boolean("descriptor", table.get("descriptor", False)),
-                                None if info is None else _information(info),
-                                values.boolean("transfer", table.get("transfer", False)))
-    elif kind == "transport":
-        action = Transport(_host(table.get("host", "DID_TIME_OUT")))
-    elif kind == "delay":
-        action = Latency(values.seconds("seconds", table.get("seconds", 0)))
-    elif kind == "short":
-        action = Short(values.count("resid", table.get("resid", 512), minimum=1))
-    else:
-        action = StateOnly()
-    name = table.get("name", "")
-    if not isinstance(name, str):
-        raise RuleError("name", f"expected a string, got {values.shown(name)}")
-    kw: dict[str, Any] = {"name": name}
-    if "opcode" in table:
-        kw["opcodes"] = _opcodes(table["opcode"])
-    for key, top in _COUNTS.items():
-        if key in table:
-            kw[key.replace("-", "_")] = values.count(key, table[key], maximum=top)
-    # The block layer's value forms: '10%', '50ms', true/'on'/'off'.
-    if "probability" in table:
-        kw["probability"] = values.probability("probability", table["probability"])
-    for key in ("after", "before"):
-        if key in table:
-            kw[key] = values.seconds(key, table[key])
-    if "once" in table:
-        kw["once"] = values.boolean("once", table["once"])
-    return ScsiRule(action, **kw)
+        return CheckCondition(sk, asc, ascq,
+                              values.boolean("descriptor", table.get("descriptor", False)),
+                              None if info is None else _information(info),
+                              values.boolean("transfer", table.get("transfer", False)))
+    if kind == "transport":
+        return Transport(_host(table.get("host", "DID_TIME_OUT")))
+    if kind == "delay":
+        return Latency(values.seconds("seconds", table.get("seconds", 0)))
+    if kind == "short":
+        return Short(values.count("resid", table.get("resid", 512), minimum=1))
+    return StateOnly()
 
 
 def scsi_rules_from_data(data: Iterable[Mapping[str, Any]], source: str = "") -> list[ScsiRule]:
-    prefix = f"{source}: " if source else ""
-    out: list[ScsiRule] = []
-    names: set[str] = set()
-    for index, table in enumerate(data):
-        try:
-            rule = scsi_rule_from_dict(table, index)
-        except ConfigError as e:
-            raise ConfigError(f"{prefix}{e}") from None
-        name = rule.name or f"scsi-{index}"
-        if name in names:
-            raise ConfigError(f"{prefix}SCSI rule {index}: 'name': {values.shown(name)} is "
-                              "already taken")
-        names.add(name)
-        out.append(ScsiRule(**{**_fields(rule), "name": name}))
-    return out
-
-
-def _fields(rule: ScsiRule) -> dict[str, Any]:
-    return {k: getattr(rule, k) for k in ("action", "opcodes", "lba_start", "lba_end", "nth",
-                                         "every", "probability", "state", "new_state", "after",
-                                         "before", "once")}
+    """Rule tables -> rules, each named (``scsi-N`` by default) and the names unique."""
+    return named(data, scsi_rule_from_dict, source=source, default="scsi-{}",
+                 taken=lambda index, table, name: f"SCSI rule {index}: 'name': "
+                                                  f"{values.shown(name)} is already taken")

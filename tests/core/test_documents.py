@@ -16,12 +16,12 @@ from rig.errors import ConfigError
 def _loaders() -> dict[str, Callable[[str], object]]:
     from rig.drivers.lab import load_inventory
     from rig.faults.load import load_rules
-    from rig.faults.log import EventLog
+    from rig.faults.log import FaultEventLog
     from rig.filters.blkdebug_config import read_config_file
     from rig.testing import bundle
 
     return {"rules": load_rules, "blkdebug": read_config_file, "lab": load_inventory,
-            "fault-log": EventLog.load, "repro-bundle": bundle.load}
+            "fault-log": FaultEventLog.load, "repro-bundle": bundle.load}
 
 
 @pytest.mark.parametrize("loader", ["rules", "blkdebug", "lab", "fault-log", "repro-bundle"])

@@ -200,9 +200,9 @@ def _library(fn: Callable[[str], object]) -> Callable[[str], object]:
 
 @_library
 def fault_log_save(dev: str) -> object:
-    from rig.faults.log import EventLog
+    from rig.faults.log import FaultEventLog
 
-    EventLog(seed=1).save(dev)
+    FaultEventLog(seed=1).save(dev)
     return None
 
 

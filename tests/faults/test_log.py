@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rig.errors import ConfigError
 from rig.faults.engine import FaultEngine
 from rig.faults.load import rules_from_data
-from rig.faults.log import Event, EventLog
+from rig.faults.log import Event, FaultEventLog
 from rig.faults.rules import Corrupt, Error, Rule, Torn
 
 
@@ -37,12 +37,12 @@ def events(draw: st.DrawFn) -> Event:
 @given(evs=st.lists(events(), max_size=20), seed=st.integers(0, 2**64))
 def test_save_and_load_round_trip(tmp_path_factory: pytest.TempPathFactory, evs: list[Event],
                                   seed: int) -> None:
-    log = EventLog(seed, [{"action": "error"}])
+    log = FaultEventLog(seed, [{"action": "error"}])
     for e in evs:
         log.append(e)
     path = tmp_path_factory.mktemp("log") / "run.jsonl"
     log.save(path)
-    back = EventLog.load(path)
+    back = FaultEventLog.load(path)
     assert back.seed == seed
     assert back.rules == [{"action": "error"}]
     assert [e.outcome() for e in back] == [e.outcome() for e in evs]
@@ -74,10 +74,10 @@ def test_streaming_writes_each_event_as_it_happens(tmp_path: Path) -> None:
     engine.log.stream_to(path)
     assert len(path.read_text().splitlines()) == 1
     engine.decide(1, "read", 0, 512)
-    assert len(EventLog.load(path)) == 1  # on disk before the log is closed
+    assert len(FaultEventLog.load(path)) == 1  # on disk before the log is closed
     engine.decide(2, "read", 0, 512)
     engine.close()
-    assert [e.seq for e in EventLog.load(path)] == [1, 2]
+    assert [e.seq for e in FaultEventLog.load(path)] == [1, 2]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -95,7 +95,7 @@ def test_bad_logs_are_config_errors_with_line_numbers(tmp_path: Path, text: str,
     path = tmp_path / "bad.jsonl"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
-        EventLog.load(path)
+        FaultEventLog.load(path)
 
 
 HEADER = json.dumps({"format": "blockrig-faults-log", "version": 1, "seed": 0, "rules": []})
@@ -122,7 +122,7 @@ def test_hostile_events_are_refused_when_the_log_is_loaded(tmp_path: Path, line:
     path = tmp_path / "bad.jsonl"
     path.write_text(f"{HEADER}\n{line}\n")
     with pytest.raises(ConfigError, match=message) as e:
-        EventLog.load(path)
+        FaultEventLog.load(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -131,14 +131,14 @@ def test_a_non_utf8_byte_is_named_by_line(tmp_path: Path) -> None:
     path.write_bytes(HEADER.encode() + b"\n" + json.dumps(EVENT).encode().replace(
         b'"r"', b'"\xff"') + b"\n")
     with pytest.raises(ConfigError, match=r"bad.jsonl: line 2: not UTF-8 text"):
-        EventLog.load(path)
+        FaultEventLog.load(path)
 
 
 def test_a_scsi_event_is_refused_when_the_replay_is_built(tmp_path: Path) -> None:
-    from rig.faults.replay import Replayer
+    from rig.faults.fault_replay import Replayer
 
     path = tmp_path / "scsi.jsonl"
     path.write_text(f"{HEADER}\n{json.dumps({**EVENT, 'op': 'scsi-28', 'action': 'x'})}\n")
-    assert len(EventLog.load(path)) == 1  # a valid log
+    assert len(FaultEventLog.load(path)) == 1  # a valid log
     with pytest.raises(ConfigError, match="op 'scsi-28' cannot be replayed"):
         Replayer(path)

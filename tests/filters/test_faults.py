@@ -28,7 +28,7 @@ from rig.faults import (
     Delay,
     Drop,
     Error,
-    EventLog,
+    FaultEventLog,
     LyingFlush,
     ReplayDivergence,
     Replayer,
@@ -392,7 +392,7 @@ def test_graph_options_rules_file_seed_and_streamed_log(tmp_path: Path) -> None:
             "seed": 123, "log": str(log)}
     with rig.open(spec) as blk:
         got = [outcome(Read(0, 512), blk) for _ in range(50)]
-        streamed = EventLog.load(log)  # already on disk while open
+        streamed = FaultEventLog.load(log)  # already on disk while open
     assert streamed.seed == 123
     assert streamed.rules[0]["name"] == "flaky"
     assert [e.seq for e in streamed] == [i + 1 for i, g in enumerate(got) if g == errno.EIO]
@@ -441,7 +441,7 @@ def test_a_replayed_log_reproduces_the_same_failures(tmp_path_factory: pytest.Te
         assert run(ops, again) == recorded
         replayer = faults_of(again).source
         assert isinstance(replayer, Replayer)
-        original = EventLog.load(path)
+        original = FaultEventLog.load(path)
         assert [e.outcome() for e in replayer.log] == [e.outcome() for e in original]
         assert {k: v for k, v in faults_of(again).counters().items() if v} == {
             k: v for k, v in counters.items() if v}

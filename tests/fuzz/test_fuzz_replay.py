@@ -8,8 +8,8 @@ short, a line of garbage), and the same workload is replayed from it, strictly a
 
 The contract: the log loads, or the rig's own error with a one-line message naming the file and
 line; a log that loads replays with nothing but injected ``OSError``s and
-:class:`~rig.faults.replay.ReplayDivergence` (never a crash inside a request, never a hang: the
-replay's clock is virtual, so a delay of 1e6 s costs nothing).
+:class:`~rig.faults.fault_replay.ReplayDivergence` (never a crash inside a request, never a hang:
+the replay's clock is virtual, so a delay of 1e6 s costs nothing).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from rig.core.backend import BlockBackend
 from rig.errors import RigError
 from rig.faults import Corrupt, Delay, Drop, Error, Gone, LyingFlush, Rule, SetState, Torn
-from rig.faults.log import EventLog
-from rig.faults.replay import Replayer
+from rig.faults.fault_replay import Replayer
+from rig.faults.log import FaultEventLog
 from rig.filters.faults import FaultsFilter
 from rig.nodes.memory import MemoryNode
 from rig.testing.clock import VirtualClock
@@ -135,7 +135,7 @@ def test_hostile_event_logs_load_and_replay_or_refuse(recorded: list[str], data:
         path = Path(d) / "run.jsonl"
         path.write_bytes(blob)
         try:
-            EventLog.load(path)
+            FaultEventLog.load(path)
         except RigError as e:
             one_line(e)
             assert str(path) in str(e)
@@ -156,5 +156,5 @@ def test_the_recorded_log_replays_exactly(recorded: list[str]) -> None:
         f.attach_child("file", MemoryNode(SIZE))
         with BlockBackend(f) as blk:
             workload(blk)
-        want = [e.outcome() for e in EventLog.load(path)]
+        want = [e.outcome() for e in FaultEventLog.load(path)]
         assert [e.outcome() for e in source.log] == want

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rig.errors import ConfigError, RigError
 from rig.faults.engine import Clock, RealClock
-from rig.faults.log import Event, EventLog
+from rig.faults.log import Event, FaultEventLog
 from rig.faults.rules import ALL_OPS
 from rig.faults.verdict import CORRUPT, DROP, FAIL, LIE, PASS, TORN, Verdict
 
@@ -34,19 +34,20 @@ class ReplayDivergence(RigError):
 class Replayer:
     """A rule source that fires the faults of a recorded log. See the module docstring."""
 
-    def __init__(self, recorded: EventLog | str | Path, *, clock: Clock | None = None,
+    def __init__(self, recorded: FaultEventLog | str | Path, *, clock: Clock | None = None,
                  strict: bool = True) -> None:
-        self.recorded = recorded if isinstance(recorded, EventLog) else EventLog.load(recorded)
+        self.recorded = (recorded if isinstance(recorded, FaultEventLog)
+                         else FaultEventLog.load(recorded))
         self.seed = self.recorded.seed
         self.clock: Clock = clock if clock is not None else RealClock()
         self.strict = strict
-        self.log = EventLog(self.seed, self.recorded.rules)
+        self.log = FaultEventLog(self.seed, self.recorded.rules)
         self._t0 = self.clock.monotonic()
         self._by_seq = self.recorded.by_seq()
         self._lock = threading.Lock()
         self._gone: Event | None = None
         self._counts: dict[str, int] = {}
-        where = str(recorded) if not isinstance(recorded, EventLog) else "the fault log"
+        where = str(recorded) if not isinstance(recorded, FaultEventLog) else "the fault log"
         for n, event in enumerate(self.recorded, 1):
             if event.op not in _BLOCK_OPS:
                 raise ConfigError(f"{where}: event {n} (request {event.seq}): op {event.op!r} "
