@@ -188,9 +188,8 @@ class FioCase:
 def part1(args: argparse.Namespace, tmp: Path,
           log: Callable[[str], None]) -> tuple[list[FioCase], Series]:
     """Returns the cases and rig io's startup+shutdown time (empty script) in seconds."""
-    from rig.core.registry import service
+    from rig.drivers.loop import scratch_loop
 
-    scratch_loop = service("scratch_loop")
     rig = rig_command()
     size = args.size
     cases = [

@@ -1,32 +1,10 @@
 """Host drivers (installed as ``rig.drivers``). Importing this package registers them.
 
 The core finds them through :mod:`rig.core.registry`; nothing in ``rig/`` imports a driver by name.
+The command line (``rig.cli``) sits above this package and imports what it needs directly.
 """
 
-from rig.drivers import (
-    devices_cmd,
-    export,
-    export_cmd,
-    file,
-    host_cdrom,
-    host_device,
-    loop,
-    removable_loop_node,
-    run_cmd,
-    sg_cmd,
-)
+from rig.drivers import file, host_cdrom, host_device, removable_loop_node
 from rig.drivers.sg import node as sg_node
-from rig.drivers.vm import cmd as vm_cmd
 
-loop.register()
-devices_cmd.register()
-export.register()
-export_cmd.register()
-run_cmd.register()
-sg_cmd.register()
-vm_cmd.register()
-
-__all__ = [
-    "devices_cmd", "export", "export_cmd", "file", "host_cdrom", "host_device", "loop",
-    "removable_loop_node", "run_cmd", "sg_cmd", "sg_node", "vm_cmd",
-]
+__all__ = ["file", "host_cdrom", "host_device", "removable_loop_node", "sg_node"]

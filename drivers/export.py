@@ -34,9 +34,9 @@ from rig.core.backend import BlockBackend
 from rig.drivers.fuse_ops import FILE_NAME, ExportOperations
 from rig.drivers.ioctls import ioctl
 from rig.drivers.loop import LoopDevice
-from rig.drivers.procs import KILL_OWNED, DeathWatch, owner_env, pid_alive
+from rig.drivers.procs import KILL_OWNED, DeathWatch, pid_alive
 from rig.drivers.safety import device_usage
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 
 #: Mountpoints are ``<tmp>/blockrig-export-<pid>-<random>``: the sweeper spots dead pids.
 PREFIX = "blockrig-export-"
@@ -293,15 +293,15 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     """
     size = backend.getlength()
     if size <= 0 or size % block_size:
-        raise RigError(f"cannot export {size} bytes: the size must be a positive multiple of "
-                       f"the block size {block_size}")
+        raise ConfigError(f"cannot export {size} bytes: the size must be a positive multiple "
+                          f"of the block size {block_size}")
     if max_write < 0 or max_write % 4096:
-        raise RigError(f"max_write must be a multiple of 4096 bytes, got {max_write}")
+        raise ConfigError(f"max_write must be a multiple of 4096 bytes, got {max_write}")
     if not 1 <= threads <= MAX_THREADS:
-        raise RigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
+        raise ConfigError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
     if request_timeout < 0:
-        raise RigError(f"request_timeout must be 0 (none) or a positive number of seconds, "
-                       f"got {request_timeout}")
+        raise ConfigError(f"request_timeout must be 0 (none) or a positive number of seconds, "
+                          f"got {request_timeout}")
     load_mfusepy()
     sweep_stale()
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
@@ -331,14 +331,3 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
             os.rmdir(mountpoint)
         reaper.release()
 
-
-def register() -> None:
-    """Offer ``export`` as a service, and ``owner_env``: what a command adds to the environment
-    of a program it runs on an export, so that the export's reaper kills the program if the
-    command is killed; and ``death_watch`` (:class:`~rig.drivers.procs.DeathWatch`), for what
-    else must not outlive a SIGKILL (called by ``rig.drivers``)."""
-    from rig.core.registry import register_service
-
-    register_service("export", export)
-    register_service("owner_env", owner_env)
-    register_service("death_watch", DeathWatch)

@@ -642,7 +642,7 @@ def scratch_loop(
         raise ConfigError(f"scratch size {size} must be a positive multiple of {block_size}")
     directory = _scratch_dir(dir, direct_io)
     if unlinked:
-        from rig.cli.scratch import unlinked_file
+        from rig.core.tmpfile import unlinked_file
 
         fd, path = unlinked_file(directory, "rig-scratch-"), ""
     else:
@@ -668,9 +668,3 @@ def scratch_loop(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-
-def register() -> None:
-    """Offer :func:`scratch_loop` to the core (called by ``rig.drivers``)."""
-    from rig.core.registry import register_service
-
-    register_service("scratch_loop", scratch_loop)

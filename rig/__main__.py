@@ -1,5 +1,20 @@
-"""``python -m rig`` runs the CLI."""
+"""``python -m rig`` runs the command line.
 
-from rig.cli.main import main
+The command line (``rig.cli``, the top-level ``cli/`` directory) sits above the core and the
+drivers, and nothing under ``rig/`` imports it, with this one exception: Python looks for the
+code of ``python -m rig`` here, so this module is the sanctioned entry hook and imports the CLI
+lazily, inside :func:`main`. ``tests/test_layout.py`` allows it by name, and nothing else.
+"""
 
-raise SystemExit(main())
+from __future__ import annotations
+
+
+def main() -> int:
+    """Run ``rig`` with ``sys.argv`` (what ``[project.scripts] rig`` runs)."""
+    from rig.cli.main import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

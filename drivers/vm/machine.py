@@ -41,7 +41,7 @@ from rig.drivers.vm.kernel import Kernel, fetch_kernel, find_kernel, require_ker
 from rig.drivers.vm.process import kill_group, spawn
 from rig.drivers.vm.qemu import CDROM_ID, QemuConfig, command_line, disk_id
 from rig.drivers.vm.qmp import Monitor
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 
 #: The status of a command whose end was not seen (timeout, panic, hang, QEMU died).
 LOST = 125
@@ -376,7 +376,7 @@ class Guest:
         self._need_cdrom()
         path = Path(image).resolve()
         if not path.is_file():
-            raise RigError(f"{image}: no such CD image")
+            raise ConfigError(f"{image}: no such CD image")
         self.qmp.command("blockdev-change-medium", id=CDROM_ID, filename=str(path),
                          format="raw", **{"read-only-mode": "read-only"})
 
@@ -417,12 +417,12 @@ class Guest:
         for spec in self._disk_specs:
             _disk_size(spec)
         if self._cdrom is not None and not self._cdrom.is_file():
-            raise RigError(f"--cdrom {self._cdrom}: no such image file")
+            raise ConfigError(f"--cdrom {self._cdrom}: no such image file")
         for host, _guest in self._shares:
             if not host.is_dir():
-                raise RigError(f"share {host}: not a directory")
+                raise ConfigError(f"share {host}: not a directory")
         if self._smp < 1:
-            raise RigError(f"smp {self._smp}: need at least 1 CPU")
+            raise ConfigError(f"smp {self._smp}: need at least 1 CPU")
 
     def _prepare(self, kernel: Kernel, tmp: Path) -> QemuConfig:
         ctl = tmp / "ctl"
@@ -478,7 +478,7 @@ class Guest:
         for spec in self._modules:
             name, _, opts = spec.strip().partition(" ")
             if not name:
-                raise RigError("an empty module name: give 'name [opt=val ...]'")
+                raise ConfigError("an empty module name: give 'name [opt=val ...]'")
             out.append((name, opts))
         return out
 
@@ -496,16 +496,17 @@ def _disk_size(spec: DiskSpec) -> int | None:
     """The size of a scratch disk, or None for an image path (which must exist)."""
     if isinstance(spec, Path):
         if not spec.exists():
-            raise RigError(f"disk {spec}: no such image")
+            raise ConfigError(f"disk {spec}: no such image")
         return None
     try:
         size = parse_size(spec)
     except SizeError:
         if isinstance(spec, str) and os.path.exists(spec):
             return None
-        raise RigError(f"disk {spec!r}: neither a size (e.g. 64M) nor an existing image") from None
+        raise ConfigError(f"disk {spec!r}: neither a size (e.g. 64M) nor an existing "
+                          "image") from None
     if size <= 0 or size % 512:
-        raise RigError(f"disk {spec!r}: the size must be a positive multiple of 512 bytes")
+        raise ConfigError(f"disk {spec!r}: the size must be a positive multiple of 512 bytes")
     return size
 
 
@@ -523,7 +524,7 @@ def _scsi_debug_disks(opts: str | None) -> int:
         return (int(o.get("num_tgts", "1"), 0) * int(o.get("max_luns", "1"), 0)
                 * int(o.get("add_host", "1"), 0))
     except ValueError as e:
-        raise RigError(f"scsi_debug options {opts!r}: {e}") from None
+        raise ConfigError(f"scsi_debug options {opts!r}: {e}") from None
 
 
 def _null_blk_devices(opts: str | None) -> int:

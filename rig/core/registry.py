@@ -1,8 +1,9 @@
-"""Name -> driver class, and name -> CLI command, filled by whoever registers.
+"""Name -> driver class, filled by whoever registers.
 
-The core never imports a host driver by name: ``rig.drivers`` registers its drivers and commands
-here when imported, and :func:`load_plugins` imports it (plus anything third parties declare under
-the ``rig.drivers`` entry-point group).
+The core never imports a host driver by name: ``rig.drivers`` registers its drivers here when
+imported, and :func:`load_plugins` imports it (plus anything third parties declare under the
+``rig.drivers`` entry-point group). The command line (``rig.cli``) sits above the drivers and
+imports what it needs from them directly, so nothing else is looked up here.
 """
 
 from __future__ import annotations
@@ -10,20 +11,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rig.errors import ConfigError, RegistrationError
 
 if TYPE_CHECKING:
-    import argparse
-
     from rig.core.node import Node
 
 N = TypeVar("N", bound="type[Node]")
 
 _DRIVERS: dict[str, type[Node]] = {}
-_SERVICES: dict[str, Callable[..., Any]] = {}
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {}
 _loaded = False
 
 #: Core nodes (no hardware access) registered alongside the host drivers.
@@ -48,20 +45,6 @@ def register_driver(name: str) -> Callable[[N], N]:
         return cls
 
     return deco
-
-
-def register_service(name: str, fn: Callable[..., Any]) -> None:
-    """Offer a hardware helper (e.g. ``scratch_loop``) to the core without an import arrow."""
-    _SERVICES[name] = fn
-
-
-def register_command(
-    name: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    run: Callable[..., int],
-) -> None:
-    """Offer a ``rig NAME`` subcommand (for commands that need hardware access)."""
-    _COMMANDS[name] = (add_arguments, run)
 
 
 def load_plugins() -> None:
@@ -89,16 +72,3 @@ def driver_class(name: str) -> type[Node]:
 def drivers() -> dict[str, type[Node]]:
     load_plugins()
     return dict(_DRIVERS)
-
-
-def service(name: str) -> Callable[..., Any]:
-    load_plugins()
-    try:
-        return _SERVICES[name]
-    except KeyError:
-        raise RegistrationError(f"no driver package offers the {name!r} service") from None
-
-
-def commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]]:
-    load_plugins()
-    return dict(_COMMANDS)

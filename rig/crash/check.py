@@ -10,8 +10,9 @@ block device (``/dev/loopN``) by the caller. For a state it
 3. drops the device's page cache, so the checker reads the new state and nothing older;
 4. runs the checker command through ``sh -c`` with ``RIG_DEV`` and the state's names in its
    environment, in a session of its own, killed with its whole process group when it exits or
-   at the timeout; it also carries ``RIG_OWNER`` (the ``owner_env`` service), so that the
-   export's reaper kills it and whatever it started if this process is killed;
+   at the timeout; it also carries the caller's ``owner`` entries (``RIG_OWNER``, from
+   ``rig.drivers.procs.owner_env``), so that the export's reaper kills it and whatever it
+   started if this process is killed;
 5. unmounts whatever the checker left mounted (that state then fails: a checker that leaves the
    device mounted would see the next state through a stale filesystem), and drops the page cache
    again, which writes back into *this* state's overlay whatever the checker left dirty.
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rig.core.node import ReqFlags
-from rig.core.registry import service
 from rig.crash.crashstate import CrashState
 from rig.crash.records import Kind
 from rig.crash.states import CrashStates
@@ -47,7 +47,8 @@ _CHUNK = 1 << 20
 class CheckTarget(Protocol):
     """The exported device a checker runs against (``rig.drivers.export.Export``)."""
 
-    path: str
+    @property
+    def path(self) -> str: ...
 
     def drop_cache(self) -> None: ...
 
@@ -108,10 +109,15 @@ def last_mark(marks: list[tuple[int, str]], cut: int) -> tuple[int, str]:
 
 
 class StateChecker:
-    """Materializes states on ``overlay`` (exported as ``target``) and runs ``command``."""
+    """Materializes states on ``overlay`` (exported as ``target``) and runs ``command``.
+
+    ``owner`` is added to the checker's environment (``env``, default ours): the marker that
+    lets the reaper of ``target``'s export kill the checker if this process dies
+    (``rig.drivers.procs.owner_env()``).
+    """
 
     def __init__(self, states: CrashStates, overlay: OverlayFilter, target: CheckTarget,
-                 command: str, *, timeout: float = 60.0,
+                 command: str, *, owner: Mapping[str, str], timeout: float = 60.0,
                  env: Mapping[str, str] | None = None) -> None:
         if overlay.getlength() != states.log.header.device_size:
             raise ValueError(f"the overlay has {overlay.getlength()} bytes, the log's device "
@@ -121,7 +127,7 @@ class StateChecker:
         self.target = target
         self.command = command
         self.timeout = timeout
-        self.env = {**(os.environ if env is None else env), **service("owner_env")()}
+        self.env = {**(os.environ if env is None else env), **owner}
         self.stats = CheckStats()
         self._cut: int | None = None
         self._marks = user_marks(states)

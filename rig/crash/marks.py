@@ -2,11 +2,11 @@
 
 While ``rig crash record`` runs a command, a :class:`MarkServer` listens on a unix stream socket
 in a private directory (mode 0700, removed when the server closes or, if this process is killed,
-by a watcher: the ``death_watch`` service) and the command gets its path in ``$RIG_CRASH_MARK``
-(:func:`mark_env`). ``rig crash mark TEXT`` (:func:`mark_main`, or :func:`send_mark` in Python)
-connects, sends the text, and returns once the recorder has appended the mark: so the mark
-comes after every record of the I/O the program saw complete before (``after fsync: row 5``)
-and before anything it does after.
+by the watcher the caller's ``death_watch`` starts: ``rig.drivers.procs.DeathWatch``) and the
+command gets its path in ``$RIG_CRASH_MARK`` (:func:`mark_env`). ``rig crash mark TEXT``
+(:func:`mark_main`, or :func:`send_mark` in Python) connects, sends the text, and returns once
+the recorder has appended the mark: so the mark comes after every record of the I/O the program
+saw complete before (``after fsync: row 5``) and before anything it does after.
 
 The protocol, one request per line, any number of lines per connection:
 
@@ -28,16 +28,15 @@ import sys
 import tempfile
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
-from rig.core.registry import service
 from rig.errors import RigError
 
 if TYPE_CHECKING:
     from rig.filters.recorder import RecorderFilter
 
-__all__ = ["ENV", "MAX_LINE", "MarkServer", "add_mark_arguments", "mark_env", "mark_main",
-           "send_mark"]
+__all__ = ["ENV", "MAX_LINE", "DeathWatchFactory", "MarkServer", "Watch", "add_mark_arguments",
+           "mark_env", "mark_main", "send_mark"]
 
 #: The environment variable holding the socket path inside a recorded command.
 ENV = "RIG_CRASH_MARK"
@@ -47,6 +46,19 @@ MAX_LINE = 64 * 1024
 MAX_CLIENTS = 256
 _SOCKET_NAME = "mark.sock"
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path, less the terminating NUL
+
+
+class Watch(Protocol):
+    """A watcher that runs its script if this process dies before :meth:`release`."""
+
+    def release(self) -> None: ...
+
+
+class DeathWatchFactory(Protocol):
+    """Starts a :class:`Watch` named ``name`` running ``sh -c script`` with ``args`` as
+    ``$1``... (``rig.drivers.procs.DeathWatch``)."""
+
+    def __call__(self, name: str, script: str, *args: str) -> Watch: ...
 
 
 class _Client:
@@ -64,12 +76,13 @@ class MarkServer:
     the error replies.
     """
 
-    def __init__(self, recorder: RecorderFilter) -> None:
+    def __init__(self, recorder: RecorderFilter, death_watch: DeathWatchFactory) -> None:
         self.recorder = recorder
+        self._death_watch = death_watch
         self.marks = 0
         self.errors = 0
         self._dir: str | None = None
-        self._watch: Any = None
+        self._watch: Watch | None = None
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
@@ -87,7 +100,7 @@ class MarkServer:
             raise RigError("the mark server is already running")
         self._dir = _private_dir()
         try:
-            self._watch = service("death_watch")("rig-mark-reaper", 'rm -rf "$1"', self._dir)
+            self._watch = self._death_watch("rig-mark-reaper", 'rm -rf "$1"', self._dir)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._listener = listener
             listener.bind(self.path)

@@ -23,8 +23,7 @@ from hypothesis.stateful import run_state_machine_as_test
 import rig
 from rig.core.backend import BlockBackend
 from rig.core.cache import CACHE_MODES
-from rig.core.registry import service
-from rig.drivers.loop import supports_odirect
+from rig.drivers.loop import scratch_loop, supports_odirect
 from rig.testing import profiles
 from rig.testing.machines import LockstepMachine
 from rig.testing.strategies import cache_modes
@@ -39,7 +38,7 @@ pytestmark = pytest.mark.needs("loop")
                 ids=lambda p: f"lbs{p[0]}-loopdio{'on' if p[1] else 'off'}")
 def loop(request: pytest.FixtureRequest) -> Iterator[Any]:
     lbs, dio = request.param
-    with service("scratch_loop")(SIZE, block_size=lbs, direct_io=dio) as dev:
+    with scratch_loop(SIZE, block_size=lbs, direct_io=dio) as dev:
         yield dev
 
 

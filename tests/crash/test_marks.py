@@ -37,6 +37,7 @@ from rig.crash.marks import (
 )
 from rig.crash.records import Kind, Record
 from rig.crash.states import CrashStates
+from rig.drivers.procs import DeathWatch
 from rig.errors import RigError
 from rig.filters.recorder import RecorderFilter
 
@@ -96,7 +97,7 @@ def recorder_of(blk: BlockBackend) -> RecorderFilter:
 
 @pytest.fixture
 def server(blk: BlockBackend) -> Iterator[MarkServer]:
-    with MarkServer(recorder_of(blk)) as s:
+    with MarkServer(recorder_of(blk), DeathWatch) as s:
         yield s
 
 
@@ -280,7 +281,7 @@ def test_the_client_says_what_is_wrong(blk: BlockBackend, monkeypatch: pytest.Mo
     monkeypatch.delenv(ENV, raising=False)
     with pytest.raises(RigError, match=rf"^\${ENV} is not set: .* 'rig crash record'$"):
         send_mark("x")
-    with MarkServer(recorder_of(blk)) as server:
+    with MarkServer(recorder_of(blk), DeathWatch) as server:
         path = server.path
         with pytest.raises(RigError, match="a mark is one line"):
             send_mark("two\nlines", path)
@@ -305,7 +306,7 @@ def test_the_client_says_what_is_wrong(blk: BlockBackend, monkeypatch: pytest.Mo
 
 # ------------------------------------------------------------------------ the socket
 def test_the_socket_is_private_and_removed(blk: BlockBackend) -> None:
-    server = MarkServer(recorder_of(blk))
+    server = MarkServer(recorder_of(blk), DeathWatch)
     with pytest.raises(RigError, match="not running"):
         _ = server.path
     with server:
@@ -326,7 +327,7 @@ def test_a_long_temp_dir_falls_back_to_tmp(blk: BlockBackend, tmp_path: Path,
     deep = tmp_path / ("d" * 100)
     deep.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
-    with MarkServer(recorder_of(blk)) as server:
+    with MarkServer(recorder_of(blk), DeathWatch) as server:
         assert server.path.startswith("/tmp/rig-mark-")
         assert send_mark("short enough", server.path) == 1
     assert list(deep.iterdir()) == []

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from rig.core import registry
-from rig.drivers import loop
 from rig.drivers.loop import (
     LoopDevice,
     loops_for_backing_file,
@@ -365,9 +363,3 @@ def test_set_max_sectors_kb() -> None:
         hw = int(_sysfs(dev, "queue/max_hw_sectors_kb"))
         with contextlib.suppress(ConfigError):
             assert dev.set_max_sectors_kb(hw + 4096) == hw
-
-
-def test_register_offers_scratch_loop() -> None:
-    loop.register()
-    # Read the table directly: registry.service() would also import every other plugin.
-    assert registry._SERVICES["scratch_loop"] is scratch_loop

@@ -27,10 +27,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rig
-from rig.cli.crash_cmd import parse_state
-from rig.cli.main import build_parser
+from rig.cli.main import build_parser, run_parsed
 from rig.crash.crashstate import CrashState
 from rig.crash.logfile import HEADER_SIZE, RECORD_HEADER_SIZE, read_log
+from rig.crash.lookup import parse_state
 from rig.crash.states import CrashStates
 from rig.errors import RigError
 from tests.fuzzing import fuzz, one_line
@@ -159,7 +159,7 @@ def _cli(argv: list[str]) -> tuple[int, str]:
             args = PARSER.parse_args(["crash", *argv])
         except SystemExit as e:  # argparse's one-line error (a name such as '-:')
             return int(e.code or 0), err.getvalue()
-        status = int(args.run(args))
+        status = run_parsed(args)
     return status, err.getvalue()
 
 

@@ -8,7 +8,8 @@ Exit status 0 passes the state; anything else, a timeout, or leaving the device 
 
 Failing states are printed as they are found, the first ``--shrink N`` are shrunk to the fewest
 dropped writes that still fail, and a bundle (``--bundle DIR``) holds the log, the failures and
-a ``repro.sh``. Exit status: 0 every state passed, 1 some failed, 2 bad input.
+a ``repro.sh``. Exit status: 0 every state passed, 1 some failed, 2 bad input or any other error
+(``rig.cli.status``: its 1 is a verdict).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from rig.errors import RigError
+from rig.errors import ConfigError
 
 if TYPE_CHECKING:
     from rig.crash.bundle import Failure, RunSettings
@@ -67,14 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     if not args.check.strip():
-        raise RigError("--check: empty command (e.g. --check 'fsck.ext4 -n $RIG_DEV')")
+        raise ConfigError("--check: empty command (e.g. --check 'fsck.ext4 -n $RIG_DEV')")
     if args.timeout <= 0:
-        raise RigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     for name in ("max_failures", "shrink", "shrink_budget"):
         if getattr(args, name) < 0:
-            raise RigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.bundle and args.no_bundle:
-        raise RigError("--bundle and --no-bundle: choose one")
+        raise ConfigError("--bundle and --no-bundle: choose one")
     if args.bundle:
         _check_bundle_dir(args.bundle)
 
@@ -91,14 +92,15 @@ def _check_bundle_dir(path: str) -> None:
 def _selected(args: argparse.Namespace, states: CrashStates) -> tuple[list[CrashState] | None,
                                                                        int]:
     """The one ``--state`` (as a list), or None for "iterate", and the first cut to check."""
-    from rig.cli.crash_cmd import parse_state
+    from rig.crash.lookup import parse_state
 
     first = 0
     if args.after_mark is not None:
         try:
             first = states.log.mark_seq(args.after_mark)
         except KeyError:
-            raise RigError(f"--after-mark: the log has no user mark {args.after_mark!r}") from None
+            raise ConfigError(f"--after-mark: the log has no user mark {args.after_mark!r}") \
+                from None
     if args.state is None:
         return None, first
     return [parse_state(states, args.state, "--state")], first
@@ -139,11 +141,12 @@ def _shrunk(checker: StateChecker, failure: Failure, budget: int) -> Failure:
 def _check_all(args: argparse.Namespace, log_path: str) -> int:
     import rig
     from rig.cli.progress import ProgressBar
-    from rig.core.registry import service
     from rig.crash.bundle import Failure, failure_json, write_bundle
     from rig.crash.check import StateChecker
     from rig.crash.logfile import read_log
     from rig.crash.states import CrashStates
+    from rig.drivers.export import export
+    from rig.drivers.procs import owner_env
     from rig.filters.overlay import OverlayFilter
 
     log = read_log(log_path)
@@ -153,7 +156,7 @@ def _check_all(args: argparse.Namespace, log_path: str) -> int:
         states = CrashStates(log, torn=args.torn, seed=args.seed, samples=args.samples,
                              max_exhaustive=args.max_exhaustive)
     except ValueError as e:
-        raise RigError(str(e)) from None
+        raise ConfigError(str(e)) from None
     only, first = _selected(args, states)
     total = len(only) if only is not None else _count(states, first)
     size = log.header.device_size
@@ -163,10 +166,11 @@ def _check_all(args: argparse.Namespace, log_path: str) -> int:
     bar = ProgressBar("checking", total, force=args.progress)
     failures: list[Failure] = []
     started = time.monotonic()
-    with rig.open(graph) as blk, service("export")(blk, block_size=block) as ex:
+    with rig.open(graph) as blk, export(blk, block_size=block) as ex:
         node = blk.root
         assert isinstance(node, OverlayFilter)
-        checker = StateChecker(states, node, ex, args.check, timeout=args.timeout)
+        checker = StateChecker(states, node, ex, args.check, owner=owner_env(),
+                               timeout=args.timeout)
         todo = only if only is not None else _iterate(states, first)
         for n, state in enumerate(todo, 1):
             outcome = checker.check(state)
@@ -235,5 +239,5 @@ def run(args: argparse.Namespace) -> int:
     """Check every crash state of a write log with a command."""
     _validate(args)
     if not os.path.isfile(args.log):
-        raise RigError(f"LOG {args.log}: no such file (make one with rig crash record)")
+        raise ConfigError(f"LOG {args.log}: no such file (make one with rig crash record)")
     return _check_all(args, args.log)

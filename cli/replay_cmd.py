@@ -12,10 +12,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rig.cli.status import one_is_a_verdict
 from rig.core.backend import BlockBackend
 from rig.core.documents import loads_json
 from rig.core.graph import probe_protocol
-from rig.errors import ConfigError, RigError
+from rig.errors import ConfigError
 from rig.testing import bundle as repro
 from rig.testing.ops import describe_op
 from rig.testing.replay import ReplayResult, check_ops, replay
@@ -27,10 +28,11 @@ one is a backend, replacing the bundle's). Exit status: 1 if the failure reprodu
 the final content differs from the model, or an operation fails), 0 if it does not, 2 on errors.
 """
 
-REPRODUCED, NOT_REPRODUCED, ERROR = 1, 0, 2
+REPRODUCED, NOT_REPRODUCED = 1, 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    one_is_a_verdict(p)  # 1: reproduced
     p.add_argument("bundle", metavar="BUNDLE", help="the repro bundle (JSON)")
     p.add_argument("--device", action="append", default=[], metavar="PATH",
                    help="replay on this block device or image file (repeatable)")
@@ -47,7 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def import_plugin(name: str) -> None:
-    """Import ``name``: a module name, or a ``.py`` file (its directory joins ``sys.path``)."""
+    """Import ``name``: a module name, or a ``.py`` file (its directory joins ``sys.path``).
+    One that cannot be imported is a ConfigError with the ImportError's message."""
+    try:
+        _import(name)
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _import(name: str) -> None:
     if not name.endswith(".py"):
         importlib.import_module(name)
         return
@@ -144,21 +154,18 @@ def _report(b: repro.Bundle, result: ReplayResult, names: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Re-run a repro bundle (exit 1: reproduced, 0: not reproduced)."""
-    try:
-        for name in args.imports:
-            import_plugin(name)
-        b = load_bundle(args.bundle)
-        check_ops(b.ops, b.size)
-        targets = _targets(args, b)
-        if not targets:
-            raise ConfigError(f"{args.bundle}: the bundle names no backend")
-        with _opened(targets, b) as backends:
-            names = [f"backend {i} ({blk.root.describe()})" for i, blk in enumerate(backends)]
-            print(f"replaying {os.path.basename(args.bundle)}: {len(b.ops)} operations on "
-                  f"{len(backends)} backend(s), {b.size} bytes")
-            result = replay(b.ops, backends, size=b.size, zero_on_start=b.zero_on_start)
-        return _report(b, result, names)
-    except (RigError, OSError, ImportError) as e:
-        sys.stderr.write(f"rig replay: {e}\n")
-        return ERROR
+    """Re-run a repro bundle (exit 1: reproduced, 0: not reproduced; an error is 2, see
+    ``rig.cli.status``)."""
+    for name in args.imports:
+        import_plugin(name)
+    b = load_bundle(args.bundle)
+    check_ops(b.ops, b.size)
+    targets = _targets(args, b)
+    if not targets:
+        raise ConfigError(f"{args.bundle}: the bundle names no backend")
+    with _opened(targets, b) as backends:
+        names = [f"backend {i} ({blk.root.describe()})" for i, blk in enumerate(backends)]
+        print(f"replaying {os.path.basename(args.bundle)}: {len(b.ops)} operations on "
+              f"{len(backends)} backend(s), {b.size} bytes")
+        result = replay(b.ops, backends, size=b.size, zero_on_start=b.zero_on_start)
+    return _report(b, result, names)

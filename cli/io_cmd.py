@@ -12,7 +12,6 @@ from rig.core.backend import BlockBackend
 from rig.core.cache import parse_cache_mode
 from rig.core.graph import open_node, spec_to_flat
 from rig.core.options import parse_keyval
-from rig.core.registry import service
 from rig.core.units import SizeError, parse_size
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
@@ -91,8 +90,6 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
     return flat, probed
 
 
-
-
 def make_opener(allow: list[str], err: Any) -> Any:
     def opener(path: str | None, o: OpenOptions) -> BlockBackend:
         mode = parse_cache_mode(o.cache)
@@ -130,8 +127,10 @@ def loop_device(args: argparse.Namespace) -> Iterator[str | None]:
     if size <= 0 or size % args.loop_block_size:
         raise ConfigError(f"--loop: the size must be a positive multiple of the block size "
                           f"{args.loop_block_size}")
-    with service("scratch_loop")(size, block_size=args.loop_block_size,
-                                 direct_io=args.loop_direct_io, unlinked=True) as dev:
+    from rig.drivers.loop import scratch_loop
+
+    with scratch_loop(size, block_size=args.loop_block_size, direct_io=args.loop_direct_io,
+                      unlinked=True) as dev:
         yield str(dev.path)
 
 

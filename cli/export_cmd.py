@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from rig.drivers.run_cmd import rules_filter
-from rig.errors import RigError
+from rig.cli.run_cmd import rules_filter
+from rig.errors import ConfigError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -48,7 +48,7 @@ def graph_spec(graph: str, rules: str | None) -> Any:
     if rules is None:
         return graph
     if not os.path.isfile(rules):
-        raise RigError(f"--faults: {rules}: no such file")
+        raise ConfigError(f"--faults: {rules}: no such file")
     from rig.core.graph import spec_to_flat
 
     return rules_filter(spec_to_flat(graph), rules)
@@ -91,27 +91,16 @@ def run(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     threads = {} if args.threads is None else {"threads": args.threads}
-    try:
-        spec = graph_spec(args.graph, args.faults)
-        with _stop_on_signals(stop), rig.open(spec, read_only=args.read_only) as blk, \
-                export(blk, block_size=args.block_size, max_write=args.max_write,
-                       request_timeout=args.timeout, **threads) as ex:
-            print(ex.path, flush=True)
-            print(f"rig export: {ex.path} serves {args.graph} ({blk.getlength()} bytes); "
-                  "stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
-            while not stop.wait(0.5):
-                pass
-            timed_out = ex.operations.timed_out
-        print(f"rig export: {ex.path} stopped after {_served(blk.stats.as_dict())}"
-              + (f"; {timed_out} timed out" if timed_out else ""), file=sys.stderr)
-        return 0
-    except RigError as e:
-        print(f"rig export: {e}", file=sys.stderr)
-        return 2
-
-
-def register() -> None:
-    """Offer ``rig export`` to the CLI (called by ``rig.drivers``)."""
-    from rig.core.registry import register_command
-
-    register_command("export", add_arguments, run)
+    spec = graph_spec(args.graph, args.faults)
+    with _stop_on_signals(stop), rig.open(spec, read_only=args.read_only) as blk, \
+            export(blk, block_size=args.block_size, max_write=args.max_write,
+                   request_timeout=args.timeout, **threads) as ex:
+        print(ex.path, flush=True)
+        print(f"rig export: {ex.path} serves {args.graph} ({blk.getlength()} bytes); "
+              "stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        timed_out = ex.operations.timed_out
+    print(f"rig export: {ex.path} stopped after {_served(blk.stats.as_dict())}"
+          + (f"; {timed_out} timed out" if timed_out else ""), file=sys.stderr)
+    return 0

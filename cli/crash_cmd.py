@@ -22,20 +22,23 @@ Bad input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from rig.errors import RigError
+from rig.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rig.crash.crashstate import CrashState
+    from rig.core.backend import BlockBackend
     from rig.crash.logfile import WriteLog
     from rig.crash.states import CrashStates
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from rig.cli import crash_check
+    from rig.cli.status import one_is_a_verdict
     from rig.crash.marks import add_mark_arguments
 
     sub = parser.add_subparsers(dest="crash_cmd", metavar="{states,materialize,record,check,mark}",
@@ -55,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="size of the fresh zeroed device (e.g. 64M)")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                      help="the command, run with RIG_DEV set to the device")
-    crash_check.add_arguments(sub.add_parser(
-        "check", help="run a checker on every crash state of a write log"))
+    check = sub.add_parser("check", help="run a checker on every crash state of a write log")
+    crash_check.add_arguments(check)
+    one_is_a_verdict(check)  # 1: a state failed
     add_mark_arguments(sub.add_parser(
         "mark", help="put a user mark into the log of the rig crash record running this"))
     for p in (states, mat):
@@ -77,42 +81,12 @@ def _states(args: argparse.Namespace) -> tuple[WriteLog, CrashStates]:
     try:
         return log, CrashStates(log, torn=args.torn, seed=args.seed, samples=args.samples)
     except ValueError as e:
-        raise RigError(f"{args.log}: {e}") from None
-
-
-def parse_state(states: CrashStates, text: str, what: str) -> CrashState:
-    """The state named ``text`` (as ``rig crash states`` prints it) at one of the cuts of
-    ``states``, checked against the log (its records in flight there, its torn sectors ones that
-    still show); a RigError naming ``what`` (the argument) otherwise."""
-    from rig.crash.crashstate import CrashState
-    from rig.crash.cuts import check_state
-
-    try:
-        state = CrashState.parse(text)
-    except ValueError as e:
-        raise RigError(f"{what} {_shown(text)}: {e}") from None
-    if state.cut not in states.cuts():
-        raise RigError(f"{what} {_shown(text)}: the log has no cut {state.cut} (cuts: "
-                       f"{_few(states.cuts())})")
-    try:
-        check_state(states.plan(state.cut), state, states.sector)
-    except ValueError as e:
-        raise RigError(f"{what}: {e} ('rig crash states --torn LOG' lists the states)") from None
-    return state
-
-
-def _shown(text: str) -> str:
-    return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
-
-
-def _few(cuts: list[int]) -> str:
-    shown = ", ".join(map(str, cuts[:20]))
-    return shown + (f" ... {len(cuts) - 20} more" if len(cuts) > 20 else "")
+        raise ConfigError(f"{args.log}: {e}") from None
 
 
 def _list(args: argparse.Namespace) -> int:
     if args.limit < 0:
-        raise RigError(f"--limit must be >= 0, got {args.limit}")
+        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
     log, states = _states(args)
     names: list[str] = []
     for state in states:
@@ -138,13 +112,14 @@ def _list(args: argparse.Namespace) -> int:
 
 def _materialize(args: argparse.Namespace) -> int:
     import rig
+    from rig.crash.lookup import parse_state
     from rig.crash.replay import materialize
 
     log, states = _states(args)
     state = parse_state(states, args.state, "STATE")
     with rig.open(args.target) as blk:
         if blk.getlength() != log.header.device_size:
-            raise RigError(f"{args.target}: {blk.getlength()} bytes, but the log is of a "
+            raise ConfigError(f"{args.target}: {blk.getlength()} bytes, but the log is of a "
                            f"{log.header.device_size}-byte device")
         materialize(log, state, blk, states=states)
     print(f"rig crash: wrote {state} onto {args.target}")
@@ -152,50 +127,51 @@ def _materialize(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-
-    import rig
-    from rig.cli.scratch import run_on_device, scratch_image
+    from rig.cli.on_device import export_and_run
+    from rig.cli.scratch import scratch_image
     from rig.core.outputs import check_output
-    from rig.core.registry import service
     from rig.crash.logfile import read_log
-    from rig.crash.marks import MarkServer, mark_env
-    from rig.filters.recorder import RecorderFilter
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
-        raise RigError("no command: rig crash record --log LOG --size SIZE -- CMD ARGS")
+        raise ConfigError("no command: rig crash record --log LOG --size SIZE -- CMD ARGS")
     # A log is never overwritten, and never a device (rig.core.outputs).
     check_output(args.log, "--log", replace=False)
     with scratch_image(args.size, "blockrig-crash-") as image:
         graph = {"driver": "recorder", "log": args.log,
                  "file": {"driver": "file", "filename": image}}
-        with rig.open(graph) as blk, service("export")(blk) as ex:
-            recorder = blk.root
-            assert isinstance(recorder, RecorderFilter)
-            with MarkServer(recorder) as marks:
-                status = run_on_device(cmd, ex.path, "rig crash", mark_env(marks))
+        status = export_and_run(graph, cmd, "rig crash", extra_env=_marks)
     log = read_log(args.log)
     print(f"rig crash: {len(log.records)} records in {args.log} (exit status {status})",
           file=sys.stderr)
     return status
 
 
+@contextlib.contextmanager
+def _marks(blk: BlockBackend) -> Iterator[dict[str, str]]:
+    """The mark server of the recorder at the root of ``blk``, while the program runs: its
+    socket's path for the program's environment."""
+    from rig.crash.marks import MarkServer, mark_env
+    from rig.drivers.procs import DeathWatch
+    from rig.filters.recorder import RecorderFilter
+
+    recorder = blk.root
+    assert isinstance(recorder, RecorderFilter)
+    with MarkServer(recorder, DeathWatch) as marks:
+        yield mark_env(marks)
+
+
 def run(args: argparse.Namespace) -> int:
     """Crash states of a write log (``states``, ``materialize``, ``record``, ``check``,
     ``mark``)."""
-    try:
-        if args.crash_cmd == "record":
-            return _record(args)
-        if args.crash_cmd == "check":
-            from rig.cli import crash_check
+    if args.crash_cmd == "record":
+        return _record(args)
+    if args.crash_cmd == "check":
+        from rig.cli import crash_check
 
-            return crash_check.run(args)
-        if args.crash_cmd == "mark":
-            from rig.crash.marks import mark_main
+        return crash_check.run(args)
+    if args.crash_cmd == "mark":
+        from rig.crash.marks import mark_main
 
-            return mark_main(args)
-        return _list(args) if args.crash_cmd == "states" else _materialize(args)
-    except (RigError, OSError) as e:
-        text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        print(f"rig crash: {text}", file=sys.stderr)
-        return 2
+        return mark_main(args)
+    return _list(args) if args.crash_cmd == "states" else _materialize(args)

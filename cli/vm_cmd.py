@@ -2,8 +2,8 @@
 disks, a CD-ROM, scsi_debug or null_blk, and the host's tree; ``rig vm fetch``: get the guest
 kernel into the cache beforehand.
 
-``rig vm run`` exits with CMD's status, 125 when the guest lost it (timeout, panic), and 2 with a
-one-line message for bad input or a missing piece of the lab.
+``rig vm run`` exits with CMD's status, 125 when the guest lost it (timeout, panic); with a
+one-line message, 2 for bad input and 1 for a missing piece of the lab (``rig.cli.status``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from rig.errors import RigError
+from rig.errors import ConfigError
 
 _PROG = "rig vm"
 
@@ -55,15 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a command in a QEMU guest with real SCSI disks, CD-ROM, scsi_debug, null_blk."""
-    try:
-        if args.vm_command == "run":
-            return _run(args)
-        if args.vm_command == "fetch":
-            return _fetch()
-        raise RigError("say what to do: rig vm run ... -- CMD, or rig vm fetch")
-    except RigError as e:
-        print(f"{_PROG}: {e}", file=sys.stderr)
-        return 2
+    if args.vm_command == "run":
+        return _run(args)
+    if args.vm_command == "fetch":
+        return _fetch()
+    raise ConfigError("say what to do: rig vm run ... -- CMD, or rig vm fetch")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -73,9 +69,9 @@ def _run(args: argparse.Namespace) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        raise RigError("no command: rig vm run [--disk SIZE]... [--cdrom IMAGE] -- CMD ARGS")
+        raise ConfigError("no command: rig vm run [--disk SIZE]... [--cdrom IMAGE] -- CMD ARGS")
     if args.timeout <= 0:
-        raise RigError(f"--timeout {args.timeout:g}: must be positive")
+        raise ConfigError(f"--timeout {args.timeout:g}: must be positive")
     null_blk = args.null_blk_options
     if null_blk is None and args.null_blk:
         null_blk = ""
@@ -114,9 +110,3 @@ def _fetch() -> int:
           f"accelerator: {chosen}")
     return 0
 
-
-def register() -> None:
-    """Offer ``rig vm`` to the CLI (called by ``rig.drivers``)."""
-    from rig.core.registry import register_command
-
-    register_command("vm", add_arguments, run)

@@ -4,8 +4,9 @@ with sg3_utils-style text (``sg_inq``, ``sg_vpd``, ``sg_readcap``, ``sg_turs``, 
 
 Exit status: 0 when the command succeeded; sg3_utils' categories when the device refused it
 (2 not ready, 3 medium or hardware error, 5 illegal request, 6 unit attention, 9 invalid
-opcode, 33 timeout, ...); 1 for bad arguments, 15 when the device cannot be opened. ``raw``
-with data out, or with a CDB that writes the medium, passes the rig's safety check first.
+opcode, 33 timeout, ...); 1 for a bad value on the command line (SG_LIB_SYNTAX_ERROR;
+argparse's own errors are 2, as for every rig command), 15 when the device cannot be opened.
+``raw`` with data out, or with a CDB that writes the medium, passes the rig's safety check first.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rig.core import values
 from rig.drivers import safety
 from rig.drivers.sg.node import check_writable
 from rig.drivers.sg.sgio import SgDevice, SgResult
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 from rig.scsi import cdb
 from rig.scsi.report import (
     exit_category,
@@ -51,8 +52,9 @@ WRITING_OPCODES = frozenset({0x04, 0x0A, 0x2A, 0x2E, 0x3B, 0x41, 0x42, 0x8A, 0x8
                              0xAA, 0xAE})
 
 
-class UsageError(Exception):
-    pass
+class UsageError(ConfigError):
+    """A value on ``rig sg``'s command line that argparse took but the command cannot use
+    (sg3_utils' syntax error, exit status 1)."""
 
 
 def _flag(parse: Callable[[str, Any], Any]) -> Callable[[str], Any]:
@@ -352,9 +354,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG} {name}: {args.device}: {e.strerror or e}", file=sys.stderr)
         return FILE_ERROR
 
-
-def register() -> None:
-    """Offer ``rig sg`` to the CLI (called by ``rig.drivers``)."""
-    from rig.core.registry import register_command
-
-    register_command("sg", add_arguments, run)

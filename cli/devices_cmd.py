@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 
 from rig.drivers.safety import AllowList
 from rig.drivers.udev import DeviceInfo, list_block_devices
-from rig.errors import RigError
 
 _HEADERS = (
     "NAME", "SIZE", "LBS", "PBS", "ROT", "RM", "RO", "MOUNTED/HOLDERS", "SERIAL/WWN",
@@ -75,21 +73,11 @@ def format_table(devices: list[DeviceInfo]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the device list; returns the exit status."""
-    try:
-        allow = AllowList.from_entries(getattr(args, "allow", None) or [])
-        devices = list_block_devices(allow, include_unbound=getattr(args, "all", False))
-    except RigError as e:
-        print(f"rig devices: {e}", file=sys.stderr)
-        return 1
+    allow = AllowList.from_entries(getattr(args, "allow", None) or [])
+    devices = list_block_devices(allow, include_unbound=getattr(args, "all", False))
     if getattr(args, "json", False):
         print(json.dumps([dataclasses.asdict(d) for d in devices], indent=2))
     else:
         print(format_table(devices))
     return 0
 
-
-def register() -> None:
-    """Offer ``rig devices`` to the CLI (called by ``rig.drivers``)."""
-    from rig.core.registry import register_command
-
-    register_command("devices", add_arguments, run)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-from rig.cli.scratch import run_on_device, scratch_image
-from rig.errors import RigError
+from rig.cli.on_device import export_and_run
+from rig.cli.scratch import scratch_image
+from rig.errors import ConfigError
 
 _RULES_SUFFIXES = (".toml", ".json")
 
@@ -58,38 +58,23 @@ def _check(args: argparse.Namespace) -> list[str]:
     """Split ``[IMAGE] -- CMD ARGS`` (sets ``args.image``) and validate; returns CMD ARGS."""
     rest = list(args.rest)
     if "--" not in rest or rest.index("--") == len(rest) - 1:
-        raise RigError("no command: rig run [--faults RULES] [--size SIZE | IMAGE] -- CMD ARGS")
+        raise ConfigError("no command: rig run [--faults RULES] [--size SIZE | IMAGE] -- CMD ARGS")
     split = rest.index("--")
     before, cmd = rest[:split], rest[split + 1:]
     if len(before) > 1:
-        raise RigError(f"unexpected arguments before '--': {' '.join(before[1:])}")
+        raise ConfigError(f"unexpected arguments before '--': {' '.join(before[1:])}")
     args.image = before[0] if before else None
     if (args.size is None) == (args.image is None):
-        raise RigError("give exactly one of --size SIZE or IMAGE")
+        raise ConfigError("give exactly one of --size SIZE or IMAGE")
     if args.image is not None and not os.path.isfile(args.image):
-        raise RigError(f"{args.image}: not a regular file")
+        raise ConfigError(f"{args.image}: not a regular file")
     if args.faults is not None and not os.path.isfile(args.faults):
-        raise RigError(f"--faults: {args.faults}: no such file")
+        raise ConfigError(f"--faults: {args.faults}: no such file")
     return cmd
 
 
 def run(args: argparse.Namespace) -> int:
     """Run a command against an exported device (RIG_DEV) with optional fault rules."""
-    import rig
-    from rig.drivers.export import export
-
-    try:
-        cmd = _check(args)
-        with _image(args) as filename, rig.open(graph_spec(filename, args.faults)) as blk, \
-                export(blk) as ex:
-            return run_on_device(cmd, ex.path, "rig run")
-    except RigError as e:
-        print(f"rig run: {e}", file=sys.stderr)
-        return 2
-
-
-def register() -> None:
-    """Offer ``rig run`` to the CLI (called by ``rig.drivers``)."""
-    from rig.core.registry import register_command
-
-    register_command("run", add_arguments, run)
+    cmd = _check(args)
+    with _image(args) as filename:
+        return export_and_run(graph_spec(filename, args.faults), cmd, "rig run")
