@@ -1,4 +1,5 @@
-"""qemu-io's commands: the table (names, usage, argument counts) and their implementations.
+"""qemu-io's commands: their entries in the table (:mod:`rig.qemuio.table`: names, usage,
+argument counts) and their implementations; the blkdebug ones are in :mod:`rig.qemuio.debug_cmds`.
 
 Each command returns 0 or a negative errno; the session's exit status is 1 if any failed. Output
 goes where qemu-io 7.2 sends it: results and I/O errors to stdout, usage problems to stderr.
@@ -10,17 +11,17 @@ import dataclasses
 import errno
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from rig.core.buffers import aligned_buffer
 from rig.core.node import ReqFlags
+from rig.qemuio import debug_cmds  # noqa: F401  (its commands register in the table)
 from rig.qemuio.format import cvtstr, dump_buffer, report
 from rig.qemuio.getopt import GetoptError, Parsed, getopt
 from rig.qemuio.numbers import sleep_seconds, strtol, strtosz
 from rig.qemuio.session import OpenOptions, Session
+from rig.qemuio.table import COMMANDS, Command, command, find
 
 BDRV_REQUEST_MAX_BYTES = 2147483136
 
@@ -31,44 +32,6 @@ class CommandFailed(Exception):
     def __init__(self, ret: int = -errno.EINVAL) -> None:
         super().__init__(ret)
         self.ret = ret
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    altname: str | None
-    args: str
-    oneline: str
-    argmin: int
-    argmax: int
-    optstring: str
-    func: Callable[[Session, Parsed], int]
-    nofile_ok: bool = False
-
-
-COMMANDS: dict[str, Command] = {}
-#: name or alias -> command, rebuilt from COMMANDS when a command is added (see :func:`find`).
-_INDEX: dict[str, Command] = {}
-
-
-def command(name: str, args: str, oneline: str, *, alt: str | None = None, argmin: int = 0,
-            argmax: int = 0, opts: str = "", nofile_ok: bool = False
-            ) -> Callable[[Callable[[Session, Parsed], int]], Callable[[Session, Parsed], int]]:
-    def deco(fn: Callable[[Session, Parsed], int]) -> Callable[[Session, Parsed], int]:
-        COMMANDS[name] = Command(name, alt, args, oneline, argmin, argmax, opts, fn, nofile_ok)
-        _INDEX.clear()
-        return fn
-    return deco
-
-
-def find(name: str) -> Command | None:
-    """The command called ``name`` or aliased so (the first registered wins, as in qemu-io)."""
-    if not _INDEX:
-        for cmd in COMMANDS.values():
-            for key in (cmd.name, cmd.altname):
-                if key is not None:
-                    _INDEX.setdefault(key, cmd)
-    return _INDEX.get(name)
 
 
 # ------------------------------------------------------------------ helpers
@@ -756,6 +719,3 @@ def run(s: Session, line: str) -> tuple[int, bool]:
     except CommandFailed as e:
         return e.ret, False
 
-
-# The blkdebug commands register themselves in COMMANDS (kept in their own module).
-from rig.qemuio import debug_cmds  # noqa: E402,F401

@@ -11,9 +11,9 @@ import os
 from collections.abc import Callable
 
 from rig.filters.blkdebug import BlkdebugFilter, find_debug_node
-from rig.qemuio.commands import command
 from rig.qemuio.getopt import Parsed
 from rig.qemuio.session import Session
+from rig.qemuio.table import command
 
 
 def _debug_node(s: Session) -> BlkdebugFilter | None:
