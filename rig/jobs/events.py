@@ -2,7 +2,7 @@
 ``BLOCK_JOB_COMPLETED`` (with ``error`` when the job failed), ``BLOCK_JOB_CANCELLED``.
 
 A job hands each event to its listeners (callbacks, called in the job's thread) and keeps it in
-an :class:`EventLog`, which a caller in another thread can wait on.
+a :class:`JobEventLog`, which a caller in another thread can wait on.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class JobEvent:
 Listener = Callable[[JobEvent], None]
 
 
-class EventLog:
+class JobEventLog:
     """Every event a job emitted, in order; thread-safe, with a blocking :meth:`wait_for`."""
 
     def __init__(self) -> None:

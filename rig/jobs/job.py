@@ -32,8 +32,8 @@ from rig.jobs.events import (
     BLOCK_JOB_COMPLETED,
     BLOCK_JOB_ERROR,
     JOB_STATUS_CHANGE,
-    EventLog,
     JobEvent,
+    JobEventLog,
     Listener,
 )
 from rig.jobs.ratelimit import RateLimit
@@ -73,7 +73,7 @@ class Job:
                  listeners: Iterable[Listener] = ()) -> None:
         self.id = job_id
         self.clock: WaitClock = clock if clock is not None else RealClock()
-        self.events = EventLog()
+        self.events = JobEventLog()
         self._listeners = list(listeners)
         self._cond = threading.Condition(threading.RLock())
         self._status = JobStatus.CREATED
