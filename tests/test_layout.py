@@ -32,10 +32,6 @@ FORBIDDEN = {
 #: ``python -m rig`` runs rig/__main__.py, so it is the one sanctioned entry hook into the CLI
 #: (a lazy import inside its function; see its docstring).
 ENTRY_HOOK = ("rig.__main__", "rig.cli.main")
-#: Module-level cycles being broken elsewhere, each named once. qemuio/commands.py and
-#: qemuio/debug_cmds.py import each other; issue 17 part 5 breaks this cycle, and this entry
-#: goes with it.
-KNOWN_CYCLES = {frozenset({"rig.qemuio.commands", "rig.qemuio.debug_cmds"})}
 
 
 def _modules() -> dict[str, Path]:
@@ -172,10 +168,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle() -> None:
     graph = {m: {n for n in _imports(m, runtime_only=True) if n in MODULES} for m in MODULES}
-    for pair in KNOWN_CYCLES:
-        a, b = sorted(pair)
-        if b in graph.get(a, set()) and a in graph.get(b, set()):
-            graph[a].discard(b)
     cycles = _cycles(graph)
     assert not cycles, "module-level import cycles:\n" + "\n".join(
         " <-> ".join(c) for c in cycles)
