@@ -16,6 +16,11 @@ A block-layer rule (:class:`rig.faults.rules.Rule`, the ``faults`` filter) and a
 :meth:`Trigger.passes` is the one matcher for these, :data:`TRIGGER_KEYS` the one parser of their
 keys in a rule table (through :mod:`rig.core.values`), and :meth:`Trigger.__post_init__` the one
 validation: every mistake is a :class:`RuleError` naming the key, when the rule is built.
+:func:`built` and :func:`named` turn one table, or a list of them, into rules of either layer:
+one-line errors naming the rule, default names, unique names.
+
+blkdebug (:mod:`rig.filters.blkdebug`) does not use it: its QEMU semantics are event-armed, not
+per request (``docs/fault-injection.md`` says why).
 """
 
 from __future__ import annotations
@@ -129,10 +134,6 @@ class Trigger:
                             f"got {self.before}")
         if not isinstance(self.once, bool):
             raise RuleError("once", f"expected true or false, got {values.shown(self.once)}")
-
-    @property
-    def timed(self) -> bool:
-        return self.after is not None or self.before is not None
 
     def passes(self, armed: Armed, state: int, now: float, seed: int) -> bool:
         """Whether the rule fires on a request its own predicates (op, range ...) matched:
