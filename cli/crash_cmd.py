@@ -112,8 +112,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _materialize(args: argparse.Namespace) -> int:
     import rig
+    from rig.crash.log_replay import materialize
     from rig.crash.lookup import parse_state
-    from rig.crash.replay import materialize
 
     log, states = _states(args)
     state = parse_state(states, args.state, "STATE")

@@ -18,8 +18,8 @@ from rig.core.documents import loads_json
 from rig.core.graph import probe_protocol
 from rig.errors import ConfigError
 from rig.testing import bundle as repro
+from rig.testing.bundle_replay import ReplayResult, check_ops, replay
 from rig.testing.ops import describe_op
-from rig.testing.replay import ReplayResult, check_ops, replay
 
 DESCRIPTION = """\
 Re-run the operation sequence of a repro bundle (written when a rig.testing state machine

@@ -4,7 +4,7 @@ When a :class:`~rig.testing.machines.BlockDeviceMachine` fails, its final (shrun
 written as JSON: the graphs it opened, the fault rules in them, the operation sequence, where
 the backends diverged, and Hypothesis's seed and ``@reproduce_failure`` line. ``rig replay
 BUNDLE`` runs the operations again, on the same graphs or on another device
-(:mod:`rig.testing.replay`).
+(:mod:`rig.testing.bundle_replay`).
 
 Bundles go to ``$RIG_REPRO_DIR`` (default ``.rig-repro/`` in the working directory);
 ``RIG_REPRO=0`` turns writing them off.

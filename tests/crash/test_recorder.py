@@ -14,9 +14,9 @@ import rig
 from rig.core.backend import BlockBackend
 from rig.core.node import ReqFlags
 from rig.core.registry import driver_class
+from rig.crash.log_replay import replay
 from rig.crash.logfile import read_log
 from rig.crash.records import Kind, Record
-from rig.crash.replay import replay
 from rig.errors import ConfigError
 from rig.filters.recorder import RecorderFilter
 from rig.filters.writecache import WriteCacheFilter

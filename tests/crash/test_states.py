@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import rig
 from rig.core.backend import BlockBackend
+from rig.crash.log_replay import materialize
 from rig.crash.logfile import LogWriter, WriteLog, read_log
-from rig.crash.replay import materialize
 from rig.crash.states import CrashState, CrashStates
 from rig.filters.recorder import RecorderFilter
 from rig.filters.writecache import WriteCacheFilter

@@ -23,9 +23,9 @@ from rig.core.registry import register_driver
 from rig.errors import ConfigError
 from rig.filters.base import Filter
 from rig.testing import bundle as repro
+from rig.testing.bundle_replay import INITIAL, replay
 from rig.testing.machines import BlockDeviceMachine, LockstepMachine
 from rig.testing.ops import Discard, Flush, Read, Write, WriteZeroes, op_from_dict, op_to_dict
-from rig.testing.replay import INITIAL, replay
 
 SIZE = 64 * 1024
 MEMORY = {"driver": "memory", "size": SIZE}
