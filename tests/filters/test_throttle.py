@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -61,6 +60,17 @@ def test_inline_limits_and_named_group(group_id: str) -> None:
     assert GROUPS.get(group_id).members == []
 
 
+def participant(clock: VirtualClock, started: threading.Event | None, fn: Callable[..., object],
+                *args: object) -> object:
+    """Run ``fn(*args)`` as a participant of ``clock``, setting ``started`` first (for
+    ``blk.submit``: the worker thread then waits in virtual time, which runs only while every
+    participant waits)."""
+    with clock.running():
+        if started is not None:
+            started.set()
+        return fn(*args)
+
+
 def timed(clock: VirtualClock, fn: object, *args: object) -> float:
     start = clock.monotonic()
     fn(*args)  # type: ignore[operator]
@@ -112,13 +122,12 @@ def test_threads_share_a_group_round_robin(group_id: str) -> None:
                 blks[i].pwrite(0, b"y" * 512)
                 times[i].append(clock.monotonic())
 
-    real = time.monotonic()
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    assert time.monotonic() - real < 5
+    assert not any(t.is_alive() for t in threads)
     for b in blks:
         b.close()
     assert all(len(t) == 50 for t in times)
@@ -139,29 +148,34 @@ def test_threads_share_a_group_round_robin(group_id: str) -> None:
 
 
 def test_drain_lifts_limits(group_id: str) -> None:
-    """Requests queued by a throttle node run at once while the backend drains."""
-    GROUPS.create(group_id, L(iops_write=1))  # real clock: 1 op/s
-    with backend(group_id) as blk:
-        futs = [blk.submit(blk.pwrite, 0, b"z" * 512) for _ in range(5)]
-        start = time.monotonic()
+    """Requests queued by a throttle node run at once while the backend drains: at 1 op/s
+    five writes would take 4 s; under drain no (virtual) time passes. The test thread is a
+    participant that never sleeps, so the clock cannot run while it drains."""
+    clock = VirtualClock()
+    GROUPS.create(group_id, L(iops_write=1), clock)
+    with backend(group_id) as blk, clock.running():
+        futs = [blk.submit(participant, clock, None, blk.pwrite, 0, b"z" * 512) for _ in range(5)]
         blk.drain()
-        assert time.monotonic() - start < 0.5
+        assert clock.monotonic() == 0
         assert all(f.exception() is None for f in futs)
 
 
 def test_limits_change_while_io_runs(group_id: str) -> None:
     """A request waiting under the old limit is re-scheduled under the new one at once."""
-    g = GROUPS.create(group_id, L(iops_write=1))  # real clock
-    with backend(group_id) as blk:
+    clock = VirtualClock()
+    g = GROUPS.create(group_id, L(iops_write=1), clock)
+    with backend(group_id) as blk, clock.running():
         blk.pwrite(0, b"a" * 512)
-        fut = blk.submit(blk.pwrite, 0, b"b" * 512)  # waits ~0.9 s
-        time.sleep(0.05)
+        started = threading.Event()
+        fut = blk.submit(participant, clock, started, blk.pwrite, 0, b"b" * 512)  # waits ~0.9 s
+        assert started.wait(10)
+        clock.sleep(0.05)  # virtual time runs only once the request waits for its turn
         assert not fut.done()
-        start = time.monotonic()
+        start = clock.monotonic()
         with g.cond:
             g.set_limits(L(iops_write=1000), g.now())
         fut.result(timeout=2)
-        assert time.monotonic() - start < 0.3
+        assert clock.monotonic() - start == 0
 
 
 def test_no_limits_no_delay() -> None:
