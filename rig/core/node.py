@@ -10,6 +10,19 @@ Two layers, as in QEMU's block/io.c:
   filter implements. They receive requests that the chokepoint (:mod:`rig.core.backend`) has
   already validated, aligned and split: drivers never re-validate.
 
+Two hooks reach around a verb's generic steps, where QEMU's drivers do:
+
+* :meth:`Node.debug_event` (QEMU's ``bdrv_debug_event`` callback) is also called *on the node
+  itself* around each write, as ``bdrv_aligned_pwritev`` does: ``pwritev`` (or ``pwritev_zero``)
+  before the write's steps, ``pwritev_done`` after them, also when the write failed. Only nodes
+  with ``handles_events`` get the calls.
+* :meth:`Node._flush` (QEMU's ``bdrv_co_flush`` callback) is the whole flush of the node and
+  its children, after the read-only and no-medium checks. The default is QEMU's flush sequence;
+  a filter overrides it to decide first (raise, or return without ``super()._flush()``: nothing
+  at or below the node is flushed) or to act once everything below has flushed.
+
+The contract test (tests/filters/test_filter_contract.py) holds every filter to this.
+
 Data-path failures are ``OSError`` with the real errno.
 """
 
@@ -30,6 +43,15 @@ if TYPE_CHECKING:
 
 #: A request's data: a sequence of buffers (an iovec). Writable for reads.
 Iov = Sequence[memoryview]
+
+#: The verbs whose generic steps :class:`Node` holds and whose driver part is a ``_`` hook
+#: (``preadv`` -> ``_preadv``, ``flush`` -> ``_flush`` ...): no driver or filter overrides them.
+#: The removable-media verbs and ``drain_begin``/``drain_end`` have no hook and are overridden by
+#: the nodes that have media or queues.
+PUBLIC_VERBS: tuple[str, ...] = (
+    "preadv", "pwritev", "write_zeroes", "discard", "flush", "block_status", "getlength",
+    "truncate", "close",
+)
 
 
 class ReqFlags(IntFlag):
@@ -96,7 +118,7 @@ class Node:
     driver_name: ClassVar[str] = ""
     #: Format name printed by ``rig io info`` (QEMU's bdrv_get_format_name).
     format_name: ClassVar[str] = ""
-    #: True for nodes that react to blkdebug events (the fault injector).
+    #: True for nodes that react to blkdebug events (the fault injector): :meth:`debug_event`.
     handles_events: ClassVar[bool] = False
     #: Filters that change data must say so; the contract test checks they override every verb.
     modifies_data: ClassVar[bool] = False
@@ -175,7 +197,8 @@ class Node:
             child.emit(event)
 
     def debug_event(self, event: str) -> None:
-        """Event hook; only nodes with ``handles_events`` receive calls."""
+        """Event hook; only nodes with ``handles_events`` receive calls: the events emitted at
+        or above them (:meth:`emit`), and their own write events (see :meth:`pwritev`)."""
 
     @property
     def event_sink(self) -> Node | None:
@@ -192,23 +215,39 @@ class Node:
         self._preadv(offset, length, iov, flags)
 
     def pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags = ReqFlags.NONE) -> None:
-        # ``flags and``: most writes carry none, and IntFlag's ``&`` is slow.
-        emulate_fua = bool(flags and flags & ReqFlags.FUA) and not (
-            self.supported_write_flags & ReqFlags.FUA
-        )
-        if emulate_fua:
-            flags &= ~ReqFlags.FUA
-        self._pwritev(offset, length, iov, flags)
-        self._finish_write(emulate_fua)
+        # The write events go to this node's own hook (QEMU's bdrv_debug_event(bs, ...) in
+        # bdrv_aligned_pwritev), not down the graph as emit() would send them.
+        events = self.handles_events
+        if events:
+            self.debug_event("pwritev")
+        try:
+            # ``flags and``: most writes carry none, and IntFlag's ``&`` is slow.
+            emulate_fua = bool(flags and flags & ReqFlags.FUA) and not (
+                self.supported_write_flags & ReqFlags.FUA
+            )
+            if emulate_fua:
+                flags &= ~ReqFlags.FUA
+            self._pwritev(offset, length, iov, flags)
+            self._finish_write(emulate_fua)
+        finally:
+            if events:
+                self.debug_event("pwritev_done")
 
     def write_zeroes(self, offset: int, length: int, flags: ReqFlags = ReqFlags.NONE) -> None:
-        emulate_fua = bool(flags and flags & ReqFlags.FUA) and not (
-            self.supported_zero_flags & ReqFlags.FUA
-        )
-        if emulate_fua:
-            flags &= ~ReqFlags.FUA
-        self._write_zeroes(offset, length, flags)
-        self._finish_write(emulate_fua)
+        events = self.handles_events
+        if events:
+            self.debug_event("pwritev_zero")
+        try:
+            emulate_fua = bool(flags and flags & ReqFlags.FUA) and not (
+                self.supported_zero_flags & ReqFlags.FUA
+            )
+            if emulate_fua:
+                flags &= ~ReqFlags.FUA
+            self._write_zeroes(offset, length, flags)
+            self._finish_write(emulate_fua)
+        finally:
+            if events:
+                self.debug_event("pwritev_done")
 
     def _finish_write(self, emulate_fua: bool) -> None:
         # QEMU 7.2 bumps write_gen after its FUA-emulating flush, so that flush does not see the
@@ -231,10 +270,20 @@ class Node:
     def flush(self) -> None:
         """QEMU's ``bdrv_co_flush``: flush_to_os, flush_to_disk if dirty, then the children.
 
-        Flushes of one node are serialised. A read-only or empty node flushes nothing.
+        A read-only or empty node flushes nothing; otherwise :meth:`_flush` runs.
         """
         if self.read_only or not self.is_inserted():
             return
+        self._flush()
+
+    def _flush(self) -> None:
+        """Flush hook: the flush of this node and everything below it (QEMU's ``bdrv_co_flush``
+        driver callback, which writes back all layers itself).
+
+        The default is QEMU's sequence, with the flushes of one node serialised. An override
+        calls ``super()._flush()`` to go on; returning without it flushes nothing at or below
+        this node (a lying flush), raising fails the flush.
+        """
         with self._flush_lock:
             current_gen = self.write_gen
             try:

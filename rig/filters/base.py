@@ -1,7 +1,11 @@
 """The filter base class: forwards every driver hook to its one child.
 
-A filter overrides only the verbs it intercepts. A filter that changes data sets
-``modifies_data = True`` and must override every data verb (checked by the contract test).
+A filter overrides only the driver hooks it intercepts, never a public verb (the hooks that reach
+around one, :meth:`~rig.core.node.Node.debug_event` for write events and
+:meth:`~rig.core.node.Node._flush` for the whole flush, are in rig/core/node.py). A filter that
+changes data sets ``modifies_data = True`` and must override every data verb in
+:attr:`Filter.DATA_VERBS`. tests/filters/test_filter_contract.py checks both for every registered
+filter, and that each one with no rules is transparent.
 """
 
 from __future__ import annotations

@@ -267,20 +267,8 @@ class BlkdebugFilter(Filter):
             self._suspended.clear()
 
     # ---------------------------------------------------------------- requests
-    def pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags = ReqFlags.NONE) -> None:
-        self.debug_event("pwritev")
-        try:
-            super().pwritev(offset, length, iov, flags)
-        finally:
-            self.debug_event("pwritev_done")
-
-    def write_zeroes(self, offset: int, length: int, flags: ReqFlags = ReqFlags.NONE) -> None:
-        self.debug_event("pwritev_zero")
-        try:
-            super().write_zeroes(offset, length, flags)
-        finally:
-            self.debug_event("pwritev_done")
-
+    # Its own write events (pwritev / pwritev_zero before a write, pwritev_done after it) come
+    # from Node.pwritev and Node.write_zeroes, as QEMU's bdrv_aligned_pwritev sends them.
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         self.rule_check(offset, length, "read")
         self.child.preadv(offset, length, iov, flags)

@@ -16,14 +16,14 @@ Every request gets a sequence number (``seq``, from 1). With no armed rules for 
 filter does only that and forwards (the fast path). ``modifies_data`` is True (corrupt, torn), so
 every data verb is overridden here.
 
-Flush: :meth:`Node.flush` runs this node's own flush hooks and then *recurses into the children*.
-A lying flush must stop that recursion, which no hook can do, so the public :meth:`flush` is
-overridden: it asks the rules first and calls ``Node.flush`` only when the flush goes on.
+Flush: the rules are asked in the :meth:`~rig.core.node.Node._flush` hook, before this node's
+flush sequence and its children's. A lying flush returns without ``super()._flush()``, so
+nothing at or below this node is flushed; a failing one raises.
 """
 
 from __future__ import annotations
 
-import itertools
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +75,9 @@ class FaultsFilter(Filter):
         self._pending: list[tuple[Rule, bool]] = [(rule, False) for rule in rules or ()]
         self.source: RuleSource = source if source is not None else FaultEngine(
             seed=seed, clock=clock)
-        #: Request numbers (seq), from 1; next() on it is atomic under the GIL.
-        self._counter = itertools.count(1)
+        self._seq = 0
+        """The last request number given (requests are numbered from 1)."""
+        self._seq_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -122,7 +123,7 @@ class FaultsFilter(Filter):
     @property
     def seq(self) -> int:
         """How many requests the filter has seen (the last request's ``seq``)."""
-        return int(repr(self._counter)[len("count("):-1]) - 1  # the count's next value - 1
+        return self._seq
 
     @property
     def state(self) -> int:
@@ -166,9 +167,17 @@ class FaultsFilter(Filter):
 
     # ----------------------------------------------------------------- data verbs
     # The fast path (nothing armed for the op) is a counter bump, a set lookup and the forward:
-    # ``self._child`` caches ``self.child`` (set by attach_child) to keep it that small.
+    # ``self._child`` caches ``self.child`` (set by attach_child) to keep it that small, and the
+    # read and write verbs bump the counter inline (what _next_seq does, without the call).
+    def _next_seq(self) -> int:
+        """Number the next request (thread-safe: concurrent requests get distinct numbers)."""
+        with self._seq_lock:
+            self._seq = seq = self._seq + 1
+        return seq
+
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        seq = next(self._counter)
+        with self._seq_lock:
+            self._seq = seq = self._seq + 1
         source = self.source
         if _READ not in source.armed:
             self._child.preadv(offset, length, iov, flags)
@@ -181,7 +190,8 @@ class FaultsFilter(Filter):
             flip_bits(iov, offset, v.bits)
 
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        seq = next(self._counter)
+        with self._seq_lock:
+            self._seq = seq = self._seq + 1
         source = self.source
         if _WRITE not in source.armed:
             self._child.pwritev(offset, length, iov, flags)
@@ -203,7 +213,7 @@ class FaultsFilter(Filter):
     def _forwards(self, op: str, offset: int, length: int) -> bool:
         """For write-zeroes and discard: raise an injected error, or say whether the request
         goes on to the child (False when the rules drop it)."""
-        seq = next(self._counter)
+        seq = self._next_seq()
         source = self.source
         if op in source.armed:
             v = source.decide(seq, op, offset, length)
@@ -221,11 +231,9 @@ class FaultsFilter(Filter):
         if self._forwards(_DISCARD, offset, length):
             self._child.discard(offset, length)
 
-    def flush(self) -> None:
-        """Ask the rules, then QEMU's flush sequence (see the module docstring for why here)."""
-        if self.read_only or not self.is_inserted():
-            return
-        seq = next(self._counter)
+    def _flush(self) -> None:
+        """Ask the rules, then QEMU's flush sequence here and below (unless the flush lies)."""
+        seq = self._next_seq()
         source = self.source
         if _FLUSH in source.armed:
             v = source.decide(seq, _FLUSH, 0, 0)
@@ -233,7 +241,7 @@ class FaultsFilter(Filter):
                 raise injected_error(v.errno)
             if v.kind == LIE:
                 return
-        super().flush()
+        super()._flush()
 
     def _block_status(self, offset: int, length: int) -> BlockStatus:
         gone = self.source.gone

@@ -129,13 +129,12 @@ class RecorderFilter(Filter):
             raise
         self.writer.discard(offset, length)
 
-    def flush(self) -> None:
-        """The generic flush, then a flush record covering what had completed before it."""
-        if self.read_only or not self.is_inserted():
-            return
+    def _flush(self) -> None:
+        """The generic flush (this node and below), then a flush record covering what had
+        completed before it."""
         covers = self.writer.last_seq
         try:
-            super().flush()
+            super()._flush()
         except OSError as e:
             self._fail("flush", 0, 0, e)
             raise

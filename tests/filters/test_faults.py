@@ -111,7 +111,7 @@ def counted(**kw: Any) -> tuple[BlockBackend, FaultsFilter, FlushCounter]:
 # ---------------------------------------------------------------------------- transparency
 def test_the_filter_overrides_every_data_verb_and_flush() -> None:
     assert FaultsFilter.modifies_data
-    for verb in (*Filter.DATA_VERBS, "flush"):
+    for verb in (*Filter.DATA_VERBS, "_flush"):
         assert getattr(FaultsFilter, verb) is not getattr(Filter, verb), verb
 
 
