@@ -48,8 +48,8 @@ def test_missing_device() -> None:
         ('json:{"driver": "raw", "file": {"driver": "file"}}', "requires a file name"),
     ],
 )
-def test_bad_graph(raw_image: Callable[..., Path], spec: str, needle: str) -> None:
-    img = raw_image()
+def test_bad_graph(rig_image: Callable[..., Path], spec: str, needle: str) -> None:
+    img = rig_image()
     before = img.read_bytes()
     r = rig_io("-c", "write 0 512", spec.replace("IMG", str(img)))
     assert r.rc == 1
@@ -57,24 +57,24 @@ def test_bad_graph(raw_image: Callable[..., Path], spec: str, needle: str) -> No
     assert img.read_bytes() == before
 
 
-def test_bad_image_opts(raw_image: Callable[..., Path]) -> None:
-    img = raw_image()
+def test_bad_image_opts(rig_image: Callable[..., Path]) -> None:
+    img = rig_image()
     r = rig_io("--image-opts", "-c", "write 0 512",
                f"driver=raw,file.driver=file,file.filename={img},bogus=1")
     assert r.rc == 1
     one_line_error(r.err, "Block format 'raw' does not support the option 'bogus'")
 
 
-def test_bad_commands_keep_going_and_fail(raw_image: Callable[..., Path]) -> None:
-    img = raw_image()
+def test_bad_commands_keep_going_and_fail(rig_image: Callable[..., Path]) -> None:
+    img = rig_image()
     r = rig_io("-f", "raw", "-c", "frobnicate", "-c", "write -P 7 0 512", str(img))
     assert r.rc == 1
     assert 'command "frobnicate" not found' in r.err
     assert img.read_bytes()[:512] == b"\x07" * 512
 
 
-def test_offset_past_end_fails_without_writing(raw_image: Callable[..., Path]) -> None:
-    img = raw_image(1 << 20)
+def test_offset_past_end_fails_without_writing(rig_image: Callable[..., Path]) -> None:
+    img = rig_image(1 << 20)
     r = rig_io("-f", "raw", "-c", "write 1020k 8k", "-c", "read 1M 1", str(img))
     assert r.rc == 1
     assert r.out == "write failed: Input/output error\nread failed: Input/output error\n"
@@ -92,8 +92,8 @@ def test_offset_past_end_fails_without_writing(raw_image: Callable[..., Path]) -
         ([], "no file open, try 'help open'"),
     ],
 )
-def test_bad_arguments(raw_image: Callable[..., Path], args: list[str], needle: str) -> None:
-    img = str(raw_image())
+def test_bad_arguments(rig_image: Callable[..., Path], args: list[str], needle: str) -> None:
+    img = str(rig_image())
     r = rig_io(*[img if a == "IMG" else a for a in args], "-c", "read 0 512")
     assert r.rc != 0
     one_line_error(r.err, needle)
@@ -106,8 +106,8 @@ def test_python_m_rig_version() -> None:
 
 
 @pytest.fixture
-def mounted_loop(loop_device: Callable[..., Any]) -> Iterator[Any]:
-    dev = loop_device(32 << 20)
+def mounted_loop(rig_loop: Callable[..., Any]) -> Iterator[Any]:
+    dev = rig_loop(32 << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", dev.path], check=True, capture_output=True)
     mnt = tempfile.mkdtemp(prefix="rig-mnt-")
     # Read-only: a read-write ext4 mount rewrites its superblock on its own (commit, lazy
@@ -120,7 +120,7 @@ def mounted_loop(loop_device: Callable[..., Any]) -> Iterator[Any]:
         os.rmdir(mnt)
 
 
-@pytest.mark.needs("loop", "mkfs")
+@pytest.mark.rig_needs("loop", "mkfs")
 def test_mounted_device_is_refused_even_when_allowed(mounted_loop: Any) -> None:
     with open(mounted_loop.path, "rb") as f:
         before = f.read(1 << 20)
@@ -132,10 +132,10 @@ def test_mounted_device_is_refused_even_when_allowed(mounted_loop: Any) -> None:
         assert f.read(1 << 20) == before
 
 
-@pytest.mark.needs("loop")
-def test_device_rig_did_not_create_is_refused_then_allowed(loop_device: Callable[..., Any]
+@pytest.mark.rig_needs("loop")
+def test_device_rig_did_not_create_is_refused_then_allowed(rig_loop: Callable[..., Any]
                                                           ) -> None:
-    dev = loop_device(4 << 20)  # made by this test process, not by the rig io process
+    dev = rig_loop(4 << 20)  # made by this test process, not by the rig io process
     r = rig_io("-f", "raw", "-c", "write -P 1 0 4k", dev.path)
     assert r.rc == 1
     one_line_error(r.err, "did not create", "--allow")
@@ -158,7 +158,7 @@ def _loops_backed_by(directory: Path) -> list[str]:
     return found
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 def test_loop_main_job_leaves_nothing_behind(tmp_path: Path) -> None:
     seen: list[str] = []
     r = rig_io("--loop", "16M", "--loop-block-size", "4096", "--loop-direct-io", "-t", "none",
@@ -171,7 +171,7 @@ def test_loop_main_job_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the scratch backing file is gone too
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 def test_killed_rig_io_leaves_no_loop_device(tmp_path: Path) -> None:
     proc = subprocess.Popen([*RIG, "io", "--loop", "8M", "-c", "sleep 60000"],
                             env={**os.environ, "RIG_SCRATCH_DIR": str(tmp_path)},
@@ -201,11 +201,11 @@ def test_killed_rig_io_leaves_no_loop_device(tmp_path: Path) -> None:
     ("read ² 512", "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- ²"),
     ("write -P ٣ 0 512", "٣ is not a valid pattern byte"),
 ])
-def test_a_bad_number_ends_its_command_not_the_session(raw_image: Callable[..., Path],
+def test_a_bad_number_ends_its_command_not_the_session(rig_image: Callable[..., Path],
                                                        command: str, line: str) -> None:
     """As qemu-io 7.2 (checked on this machine): the command prints one line and fails, the
     next -c command still runs, the exit status is 1."""
-    img = raw_image()
+    img = rig_image()
     r = rig_io("-f", "raw", "-c", command, "-c", "write -P 7 0 512", str(img))
     assert r.rc == 1, r.err
     assert "Traceback" not in r.err + r.out

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli.helpers import commands, normalise, qemu_io, rig_io
 
-pytestmark = pytest.mark.needs("qemu_io")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 BASIC = [
     "write -P 0x5a 0 64k", "info", "map", "length", "read -P 0x5a 0 64k", "read 4M 512",
@@ -46,16 +46,16 @@ def compare(rig_args: list[str], qemu_args: list[str], *, rig_image: str,
 @pytest.mark.parametrize("script", [BASIC, ERRORS, UNALIGNED], ids=["basic", "errors",
                                                                    "unaligned"])
 @pytest.mark.parametrize("cache", ["writethrough", "writeback", "none", "unsafe"])
-def test_same_output_on_files(raw_image: Callable[..., Path], script: list[str],
+def test_same_output_on_files(rig_image: Callable[..., Path], script: list[str],
                               cache: str) -> None:
-    a, b = raw_image(name="q.img"), raw_image(name="r.img")
+    a, b = rig_image(name="q.img"), rig_image(name="r.img")
     args = ["-f", "raw", "-t", cache, *commands(script)]
     compare(args, args, rig_image=str(b), qemu_image=str(a))
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_same_output_from_stdin(raw_image: Callable[..., Path]) -> None:
-    a, b = raw_image(name="q.img"), raw_image(name="r.img")
+def test_same_output_from_stdin(rig_image: Callable[..., Path]) -> None:
+    a, b = rig_image(name="q.img"), rig_image(name="r.img")
     script = "\n".join([*BASIC, *ERRORS]) + "\n"
     q = qemu_io("-f", "raw", str(a), stdin=script)
     r = rig_io("-f", "raw", str(b), stdin=script)
@@ -64,18 +64,18 @@ def test_same_output_from_stdin(raw_image: Callable[..., Path]) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_probed_raw_warns_like_qemu(raw_image: Callable[..., Path]) -> None:
-    a, b = raw_image(name="q.img"), raw_image(name="r.img")
+def test_probed_raw_warns_like_qemu(rig_image: Callable[..., Path]) -> None:
+    a, b = rig_image(name="q.img"), rig_image(name="r.img")
     compare(["-c", "read 0 512"], ["-c", "read 0 512"], rig_image=str(b), qemu_image=str(a))
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 @pytest.mark.parametrize("block_size", [512, 4096])
 @pytest.mark.parametrize("cache", ["none", "writeback"])
-def test_same_output_on_loop_devices(loop_device: Callable[..., Any], block_size: int,
+def test_same_output_on_loop_devices(rig_loop: Callable[..., Any], block_size: int,
                                      cache: str) -> None:
-    qdev = loop_device(8 << 20, block_size=block_size, direct_io=True)
-    rdev = loop_device(8 << 20, block_size=block_size, direct_io=True)
+    qdev = rig_loop(8 << 20, block_size=block_size, direct_io=True)
+    rdev = rig_loop(8 << 20, block_size=block_size, direct_io=True)
     script = [s for s in UNALIGNED + BASIC if "4M" not in s]
     compare(["-f", "raw", "-t", cache, "--allow", rdev.path, *commands(script)],
             ["-f", "raw", "-t", cache, *commands(script)],

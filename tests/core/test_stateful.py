@@ -31,7 +31,7 @@ from rig.testing.strategies import cache_modes
 SIZE = 256 * 1024
 
 #: Root and /dev/loop-control, else a skip that says so (tests/conftest.py).
-pytestmark = pytest.mark.needs("loop")
+pytestmark = pytest.mark.rig_needs("loop")
 
 
 @pytest.fixture(scope="module", params=[(512, False), (512, True), (4096, False), (4096, True)],

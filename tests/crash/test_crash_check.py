@@ -23,7 +23,7 @@ from rig.crash.states import CrashStates
 from tests.crash.test_marks import check_marked_rows, marking_writer
 
 SIZE = 256 * 1024
-pytestmark = pytest.mark.needs("loop", "fuse")
+pytestmark = pytest.mark.rig_needs("loop", "fuse")
 
 #: Prints "STATE sha256-of-the-device" into $OUT, then overwrites the whole device with 0xff
 #: (through the page cache): the next state must not see any of it.
@@ -126,7 +126,7 @@ def test_a_hung_checker_is_killed_with_its_children(log: Path,
     assert left.returncode == 1, "the checker's background child survived"
 
 
-@pytest.mark.needs("mkfs")
+@pytest.mark.rig_needs("mkfs")
 def test_a_checker_that_leaves_the_device_mounted_fails_and_is_unmounted(
         log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mnt = tmp_path / "mnt"

@@ -75,7 +75,7 @@ def test_bad_input_is_one_line_and_exit_2(log: Path, tmp_path: Path, argv: list[
     assert img.read_bytes() == bytes(SIZE) and small.read_bytes() == bytes(4096)
 
 
-@pytest.mark.needs("loop", "fuse")
+@pytest.mark.rig_needs("loop", "fuse")
 def test_record_logs_a_real_programs_io(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """dd with O_DIRECT and fsync on the exported device: 8 writes, then a flush covering them."""

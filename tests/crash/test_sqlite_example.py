@@ -25,7 +25,7 @@ import pytest
 from rig.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "crash"
-pytestmark = pytest.mark.needs("loop", "fuse", "mkfs")
+pytestmark = pytest.mark.rig_needs("loop", "fuse", "mkfs")
 ROWS = 2
 #: Sampling cuts with more than 3 writes in flight (16 states each) keeps the runs short; a
 #: sampled cut's extremes (nothing kept, everything kept) are always checked.

@@ -59,7 +59,7 @@ def test_rig_devices_is_a_command() -> None:
     assert build_parser().parse_args(["devices", "--json"]).run is devices_cmd.run
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 class TestListing:
     def test_json_lists_scratch_loop(self, capsys: pytest.CaptureFixture[str]) -> None:
         with scratch_loop(64 * MiB, block_size=4096) as dev:

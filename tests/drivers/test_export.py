@@ -29,7 +29,7 @@ from rig.drivers.export import (
 )
 from rig.drivers.loop import loops_for_backing_file
 
-pytestmark = pytest.mark.needs("loop", "fuse")
+pytestmark = pytest.mark.rig_needs("loop", "fuse")
 
 BAD = 400 * 1024  # the injected 4 KiB range starts here
 RULE = """

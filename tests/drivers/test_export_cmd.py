@@ -22,7 +22,7 @@ from rig.drivers.export import Export, export, fuse_mounts
 from rig.drivers.loop import loops_for_backing_file
 from rig.filters.blkdebug import BlkdebugFilter, find_debug_node
 
-pytestmark = pytest.mark.needs("loop", "fuse")
+pytestmark = pytest.mark.rig_needs("loop", "fuse")
 
 MiB = 1 << 20
 RULES = """

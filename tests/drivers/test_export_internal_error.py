@@ -12,7 +12,7 @@ import rig
 from rig.drivers.export import export
 from rig.nodes.memory import MemoryNode
 
-pytestmark = pytest.mark.needs("loop", "fuse")
+pytestmark = pytest.mark.rig_needs("loop", "fuse")
 
 BAD = 64 * 1024
 

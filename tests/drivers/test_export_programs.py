@@ -23,7 +23,7 @@ from rig.drivers.loop import loops_for_backing_file
 from rig.faults import Error, Rule
 from rig.filters.faults import FaultsFilter, find_faults
 
-pytestmark = pytest.mark.needs("loop", "fuse", "mkfs")
+pytestmark = pytest.mark.rig_needs("loop", "fuse", "mkfs")
 
 SIZE = 64 << 20
 
@@ -184,7 +184,7 @@ def test_sqlite_reports_disk_io_error_and_stays_consistent(faulty: Rig) -> None:
     assert rows == committed  # every committed row, and not the failed one
 
 
-@pytest.mark.needs("fio")
+@pytest.mark.rig_needs("fio")
 def test_fio_crc32c_verify_passes_with_no_rules(faulty: Rig) -> None:
     r = _run("fio", "--name=verify", f"--filename={faulty.ex.path}", "--rw=randwrite",
              "--bs=4k", "--size=16M", "--direct=1", "--ioengine=libaio", "--iodepth=8",

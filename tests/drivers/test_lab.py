@@ -110,8 +110,8 @@ def test_signatures_are_found_where_they_live() -> None:
 
 
 @pytest.fixture
-def two_disks(tmp_path: Path, loop_device: Callable[..., Any]) -> tuple[Any, Any, Path]:
-    a, b = loop_device(16 * MiB), loop_device(16 * MiB)
+def two_disks(tmp_path: Path, rig_loop: Callable[..., Any]) -> tuple[Any, Any, Path]:
+    a, b = rig_loop(16 * MiB), rig_loop(16 * MiB)
     return a, b, inventory(tmp_path, disk("a", a.path, destructive=True))
 
 
@@ -130,7 +130,7 @@ def exclusive_holder(path: str) -> Iterator[None]:
         proc.wait()
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 class TestLoopDisks:
     def test_a_clean_listed_disk_is_written(self, two_disks: tuple[Any, Any, Path]) -> None:
         a, _, path = two_disks
@@ -164,8 +164,8 @@ class TestLoopDisks:
         assert digest(a) == before
 
     def test_signature_bearing_disk_is_refused(self, tmp_path: Path,
-                                               loop_device: Callable[..., Any]) -> None:
-        dev = loop_device(16 * MiB)
+                                               rig_loop: Callable[..., Any]) -> None:
+        dev = rig_loop(16 * MiB)
         with open(dev.path, "r+b") as f:
             f.seek(1080)
             f.write(b"\x53\xef")  # ext4's magic, nothing else
@@ -181,10 +181,10 @@ class TestLoopDisks:
                                            allow_signature=True), name="ok.toml")
         Lab(load_inventory(allowed), allow_destructive=True).acquire(name="x").release()
 
-    @pytest.mark.needs("mkfs")
+    @pytest.mark.rig_needs("mkfs")
     def test_mounted_disk_is_refused(self, tmp_path: Path,
-                                     loop_device: Callable[..., Any]) -> None:
-        dev = loop_device(32 * MiB)
+                                     rig_loop: Callable[..., Any]) -> None:
+        dev = rig_loop(32 * MiB)
         subprocess.run(["mkfs.ext4", "-q", "-F", dev.path], check=True, capture_output=True)
         mnt = tmp_path / "mnt"
         mnt.mkdir()

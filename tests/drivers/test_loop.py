@@ -29,7 +29,7 @@ from rig.drivers.loop import (
 )
 from rig.errors import ConfigError, DeviceNotFoundError, RigError, StateError
 
-pytestmark = pytest.mark.needs("loop")
+pytestmark = pytest.mark.rig_needs("loop")
 
 MiB = 1024 * 1024
 FORK = multiprocessing.get_context("fork")

@@ -21,7 +21,7 @@ from rig.cli.main import main
 from rig.core.outputs import check_output, make_output_dir, open_output
 from rig.errors import ConfigError, RigError, UnsafeDeviceError
 
-pytestmark = pytest.mark.needs("root", "loop", "mkfs")
+pytestmark = pytest.mark.rig_needs("root", "loop", "mkfs")
 
 MiB = 1 << 20
 

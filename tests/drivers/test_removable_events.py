@@ -18,7 +18,7 @@ from rig.drivers.ioctls import ioctl
 from rig.drivers.removable_loop import LoopDrive
 from rig.drivers.udev import BlockEvents, udevd_running, wait_until_ready
 
-pytestmark = pytest.mark.needs("loop")
+pytestmark = pytest.mark.rig_needs("loop")
 
 MiB = 1024 * 1024
 

@@ -20,7 +20,7 @@ from rig.drivers.removable_loop import LoopDrive
 from rig.drivers.removable_loop_node import RemovableLoopNode
 from rig.errors import ConfigError
 
-pytestmark = pytest.mark.needs("loop")
+pytestmark = pytest.mark.rig_needs("loop")
 
 MiB = 1024 * 1024
 

@@ -102,7 +102,7 @@ def test_regular_files_are_fine(tmp_path: Path) -> None:
 # -- real devices ----------------------------------------------------------------------------
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 class TestDevices:
     def test_own_loop_is_writable(self) -> None:
         with scratch_loop(4 * MiB) as dev:

@@ -27,7 +27,7 @@ import pytest
 from rig.crash.logfile import LogWriter
 from rig.drivers.export import fuse_mounts
 
-pytestmark = pytest.mark.needs("loop", "fuse")
+pytestmark = pytest.mark.rig_needs("loop", "fuse")
 
 MARK = "RIG_DEBRIS_TEST"
 #: Seconds the rig's reapers get to clean up after the SIGKILL.
@@ -298,7 +298,7 @@ def test_the_reaper_unmounts_a_dead_fuse_mount(tmp_path: Path) -> None:
         shutil.rmtree(private, ignore_errors=True)
 
 
-@pytest.mark.needs("vm")
+@pytest.mark.rig_needs("vm")
 def test_rig_vm_run_killed_while_qemu_runs(start: Callable[..., Rig]) -> None:
     run = start("vm", "run", "--smp", "1", "--", "sleep", "600")
     _poll(lambda: any(comm.startswith("qemu-system") for comm in marked_pids(run.token).values())

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli.helpers import commands, normalise, qemu_io, rig_io
 
-pytestmark = pytest.mark.needs("qemu_io")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 # (config file text, script); each exercises one part of the engine.
 CASES: dict[str, tuple[str, list[str]]] = {
@@ -58,12 +58,12 @@ CASES: dict[str, tuple[str, list[str]]] = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("cache", ["writethrough", "writeback"])
-def test_config_file_form(tmp_path: Path, raw_image: Callable[..., Path], name: str,
+def test_config_file_form(tmp_path: Path, rig_image: Callable[..., Path], name: str,
                           cache: str) -> None:
     conf_text, script = CASES[name]
     conf = tmp_path / "blkdebug.conf"
     conf.write_text(conf_text)
-    a, b = raw_image(1 << 20, "q.img"), raw_image(1 << 20, "r.img")
+    a, b = rig_image(1 << 20, name="q.img"), rig_image(1 << 20, name="r.img")
     args = ["-f", "raw", "-t", cache, *commands(script)]
     q = qemu_io(*args, f"blkdebug:{conf}:{a}")
     r = rig_io(*args, f"blkdebug:{conf}:{b}")
@@ -74,8 +74,8 @@ def test_config_file_form(tmp_path: Path, raw_image: Callable[..., Path], name: 
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_options_and_json_forms_match_qemu(raw_image: Callable[..., Path]) -> None:
-    a, b = raw_image(1 << 20, "q.img"), raw_image(1 << 20, "r.img")
+def test_options_and_json_forms_match_qemu(rig_image: Callable[..., Path]) -> None:
+    a, b = rig_image(1 << 20, name="q.img"), rig_image(1 << 20, name="r.img")
     script = commands(["read 0 512", "write 0 512", "read 0 512", "write 4k 512",
                        "read 4k 512"])
 
@@ -107,11 +107,11 @@ def test_options_and_json_forms_match_qemu(raw_image: Callable[..., Path]) -> No
 
 @pytest.mark.parametrize("cache", ["writethrough", "none"])
 def test_align_read_modify_write_events_and_quirk(tmp_path: Path,
-                                                  raw_image: Callable[..., Path],
+                                                  rig_image: Callable[..., Path],
                                                   cache: str) -> None:
     """With align=4096 a 512-byte write pads; a once-only EIO on the head read is swallowed
     (QEMU 7.2), the write succeeds and the rest of the block becomes zeroes."""
-    a, b = raw_image(1 << 20, "q.img"), raw_image(1 << 20, "r.img")
+    a, b = rig_image(1 << 20, name="q.img"), rig_image(1 << 20, name="r.img")
     for img in (a, b):
         img.write_bytes(b"\x11" * (1 << 20))
     conf = tmp_path / "rmw.conf"
@@ -159,22 +159,22 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("line", ['errno ="28"', 'errno  =  "28"', '   errno = "28"   '])
-def test_spacing_that_qemu_accepts(tmp_path: Path, raw_image: Callable[..., Path],
+def test_spacing_that_qemu_accepts(tmp_path: Path, rig_image: Callable[..., Path],
                                    line: str) -> None:
     conf = tmp_path / "ok.conf"
     conf.write_text(f'[inject-error]\nevent = "read_aio"\n{line}\n')
-    img = raw_image()
+    img = rig_image()
     q = qemu_io("-f", "raw", "-c", "read 0 512", f"blkdebug:{conf}:{img}")
     r = rig_io("-f", "raw", "-c", "read 0 512", f"blkdebug:{conf}:{img}")
     assert q.out == r.out == "read failed: No space left on device\n"
 
 
 @pytest.mark.parametrize("text", BAD_CONFIGS)
-def test_bad_config_messages_are_qemus(tmp_path: Path, raw_image: Callable[..., Path],
+def test_bad_config_messages_are_qemus(tmp_path: Path, rig_image: Callable[..., Path],
                                        text: str) -> None:
     conf = tmp_path / "bad.conf"
     conf.write_text(text)
-    img = raw_image()
+    img = rig_image()
     q = qemu_io("-f", "raw", "-c", "read 0 512", f"blkdebug:{conf}:{img}")
     r = rig_io("-f", "raw", "-c", "read 0 512", f"blkdebug:{conf}:{img}")
     assert q.rc == r.rc == 1
@@ -186,8 +186,8 @@ def test_bad_config_messages_are_qemus(tmp_path: Path, raw_image: Callable[..., 
 @pytest.mark.parametrize("opt", ["align=3000", "align=4096,max-transfer=6144", "max-transfer=6144",
                                  "max-discard=65536,opt-discard=131072",
                                  "align=512,max-write-zero=768", "opt-write-zero=1024"])
-def test_limit_constraint_messages_are_qemus(raw_image: Callable[..., Path], opt: str) -> None:
-    img = raw_image()
+def test_limit_constraint_messages_are_qemus(rig_image: Callable[..., Path], opt: str) -> None:
+    img = rig_image()
     spec = (f"driver=raw,file.driver=blkdebug,file.image.driver=file,"
             f"file.image.filename={img}," + ",".join(f"file.{o}" for o in opt.split(",")))
     q = qemu_io("--image-opts", "-c", "read 0 512", spec)

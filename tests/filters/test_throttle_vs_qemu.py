@@ -18,7 +18,7 @@ import pytest
 
 from tests.cli.helpers import Result, commands, qemu_io, rig_io
 
-pytestmark = pytest.mark.needs("qemu_io")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 TOLERANCE = 0.020
 DRIFT = 0.050
@@ -53,9 +53,9 @@ def durations(r: Result) -> list[float]:
     return out
 
 
-def run_both(tmp_path: Path, raw_image: Callable[..., Path], limits: str,
+def run_both(tmp_path: Path, rig_image: Callable[..., Path], limits: str,
              script: list[str]) -> tuple[list[float], list[float]]:
-    a, b = raw_image(8 << 20, "q.img"), raw_image(8 << 20, "r.img")
+    a, b = rig_image(8 << 20, name="q.img"), rig_image(8 << 20, name="r.img")
     results = {}
     for name, tool, img in (("qemu", qemu_io, a), ("rig", rig_io, b)):
         r = tool("--object", f"throttle-group,id=tg0,{limits}", "--image-opts",
@@ -66,7 +66,7 @@ def run_both(tmp_path: Path, raw_image: Callable[..., Path], limits: str,
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_completion_times_match_qemu_io(tmp_path: Path, raw_image: Callable[..., Path],
+def test_completion_times_match_qemu_io(tmp_path: Path, rig_image: Callable[..., Path],
                                          name: str) -> None:
     """Both tools run on a shared machine: a late wake-up of either (scheduler noise, seen
     with qemu-io itself under load) shows in two consecutive durations, so a mismatching
@@ -74,7 +74,7 @@ def test_completion_times_match_qemu_io(tmp_path: Path, raw_image: Callable[...,
     limits, script = CASES[name]
     problems: list[str] = []
     for _ in range(2):
-        q, r = run_both(tmp_path, raw_image, limits, script)
+        q, r = run_both(tmp_path, rig_image, limits, script)
         assert len(q) == len(r) == sum(1 for c in script if "-C" in c)
         problems = mismatches(q, r)
         if not problems:
@@ -93,10 +93,10 @@ def mismatches(q: list[float], r: list[float]) -> list[str]:
     return out
 
 
-def test_aio_requests_are_released_by_the_final_drain(raw_image: Callable[..., Path]) -> None:
+def test_aio_requests_are_released_by_the_final_drain(rig_image: Callable[..., Path]) -> None:
     """qemu-io drains (blk_drain_all) before exiting and on aio_flush: throttled aio requests
     then complete at once, in both."""
-    img = raw_image(8 << 20)
+    img = rig_image(8 << 20)
     args = ["--object", "throttle-group,id=tg0,x-iops-total=1", "--image-opts",
             f"driver=throttle,throttle-group=tg0,file.driver=file,file.filename={img}",
             *commands(["aio_write 0 4k"] * 5 + ["aio_flush"])]
@@ -119,9 +119,9 @@ def test_aio_requests_are_released_by_the_final_drain(raw_image: Callable[..., P
     ("x-bps-total-max-length=5000000000",
      "x-bps-total-max-length value must be in therange [0, 4294967295]"),
 ])
-def test_bad_objects_give_qemus_messages(raw_image: Callable[..., Path], obj: str,
+def test_bad_objects_give_qemus_messages(rig_image: Callable[..., Path], obj: str,
                                          message: str) -> None:
-    img = raw_image(1 << 20)
+    img = rig_image(1 << 20)
     args = ["--object", f"throttle-group,id=tg0,{obj}", "--image-opts",
             f"driver=throttle,throttle-group=tg0,file.driver=file,file.filename={img}",
             "-c", "read 0 512"]
@@ -135,8 +135,8 @@ def test_bad_objects_give_qemus_messages(raw_image: Callable[..., Path], obj: st
     ("throttle-group=nope", "Throttle group 'nope' does not exist"),
     ("", "Please specify a throttle group"),
 ])
-def test_open_errors_match(raw_image: Callable[..., Path], opts: str, message: str) -> None:
-    img = raw_image(1 << 20)
+def test_open_errors_match(rig_image: Callable[..., Path], opts: str, message: str) -> None:
+    img = rig_image(1 << 20)
     spec = f"driver=throttle,{opts + ',' if opts else ''}file.driver=file,file.filename={img}"
     q, r = qemu_io("--image-opts", spec, "-c", "read 0 512"), rig_io("--image-opts", spec,
                                                                        "-c", "read 0 512")
@@ -150,8 +150,8 @@ def test_open_errors_match(raw_image: Callable[..., Path], opts: str, message: s
     ["foo,id=x"],
     ["throttle-group,x-bps-total=5"],
 ])
-def test_object_errors_match(raw_image: Callable[..., Path], objects: list[str]) -> None:
-    img = raw_image(1 << 20)
+def test_object_errors_match(rig_image: Callable[..., Path], objects: list[str]) -> None:
+    img = rig_image(1 << 20)
     args = [a for o in objects for a in ("--object", o)] + ["-c", "read 0 512", str(img)]
     q, r = qemu_io(*args), rig_io(*args)
     assert q.err.startswith("qemu-io: ")

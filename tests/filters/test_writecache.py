@@ -592,7 +592,7 @@ FSYNCS = {
 }
 
 
-@pytest.mark.needs("loop", "fuse")
+@pytest.mark.rig_needs("loop", "fuse")
 @pytest.mark.parametrize("cache", CACHE_MODE_NAMES)
 def test_host_device_flush_reaches_the_exported_storage_as_fsync(cache: str) -> None:
     from rig.drivers.export import export

@@ -70,7 +70,7 @@ def test_dirty_and_corrupt_bits_allow_read_only(tmp_path: Path) -> None:
             assert blk.pread(0, 100) == pattern(1, 100)
 
 
-@pytest.mark.needs("qemu_utils")
+@pytest.mark.rig_needs("qemu_utils")
 def test_real_unsupported_images(tmp_path: Path) -> None:
     cases = {
         "extended L2": ["-o", "extended_l2=on"],

@@ -25,7 +25,7 @@ from rig.formats.qcow2.header import decode
 from tests.formats.helpers import open_qcow2, run
 from tests.fuzzing import fuzz, one_line
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.needs("qemu_utils")]
+pytestmark = [pytest.mark.fuzz, pytest.mark.rig_needs("qemu_utils")]
 
 SIZE = 1 << 20
 CS = 4096

@@ -28,7 +28,7 @@ from tests.formats.helpers import (
     run,
 )
 
-pytestmark = pytest.mark.needs("qemu_utils")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 SIZE = 1 << 20
 WRITES = [(0, 512, 1), (1000, 7000, 2), (65536 - 100, 300, 3), (300_000, 200_000, 4),

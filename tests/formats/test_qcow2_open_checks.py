@@ -15,7 +15,7 @@ from tests.cli.helpers import qemu_io
 from tests.formats.helpers import open_qcow2, run
 from tests.fuzzing import one_line
 
-pytestmark = pytest.mark.needs("qemu_utils")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 Patch = Callable[[bytearray], None]
 

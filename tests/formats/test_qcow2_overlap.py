@@ -14,7 +14,7 @@ import pytest
 from tests.cli.helpers import Result, normalise, qemu_io, rig_io
 from tests.formats.helpers import run
 
-pytestmark = pytest.mark.needs("qemu_utils")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 SCRIPT = ["write -P 2 1M 192k", "write -P 3 2M 4k", "read -P 1 0 4k"]
 LINE = ("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with "

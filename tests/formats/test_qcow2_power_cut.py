@@ -20,7 +20,7 @@ from rig.testing.model import DiskModel
 from rig.testing.ops import pattern
 from tests.formats.helpers import convert_raw, run
 
-pytestmark = pytest.mark.needs("qemu_utils")
+pytestmark = pytest.mark.rig_needs("qemu_utils")
 
 SIZE = 512 * 1024
 

@@ -19,7 +19,7 @@ from rig.testing import profiles
 from tests.formats.helpers import check_clean, compare_raw, run, spec
 from tests.jobs.chains import Chain, Op, backing_file, build, chains, content, ops
 
-pytestmark = [pytest.mark.needs("qemu_io"), pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.rig_needs("qemu_utils"), pytest.mark.timeout(60)]
 
 
 def _guest_op(blk: rig.BlockBackend, op: Op) -> None:

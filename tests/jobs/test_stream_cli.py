@@ -14,7 +14,7 @@ from tests.formats.helpers import run
 from tests.jobs.chains import backing_file, content
 from tests.jobs.faults import IOTEST_030, blkdebug_name, write_rules
 
-pytestmark = [pytest.mark.needs("qemu_io"), pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.rig_needs("qemu_utils"), pytest.mark.timeout(60)]
 MiB = 1 << 20
 
 

@@ -23,7 +23,7 @@ from tests.jobs.chains import Chain, Layer, Op, backing_file, build, chains, con
 from tests.jobs.faults import SIMPLE, blkdebug_name, write_rules
 from tests.jobs.runner import follow, outcome
 
-pytestmark = [pytest.mark.needs("qemu_io"), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.rig_needs("qemu_utils"), pytest.mark.timeout(120)]
 POLICIES = ("report", "ignore", "stop", "enospc")
 
 

@@ -16,7 +16,7 @@ from rig.jobs import StreamJob
 from tests.formats.helpers import check_clean, compare_raw, run
 from tests.jobs.chains import backing_file
 
-pytestmark = [pytest.mark.needs("qemu_io"), pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.rig_needs("qemu_utils"), pytest.mark.timeout(60)]
 MiB = 1 << 20
 
 

@@ -17,7 +17,7 @@ from rig.testing import profiles
 from rig.testing.clock import VirtualClock
 from tests.formats.helpers import run, spec
 
-pytestmark = [pytest.mark.needs("qemu_io"), pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.rig_needs("qemu_utils"), pytest.mark.timeout(60)]
 KiB, MiB = 1024, 1 << 20
 
 

@@ -20,7 +20,7 @@ from tests.jobs.faults import IOTEST_030, SIMPLE, blkdebug_name, write_rules
 from tests.jobs.qsd import Outcome
 from tests.jobs.runner import rig_stream
 
-pytestmark = [pytest.mark.needs("qemu_io"),
+pytestmark = [pytest.mark.rig_needs("qemu_utils"),
               pytest.mark.skipif(not qsd.available(), reason="qemu-storage-daemon (Debian "
                                  "qemu-system-common) and the qemu.qmp library are needed: "
                                  "run ci/setup.sh")]

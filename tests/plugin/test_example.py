@@ -20,14 +20,14 @@ def test_the_readme_shows_the_example_file() -> None:
     assert block == EXAMPLE.read_text()
 
 
-@pytest.mark.needs("loop", "mkfs")
-def test_the_example_runs(pytester: pytest.Pytester, loop_device: Callable[..., Any]) -> None:
+@pytest.mark.rig_needs("loop", "mkfs")
+def test_the_example_runs(pytester: pytest.Pytester, rig_loop: Callable[..., Any]) -> None:
     pytester.makepyfile(test_with_blockrig=EXAMPLE.read_text())
     result = pytester.runpytest("-rs")
     result.assert_outcomes(passed=5, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED * rig_needs: missing lab_disk: *"])
 
-    disk = loop_device(16 << 20)
+    disk = rig_loop(16 << 20)
     lab = pytester.makefile(".toml", lab=f'lease_dir = "leases"\n[[disk]]\nname = "l"\n'
                             f'path = "{disk.path}"\nuses = ["scratch"]\ndestructive = true\n')
     result = pytester.runpytest("--rig-lab", str(lab), "--rig-allow-destructive")

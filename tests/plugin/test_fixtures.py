@@ -11,7 +11,7 @@ import pytest
 from rig.drivers.loop import loops_for_backing_file
 
 
-@pytest.mark.needs("loop", "mkfs")
+@pytest.mark.rig_needs("loop", "mkfs")
 def test_loop_mount_and_graph_are_removed_even_on_failure(
         pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = tmp_path / "record.json"
@@ -59,7 +59,7 @@ def test_loop_mount_and_graph_are_removed_even_on_failure(
                                  "  loop device: 1 test(s)", "  mount: 1 test(s)"])
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 def test_rig_loop_indirect_parameters(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
@@ -105,7 +105,7 @@ def test_rig_faulty_rules(pytester: pytest.Pytester) -> None:
     pytester.runpytest().assert_outcomes(passed=3)
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 def test_rig_faulty_on_a_loop_device(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import errno

@@ -15,7 +15,7 @@ import pytest
 from rig.drivers.lab import load_inventory, resolve
 from rig.drivers.lease import Lease
 
-pytestmark = pytest.mark.needs("loop")
+pytestmark = pytest.mark.rig_needs("loop")
 MiB = 1 << 20
 
 WRITER = """
@@ -49,8 +49,8 @@ def lab_file(pytester: pytest.Pytester, dev: Any, **extra: str) -> Path:
 
 
 def test_writes_only_with_allow_destructive(pytester: pytest.Pytester,
-                                            loop_device: Callable[..., Any]) -> None:
-    dev = loop_device(16 * MiB)
+                                            rig_loop: Callable[..., Any]) -> None:
+    dev = rig_loop(16 * MiB)
     lab = lab_file(pytester, dev)
     pytester.makepyfile(WRITER)
     result = pytester.runpytest("--rig-lab", str(lab), "-rs", "-p", "no:randomly")
@@ -79,10 +79,10 @@ def test_writes_only_with_allow_destructive(pytester: pytest.Pytester,
     Lease.acquire(inventory.lease_dir, resolve(inventory.disks[0]).lease_key).release()
 
 
-@pytest.mark.needs("mkfs")
+@pytest.mark.rig_needs("mkfs")
 def test_a_mounted_lab_disk_fails_the_test_and_is_not_written(
-        pytester: pytest.Pytester, loop_device: Callable[..., Any]) -> None:
-    dev = loop_device(32 * MiB)
+        pytester: pytest.Pytester, rig_loop: Callable[..., Any]) -> None:
+    dev = rig_loop(32 * MiB)
     subprocess.run(["mkfs.ext4", "-q", "-F", dev.path], check=True, capture_output=True)
     mnt = pytester.mkdir("mnt")
     res = subprocess.run(["mount", "-o", "ro", dev.path, str(mnt)], capture_output=True,
@@ -104,8 +104,8 @@ def test_a_mounted_lab_disk_fails_the_test_and_is_not_written(
 
 
 def test_dry_run_shows_what_would_be_touched(pytester: pytest.Pytester,
-                                             loop_device: Callable[..., Any]) -> None:
-    dev, marked = loop_device(16 * MiB), loop_device(16 * MiB)
+                                             rig_loop: Callable[..., Any]) -> None:
+    dev, marked = rig_loop(16 * MiB), rig_loop(16 * MiB)
     with open(marked.path, "r+b") as f:
         f.write(b"XFSB")
     lab = pytester.makefile(".toml", lab=f"""

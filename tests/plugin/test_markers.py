@@ -1,5 +1,5 @@
 """``rig_needs``, skip reasons, the end-of-run summary, the options, and living beside a suite's
-own conventions (this project's ``needs`` marker)."""
+own conventions (a ``needs`` marker of its own)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_missing_capabilities_skip_with_what_and_how(pytester: pytest.Pytester,
     ])
 
 
-@pytest.mark.needs("root")
+@pytest.mark.rig_needs("root")
 def test_present_capabilities_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
@@ -75,8 +75,8 @@ def test_every_capability_says_how_to_get_it() -> None:
 
 
 def test_coexists_with_a_suites_own_needs_marker(pytester: pytest.Pytester) -> None:
-    """This project's tests/conftest.py has a ``needs`` marker and a ``loop_device`` fixture;
-    the plugin's names never collide with them."""
+    """A suite with its own ``needs`` marker and ``loop_device`` fixture (as this project's
+    tests/conftest.py once had) keeps them: the plugin's names never collide with them."""
     pytester.makeconftest("""
         import pytest
 

@@ -107,11 +107,11 @@ def test_rig_replay_reproduces_and_names_the_divergence(bundle: tuple[Path, Any]
     assert "not reproduced" in good.stdout
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 def test_rig_replay_on_another_device(bundle: tuple[Path, Any],
-                                      loop_device: Callable[..., Any]) -> None:
+                                      rig_loop: Callable[..., Any]) -> None:
     path, _ = bundle
-    dev = loop_device(1 << 20)
+    dev = rig_loop(1 << 20)
     refused = rig_replay("--device", dev.path, str(path))
     assert refused.returncode == 2 and "the rig did not create it" in refused.stderr
     res = rig_replay("--device", dev.path, "--allow", dev.path, "-t", "none", str(path))

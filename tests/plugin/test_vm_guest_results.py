@@ -7,7 +7,7 @@ import pytest
 
 from rig.drivers.vm.kernel import cache_dir
 
-pytestmark = pytest.mark.needs("vm")
+pytestmark = pytest.mark.rig_needs("vm")
 #: Read before pytester points HOME at its own directory.
 KERNEL_CACHE = cache_dir()
 

@@ -36,7 +36,7 @@ def no_kernel(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Non
     pytester.makepyfile(TESTS)
 
 
-@pytest.mark.needs("root")
+@pytest.mark.rig_needs("root")
 def test_without_a_lab_routed_tests_skip_saying_why(pytester: pytest.Pytester,
                                                     no_kernel: None) -> None:
     result = pytester.runpytest_subprocess("--rig-vm", "-rs", "-k", "not deselected")
@@ -45,7 +45,7 @@ def test_without_a_lab_routed_tests_skip_saying_why(pytester: pytest.Pytester,
     result.stdout.no_fnmatch_line("*routed test's fixtures*")
 
 
-@pytest.mark.needs("root")
+@pytest.mark.rig_needs("root")
 def test_rig_require_vm_turns_that_skip_into_a_failure(pytester: pytest.Pytester,
                                                        no_kernel: None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

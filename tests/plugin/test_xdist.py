@@ -43,14 +43,14 @@ def test_lab(rig_lab_disk, worker_id):
 """
 
 
-@pytest.mark.needs("loop")
+@pytest.mark.rig_needs("loop")
 def test_workers_never_share_devices(pytester: pytest.Pytester, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch,
-                                     loop_device: Callable[..., Any]) -> None:
+                                     rig_loop: Callable[..., Any]) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     monkeypatch.setenv("RIG_TEST_SHARED", str(shared))
-    disk = loop_device(4 << 20)
+    disk = rig_loop(4 << 20)
     lab = pytester.makefile(".toml", lab=f'lease_dir = "{tmp_path}/leases"\n[[disk]]\n'
                             f'name = "one"\npath = "{disk.path}"\ndestructive = true\n')
     pytester.makepyfile(test_parallel=INNER)

@@ -19,7 +19,7 @@ from rig.drivers.vm.machine import Guest, Job
 from tests.vm.conftest import SMP, booted
 
 ONE, TWO = b"RIG-CD-ONE", b"RIG-CD-TWO"
-pytestmark = pytest.mark.needs("vm")
+pytestmark = pytest.mark.rig_needs("vm")
 
 
 def _wait_step(job: Job, step: str, timeout: float = 240.0) -> dict[str, Any]:

@@ -18,7 +18,7 @@ def _rig(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*RIG, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.needs("vm")
+@pytest.mark.rig_needs("vm")
 def test_run_returns_the_commands_status_and_output() -> None:
     script = 'cat /sys/block/${RIG_VM_DISKS#/dev/}/size; echo oops >&2; exit 7'
     with boot_lock():
@@ -26,14 +26,14 @@ def test_run_returns_the_commands_status_and_output() -> None:
     assert (r.returncode, r.stdout, r.stderr) == (7, "65536\n", "oops\n")
 
 
-@pytest.mark.needs("vm")
+@pytest.mark.rig_needs("vm")
 def test_fetch_reports_the_cached_kernel() -> None:
     r = _rig("fetch", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "kernel 6." in r.stdout and "accelerator: " in r.stdout
 
 
-@pytest.mark.needs("vm")
+@pytest.mark.rig_needs("vm")
 def test_missing_qemu_is_named_with_the_fix() -> None:
     env = {**os.environ, "PATH": "/nonexistent"}
     r = subprocess.run([*RIG, "run", "--", "true"], capture_output=True, text=True, env=env,
@@ -63,7 +63,7 @@ def test_bad_input_is_one_line_and_status_2(args: list[str], message: str,
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-@pytest.mark.needs("vm")
+@pytest.mark.rig_needs("vm")
 def test_sigterm_stops_the_run_and_cleans_up() -> None:
     import signal
     import tempfile

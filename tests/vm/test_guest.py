@@ -14,7 +14,7 @@ import pytest
 from rig.drivers.vm.machine import Guest, Job
 from tests.vm.conftest import CD_TWO, DISK_SIZE, SCSI_DEBUG_MB, SMP
 
-pytestmark = pytest.mark.needs("vm")
+pytestmark = pytest.mark.rig_needs("vm")
 REPO = Path(__file__).resolve().parents[2]
 
 

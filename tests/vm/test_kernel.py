@@ -15,7 +15,7 @@ from rig.drivers.vm.kernel import BOOT_MODULES, DEVICE_MODULES, _load_order, fet
 from rig.errors import RigError
 
 
-@pytest.mark.needs("vm")
+@pytest.mark.rig_needs("vm")
 def test_fetch_reuses_the_cache_and_keeps_only_the_labs_modules() -> None:
     from rig.drivers.vm.initramfs import initramfs
 
