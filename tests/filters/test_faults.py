@@ -497,10 +497,10 @@ def test_range_errors_on_an_o_direct_file(direct_file: dict[str, Any]) -> None:
     assert data[8192 + align:8192 + align + 1] == b"c"
 
 
-@pytest.mark.needs("loop")
-def test_torn_write_on_a_real_loop_device(loop_device: Any) -> None:
+@pytest.mark.rig_needs("loop")
+def test_torn_write_on_a_real_loop_device(rig_loop: Any) -> None:
     """A 4 KiB-sector device with direct I/O: a torn 16 KiB write lands exactly one sector."""
-    dev = loop_device(1 << 20, block_size=4096, direct_io=True)
+    dev = rig_loop(1 << 20, block_size=4096, direct_io=True)
     spec = {"driver": "faults", "file": {"driver": "host_device", "filename": dev.path},
             "rules": [{"name": "tear", "action": "torn", "sectors": 1, "unit": 4096,
                        "ack": True, "once": True}]}
