@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
-from rig.drivers.ioctls import (
+from rig.drivers.ffi.ioctls import (
     LO_FLAGS_AUTOCLEAR,
     LO_FLAGS_DIRECT_IO,
     LO_FLAGS_READ_ONLY,

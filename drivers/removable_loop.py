@@ -26,7 +26,7 @@ import tempfile
 import threading
 from types import TracebackType
 
-from rig.drivers.ioctls import LoopInfo64, ioctl, ioctl_read
+from rig.drivers.ffi.ioctls import LoopInfo64, ioctl, ioctl_read
 from rig.drivers.loop import LoopDevice
 from rig.errors import ConfigError
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rig.drivers.loop import owned_device_numbers
-from rig.drivers.posix import open_error
+from rig.drivers.nodes.posix import open_error
 from rig.errors import ConfigError, UnsafeDeviceError
 
 DevNum = tuple[int, int]

@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from rig.core.backend import BlockBackend
-from rig.drivers.labdisk import LabDisk
+from rig.drivers.lab import LabDisk
 from rig.drivers.loop import LoopDevice
 from rig.testing.machines import LockstepMachine
 from rig.testing.strategies import cache_modes, graph_specs

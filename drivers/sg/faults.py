@@ -18,7 +18,7 @@ import ctypes
 from typing import Any
 
 from rig.core.options import Options
-from rig.drivers.ioctls import ioctl
+from rig.drivers.ffi.ioctls import ioctl
 from rig.drivers.sg.sgio import SG_INFO_CHECK, SgIoHdr, Transport
 from rig.errors import ConfigError
 from rig.faults.load import load_document, tables_from_flat

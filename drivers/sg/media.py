@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 
-from rig.drivers.removable import DriveStatus, RemovableMedia
+from rig.drivers.nodes.removable import DriveStatus, RemovableMedia
 from rig.drivers.sg.sgio import SgResult
 from rig.scsi import cdb
 from rig.scsi.asc import NOT_READY, UNIT_ATTENTION

@@ -30,7 +30,7 @@ from rig.core.node import Iov, Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import safety
-from rig.drivers.posix import open_error
+from rig.drivers.nodes.posix import open_error
 from rig.drivers.sg.faults import FaultTransport, engine_from_options
 from rig.drivers.sg.media import SgMedia
 from rig.drivers.sg.sgio import SgDevice, SgResult

@@ -3,7 +3,7 @@ everything the kernel says (SCSI status, host and driver status, residual, durat
 sense bytes) without collapsing any of it.
 
 Works on a SCSI generic node (``/dev/sgN``) and on a block device that takes SG_IO
-(``/dev/sdX``, ``/dev/srN``). The ioctl numbers are in :data:`rig.drivers.ioctls.IOCTLS` with
+(``/dev/sdX``, ``/dev/srN``). The ioctl numbers are in :data:`rig.drivers.ffi.ioctls.IOCTLS` with
 every other, so an ioctl's errno becomes OSError in that module's one function.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from rig.core.buffers import aligned_buffer
-from rig.drivers.ioctls import ioctl, ioctl_read
+from rig.drivers.ffi.ioctls import ioctl, ioctl_read
 from rig.scsi.cdb import Command, Direction
 from rig.scsi.sense import decode_sense
 from rig.scsi.status import Outcome

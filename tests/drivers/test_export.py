@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import rig
-from rig.drivers.export import (
+from rig.drivers.export.device import (
     PREFIX,
     Export,
     _watcher_pids,

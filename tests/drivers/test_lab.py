@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from rig.drivers.lab import load_inventory, parse_inventory
-from rig.drivers.labdisk import Lab
-from rig.drivers.lease import Lease, LeaseBusyError
-from rig.drivers.signatures import SIGNATURES, scan
+from rig.drivers.lab.labdisk import Lab
+from rig.drivers.lab.lease import Lease, LeaseBusyError
+from rig.drivers.lab.signatures import SIGNATURES, scan
 from rig.errors import ConfigError, DeviceNotFoundError, UnsafeDeviceError
 
 MiB = 1 << 20
@@ -233,7 +233,7 @@ class TestLoopDisks:
         with lab.acquire(name="a", owner="first") as got:
             with pytest.raises(LeaseBusyError, match=rf"pid {os.getpid()} .*\(first\)"):
                 lab.acquire(name="a")
-            code = ("import sys; from rig.drivers.lease import Lease, LeaseBusyError\n"
+            code = ("import sys; from rig.drivers.lab.lease import Lease, LeaseBusyError\n"
                     f"try: Lease.acquire({lab.inventory.lease_dir!r}, "
                     f"{got.resolved.lease_key!r})\n"
                     "except LeaseBusyError as e: print(e); sys.exit(3)\n")

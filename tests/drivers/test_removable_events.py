@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.drivers.ioctls import ioctl
+from rig.drivers.ffi.ioctls import ioctl
 from rig.drivers.removable_loop import LoopDrive
 from rig.drivers.udev import BlockEvents, udevd_running, wait_until_ready
 

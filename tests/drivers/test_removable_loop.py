@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import rig
-from rig.drivers.ioctls import ioctl
+from rig.drivers.ffi.ioctls import ioctl
 from rig.drivers.loop import LoopDevice
-from rig.drivers.removable import DriveStatus
+from rig.drivers.nodes.removable import DriveStatus
+from rig.drivers.nodes.removable_loop_node import RemovableLoopNode
 from rig.drivers.removable_loop import LoopDrive
-from rig.drivers.removable_loop_node import RemovableLoopNode
 from rig.errors import ConfigError
 
 pytestmark = pytest.mark.rig_needs("loop")

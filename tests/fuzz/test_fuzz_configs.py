@@ -306,7 +306,7 @@ def graphs(draw: st.DrawFn) -> dict[str, Any]:
          "rules.0.errno", "inject-error.0.sector"]))
     value = draw(hostile)
     if key.endswith("filename") and isinstance(value, str) and not value.isprintable():
-        # Known gap, not in this module's reach: drivers/file.py quotes a file name with a
+        # Known gap, not in this module's reach: drivers/nodes/file.py quotes a file name with a
         # line break in its "Could not open" message as it is (two lines).
         value = "x"
     flat[key] = value

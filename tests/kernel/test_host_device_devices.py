@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from rig.core.cache import CACHE_MODES
-from rig.drivers.labdisk import LabDisk
+from rig.drivers.lab.labdisk import LabDisk
 
 
 def _block_size(path: str) -> int:

@@ -3,7 +3,7 @@ imported. The rig's registries outlive that (a re-imported driver module would r
 driver twice), so everything is imported here, before any inner run."""
 
 import rig.cli.main
-import rig.drivers.labdisk
+import rig.drivers.lab.labdisk
 import rig.fixtures
 import rig.testing.machines
 import rig.testing.strategies

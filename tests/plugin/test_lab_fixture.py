@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rig.drivers.lab import load_inventory, resolve
-from rig.drivers.lease import Lease
+from rig.drivers.lab.lease import Lease
 
 pytestmark = pytest.mark.rig_needs("loop")
 MiB = 1 << 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rig.drivers import kmod
+from rig.drivers.kernel import kmod
 from rig.drivers.udev import BlockEvents, wait_until_ready
 
 

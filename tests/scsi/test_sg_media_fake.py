@@ -9,7 +9,7 @@ import errno
 
 import pytest
 
-from rig.drivers.removable import DriveStatus
+from rig.drivers.nodes.removable import DriveStatus
 from rig.drivers.sg.node import SgNode
 from rig.errors import ConfigError
 from tests.scsi.fake_scsi import FakeScsiTarget, open_fake_node

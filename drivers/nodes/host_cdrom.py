@@ -22,9 +22,9 @@ from rig.core.node import Node
 from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import safety
-from rig.drivers.ioctls import CDSL_CURRENT, ioctl, ioctl_read
-from rig.drivers.posix import PosixNode, open_error
-from rig.drivers.removable import DriveStatus, RemovableMedia
+from rig.drivers.ffi.ioctls import CDSL_CURRENT, ioctl, ioctl_read
+from rig.drivers.nodes.posix import PosixNode, open_error
+from rig.drivers.nodes.removable import DriveStatus, RemovableMedia
 from rig.errors import ConfigError
 
 

@@ -20,8 +20,8 @@ from rig.core.limits import BlockLimits
 from rig.core.node import Iov, Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
-from rig.drivers.posix import PosixNode
-from rig.drivers.removable import DriveStatus, RemovableMedia, no_medium
+from rig.drivers.nodes.posix import PosixNode
+from rig.drivers.nodes.removable import DriveStatus, RemovableMedia, no_medium
 from rig.drivers.removable_loop import LoopDrive
 from rig.errors import ConfigError
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from rig.drivers.lab import (
+from rig.drivers.lab.inventory import (
     DiskEntry,
     Inventory,
     Resolved,
@@ -26,7 +26,7 @@ from rig.drivers.lab import (
     resolve,
     write_problems,
 )
-from rig.drivers.lease import Lease, LeaseBusyError
+from rig.drivers.lab.lease import Lease, LeaseBusyError
 from rig.errors import DeviceNotFoundError, RigError, UnsafeDeviceError
 
 if TYPE_CHECKING:

@@ -16,9 +16,10 @@ from rig.core.limits import BlockLimits
 from rig.core.node import Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
-from rig.drivers import libc, safety
-from rig.drivers.ioctls import ioctl_range, ioctl_read
-from rig.drivers.posix import PosixNode
+from rig.drivers import safety
+from rig.drivers.ffi import libc
+from rig.drivers.ffi.ioctls import ioctl_range, ioctl_read
+from rig.drivers.nodes.posix import PosixNode
 from rig.errors import RigError
 
 _NOT_SUPPORTED = (errno.ENODEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOTSUP)

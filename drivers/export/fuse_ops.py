@@ -163,7 +163,7 @@ class ExportOperations:
         self.negotiated_max_write = 0
         #: FUSE fsync requests seen (each is one backend flush).
         self.fsync_count = 0
-        from rig.drivers.export import load_mfusepy
+        from rig.drivers.export.device import load_mfusepy
 
         self._native = _Native(load_mfusepy()._libfuse)
         #: Page-aligned buffers that WRITE data is copied into (reused: no fresh memory).

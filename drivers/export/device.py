@@ -31,8 +31,8 @@ from types import ModuleType
 from typing import Any
 
 from rig.core.backend import BlockBackend
-from rig.drivers.fuse_ops import FILE_NAME, ExportOperations
-from rig.drivers.ioctls import ioctl
+from rig.drivers.export.fuse_ops import FILE_NAME, ExportOperations
+from rig.drivers.ffi.ioctls import ioctl
 from rig.drivers.loop import LoopDevice
 from rig.drivers.procs import KILL_OWNED, DeathWatch, pid_alive
 from rig.drivers.safety import device_usage

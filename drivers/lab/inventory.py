@@ -15,7 +15,7 @@ An inventory is a TOML file::
 Tests get lab devices only from the inventory (:class:`Lab`). Before a write, the device's
 identity is checked against its entry (disks renumber: /dev/sdb today may be another disk
 tomorrow), and it must not be mounted, in use as swap, held or opened exclusively, nor carry a
-known signature unless the entry allows it. A lease (:mod:`rig.drivers.lease`) keeps other
+known signature unless the entry allows it. A lease (:mod:`rig.drivers.lab.lease`) keeps other
 processes off it meanwhile. Every refusal is an UnsafeDeviceError saying why and what to do,
 and no check writes anything.
 """
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.core.documents import decode, read_document
-from rig.drivers import safety, signatures
-from rig.drivers.lease import Lease, LeaseBusyError, default_lease_dir
+from rig.drivers import safety
+from rig.drivers.lab import signatures
+from rig.drivers.lab.lease import Lease, LeaseBusyError, default_lease_dir
 from rig.drivers.safety import AllowList, DeviceIdentity
 from rig.errors import ConfigError, DeviceNotFoundError, UnsafeDeviceError
 

@@ -10,8 +10,8 @@ from rig.core.graph import OpenContext
 from rig.core.node import BlockStatus, Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
-from rig.drivers import libc
-from rig.drivers.posix import PosixNode, open_error
+from rig.drivers.ffi import libc
+from rig.drivers.nodes.posix import PosixNode, open_error
 from rig.errors import ConfigError
 
 
