@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -195,17 +193,15 @@ class Device:
     pid: int | None = None  # the process that serves it (None: the kernel's loop driver)
 
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def spawn(argv: list[str], stdout: Any, stderr: Path) -> subprocess.Popen[bytes]:
     """Start a server in its own session (Ctrl-C reaches only us, and we tear down in order)
     with SIGTERM as its parent-death signal (it does not outlive us, even after a SIGKILL)."""
+    from rig.drivers.ffi import libc  # imported before the fork: nothing imports in the child
+
     parent = os.getpid()
 
     def child_setup() -> None:  # between fork and exec
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent:
             os._exit(1)
 

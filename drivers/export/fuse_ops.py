@@ -25,7 +25,6 @@ as with a disk whose command timed out.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import queue
 import stat
@@ -39,12 +38,13 @@ from typing import Any, TypeVar
 
 from rig.core.backend import BlockBackend
 from rig.core.buffers import PAGE_SIZE, BufferPool, aligned_buffer, buffer_address
+from rig.drivers.ffi import libc
+from rig.drivers.ffi.calls import bind
+from rig.drivers.ffi.libc import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from rig.drivers.ffi.libfuse import LIBFUSE, FuseBufvec
 
 FILE_NAME = "disk"
 _PATH = "/" + FILE_NAME
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
 #: Pool threads for timed requests: libfuse's ``max_threads`` plus room for stalled ones.
 _TIMED_WORKERS = 16
 _T = TypeVar("_T")
@@ -52,41 +52,19 @@ _T = TypeVar("_T")
 _WRITE_BUF = 1 << 20
 
 
-# libfuse3's ``struct fuse_buf`` and ``struct fuse_bufvec`` (fuse_common.h, 3.x: ``buf`` is an
-# inline array of one; mfusepy declares it as a pointer, so it has its own, unusable here).
-class _FuseBuf(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
-                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
-
-
-class _FuseBufvec(ctypes.Structure):
-    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
-                ("buf", _FuseBuf * 1)]
-
-
 class _Native:
     """The C functions the zero-copy paths call: libc's allocator (libfuse frees what a
-    ``read_buf`` hands it with ``free``) and libfuse's ``fuse_buf_copy``/``fuse_buf_size``.
-    ctypes releases the GIL around each call."""
+    ``read_buf`` hands it with ``free``) and libfuse's ``fuse_buf_copy``/``fuse_buf_size``, as
+    bound from their tables (:mod:`rig.drivers.ffi`), called directly. ctypes releases the GIL
+    around each call."""
 
     def __init__(self, libfuse: Any) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        self.posix_memalign = libc.posix_memalign
-        self.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
-                                        ctypes.c_size_t]
-        self.posix_memalign.restype = ctypes.c_int
-        self.malloc = libc.malloc
-        self.malloc.argtypes = [ctypes.c_size_t]
-        self.malloc.restype = ctypes.c_void_p
-        self.free = libc.free
-        self.free.argtypes = [ctypes.c_void_p]
-        self.free.restype = None
-        self.buf_copy = libfuse.fuse_buf_copy
-        self.buf_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-        self.buf_copy.restype = ctypes.c_ssize_t
-        self.buf_size = libfuse.fuse_buf_size
-        self.buf_size.argtypes = [ctypes.c_void_p]
-        self.buf_size.restype = ctypes.c_size_t
+        self.posix_memalign = libc.function("posix_memalign")
+        self.malloc = libc.function("malloc")
+        self.free = libc.function("free")
+        fuse = bind(libfuse, LIBFUSE)
+        self.buf_copy = fuse["fuse_buf_copy"]
+        self.buf_size = fuse["fuse_buf_size"]
 
     def aligned_alloc(self, size: int) -> int:
         """``posix_memalign(PAGE_SIZE, size)``: memory libfuse may ``free``."""
@@ -281,7 +259,7 @@ class ExportOperations:
                 view = memoryview((ctypes.c_char * n).from_address(mem)).cast("B")
                 self._call("read", self._backend.preadv, offset, [view],
                            abandon=lambda: native.free(mem))
-            vec = native.malloc(ctypes.sizeof(_FuseBufvec))
+            vec = native.malloc(ctypes.sizeof(FuseBufvec))
             if not vec:
                 raise OSError(errno.ENOMEM, "out of memory for a read reply")
         except _TimedOut:
@@ -289,7 +267,7 @@ class ExportOperations:
         except BaseException:
             native.free(mem)
             raise
-        v = _FuseBufvec.from_address(vec)
+        v = FuseBufvec.from_address(vec)
         v.count, v.idx, v.off = 1, 0, 0
         b = v.buf[0]
         b.size, b.flags, b.mem, b.fd, b.pos = n, 0, mem, -1, 0
@@ -309,7 +287,7 @@ class ExportOperations:
         give_back: Callable[[], None] = (lambda: pool.put(whole)) if size <= pool.size \
             else (lambda: None)
         try:
-            dst = _FuseBufvec(1, 0, 0)
+            dst = FuseBufvec(1, 0, 0)
             dst.buf[0].size, dst.buf[0].mem, dst.buf[0].fd = size, _address(whole), -1
             copied = int(native.buf_copy(ctypes.byref(dst), buf, 0))
             if copied != size:

@@ -1,4 +1,5 @@
-"""Every ioctl the host drivers use, declared as data, and the one place errno becomes OSError.
+"""Every ioctl the host drivers use, declared as data; errors go through the one errno checker
+(:func:`rig.drivers.ffi.calls.checked`: ``OSError(errno, "NAME: strerror")``, EINTR retried).
 
 Numbers are computed from the Linux ``_IOC`` encoding (asm-generic/ioctl.h) so that a reader can
 check each against the kernel header it comes from.
@@ -7,11 +8,11 @@ check each against the kernel header it comes from.
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
-import os
 import struct
 from typing import Final
+
+from rig.drivers.ffi.calls import checked
 
 _IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
 _IOC_NRSHIFT = 0
@@ -154,43 +155,25 @@ assert ctypes.sizeof(LoopConfig) == 304
 
 
 def ioctl(fd: int, name: str, arg: int | bytes | bytearray | ctypes.Structure = 0) -> int:
-    """Issue ioctl ``name`` (a key of IOCTLS). Errors become ``OSError(errno, 'NAME: strerror')``.
-
-    This is the one place where an ioctl's errno is turned into an exception.
-    """
+    """Issue ioctl ``name`` (a key of IOCTLS). Errors become ``OSError(errno, 'NAME: strerror')``
+    and EINTR is retried (:mod:`rig.drivers.ffi.calls`). A structure or bytearray argument is
+    filled in place."""
     request = IOCTLS[name]
-    try:
-        result: object = fcntl.ioctl(fd, request, arg, True) if isinstance(
-            arg, ctypes.Structure | bytearray) else fcntl.ioctl(fd, request, arg)
-        return result if isinstance(result, int) else 0
-    except OSError as e:
-        code = e.errno if e.errno is not None else errno.EIO
-        raise OSError(code, f"{name}: {os.strerror(code)}") from None
+    if isinstance(arg, ctypes.Structure | bytearray):
+        result = checked(name, fcntl.ioctl, fd, request, arg, True)
+    else:
+        result = checked(name, fcntl.ioctl, fd, request, arg)
+    return result if isinstance(result, int) else 0
 
 
 def ioctl_read(fd: int, name: str, fmt: str) -> int:
     """An ioctl that fills one integer of struct format ``fmt`` (``'i'``, ``'I'``, ``'Q'``...)."""
     buf = bytearray(struct.calcsize(fmt))
-    request = IOCTLS[name]
-    try:
-        fcntl.ioctl(fd, request, buf, True)
-    except OSError as e:
-        code = e.errno if e.errno is not None else errno.EIO
-        raise OSError(code, f"{name}: {os.strerror(code)}") from None
+    ioctl(fd, name, buf)
     value: int = struct.unpack(fmt, buf)[0]
     return value
 
 
 def ioctl_range(fd: int, name: str, offset: int, length: int) -> None:
     """BLKDISCARD / BLKZEROOUT: ``uint64_t range[2] = {offset, length}``."""
-    buf = bytearray(struct.pack("QQ", offset, length))
-    request = IOCTLS[name]
-    while True:
-        try:
-            fcntl.ioctl(fd, request, buf, True)
-            return
-        except InterruptedError:
-            continue
-        except OSError as e:
-            code = e.errno if e.errno is not None else errno.EIO
-            raise OSError(code, f"{name}: {os.strerror(code)}") from None
+    ioctl(fd, name, bytearray(struct.pack("QQ", offset, length)))

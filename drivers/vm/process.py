@@ -9,19 +9,13 @@ thread that lives as long as they do (the main thread, in pytest).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong]
-_libc.prctl.restype = ctypes.c_int
+from rig.drivers.ffi import libc
 
 
 def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
@@ -30,7 +24,7 @@ def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
     parent = os.getpid()
 
     def child_setup() -> None:  # runs in the child between fork and exec
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
