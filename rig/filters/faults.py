@@ -23,7 +23,8 @@ nothing at or below this node is flushed; a failing one raises.
 
 from __future__ import annotations
 
-import threading
+import operator
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,9 @@ from rig.filters.base import Filter
 if TYPE_CHECKING:
     from rig.core.graph import OpenContext
     from rig.core.options import Options
+
+#: Request numbers run from 1 up to (not including) this.
+_SEQ_END = sys.maxsize
 
 # Plain strings: StrEnum members hash through Python code, too slow for the per-request check.
 _READ, _WRITE, _ZERO, _DISCARD, _FLUSH = (op.value for op in Op)
@@ -75,9 +79,10 @@ class FaultsFilter(Filter):
         self._pending: list[tuple[Rule, bool]] = [(rule, False) for rule in rules or ()]
         self.source: RuleSource = source if source is not None else FaultEngine(
             seed=seed, clock=clock)
-        self._seq = 0
-        """The last request number given (requests are numbered from 1)."""
-        self._seq_lock = threading.Lock()
+        #: Request numbers (seq). ``next()`` on it is one C call, atomic under the GIL, so
+        #: concurrent requests get distinct numbers at the cost of itertools.count (a lock costs
+        #: ~5 % of a request); a range iterator knows how many numbers it has left.
+        self._numbers = iter(range(1, _SEQ_END))
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -123,7 +128,7 @@ class FaultsFilter(Filter):
     @property
     def seq(self) -> int:
         """How many requests the filter has seen (the last request's ``seq``)."""
-        return self._seq
+        return _SEQ_END - 1 - operator.length_hint(self._numbers)
 
     @property
     def state(self) -> int:
@@ -167,17 +172,9 @@ class FaultsFilter(Filter):
 
     # ----------------------------------------------------------------- data verbs
     # The fast path (nothing armed for the op) is a counter bump, a set lookup and the forward:
-    # ``self._child`` caches ``self.child`` (set by attach_child) to keep it that small, and the
-    # read and write verbs bump the counter inline (what _next_seq does, without the call).
-    def _next_seq(self) -> int:
-        """Number the next request (thread-safe: concurrent requests get distinct numbers)."""
-        with self._seq_lock:
-            self._seq = seq = self._seq + 1
-        return seq
-
+    # ``self._child`` caches ``self.child`` (set by attach_child) to keep it that small.
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        with self._seq_lock:
-            self._seq = seq = self._seq + 1
+        seq = next(self._numbers)
         source = self.source
         if _READ not in source.armed:
             self._child.preadv(offset, length, iov, flags)
@@ -190,8 +187,7 @@ class FaultsFilter(Filter):
             flip_bits(iov, offset, v.bits)
 
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
-        with self._seq_lock:
-            self._seq = seq = self._seq + 1
+        seq = next(self._numbers)
         source = self.source
         if _WRITE not in source.armed:
             self._child.pwritev(offset, length, iov, flags)
@@ -213,7 +209,7 @@ class FaultsFilter(Filter):
     def _forwards(self, op: str, offset: int, length: int) -> bool:
         """For write-zeroes and discard: raise an injected error, or say whether the request
         goes on to the child (False when the rules drop it)."""
-        seq = self._next_seq()
+        seq = next(self._numbers)
         source = self.source
         if op in source.armed:
             v = source.decide(seq, op, offset, length)
@@ -233,7 +229,7 @@ class FaultsFilter(Filter):
 
     def _flush(self) -> None:
         """Ask the rules, then QEMU's flush sequence here and below (unless the flush lies)."""
-        seq = self._next_seq()
+        seq = next(self._numbers)
         source = self.source
         if _FLUSH in source.armed:
             v = source.decide(seq, _FLUSH, 0, 0)
