@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -71,6 +72,12 @@ def owner_env() -> dict[str, str]:
     return {OWNER_ENV: owner_token()}
 
 
+#: The watcher's loop: ``done`` ends it; ``NAME value`` lines (:meth:`DeathWatch.tell`) set
+#: ``$W_NAME`` for the script; EOF (the process died) falls through to the script.
+_WATCH = ('while read -r k v; do case $k in done) exit 0;; [A-Z_]*) export "W_$k=$v";; esac; '
+          'done; ')
+
+
 class DeathWatch:
     """A ``sh`` in a session of its own that runs ``script`` (with ``args`` as ``$1``...) if
     this process dies without calling :meth:`release`.
@@ -90,13 +97,22 @@ class DeathWatch:
         env["OWNER"] = owner_token()
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                ["sh", "-c", f"read -r _ && exit 0; {script}", name, *args],
+                ["sh", "-c", _WATCH + script, name, *args],
                 stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=env, start_new_session=True)
         except OSError:  # no sh: nothing cleans up after a SIGKILL
             self._proc = None
         finally:
             theirs.close()
+
+    def tell(self, name: str, value: str) -> None:
+        """Give the script one more fact learnt after the watcher started: it sees ``$W_NAME``
+        (``name``: capital letters and underscores; ``value``: one line)."""
+        if not re.fullmatch(r"[A-Z_]+", name) or "\n" in value:
+            raise ValueError(f"DeathWatch.tell: bad name or value {name!r}={value!r}")
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.send(f"{name} {value}\n".encode(), socket.MSG_NOSIGNAL)
 
     def release(self) -> None:
         """We cleaned up ourselves: the watcher exits without running its script."""

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -204,11 +205,32 @@ def _reap(pids: list[int], timeout: float = 2.0) -> None:
 #: kernel has run its autoclear), then done lazily; then the directory is removed.
 #: ``$1`` is the mountpoint, ``$2`` the same as /proc/self/mountinfo spells it.
 _REAP_EXPORT = (
-    KILL_OWNED + '; e=$2; mounted() { grep -qF -- " $e " /proc/self/mountinfo; }; i=0; '
+    KILL_OWNED + '; ' + (
+        # A filesystem the dead programs left mounted on the loop device holds it, and so the
+        # FUSE file: unmount it (lazily: nothing is left to write to it).
+        # $W_LOOP is the export's loop device (told once attached); its backing file reads
+        # "/disk" once fusermount3's own watcher has detached the dead FUSE mount.
+        'n=$W_LOOP; b=$(cat "/sys/block/$n/loop/backing_file" 2>/dev/null); '
+        'if [ -n "$n" ] && { [ "$b" = "$1/disk" ] || [ "$b" = /disk ]; }; then '
+        'd=$(cat "/sys/block/$n/dev"); k=0; '
+        'while [ $k -lt 20 ] && grep -q "^[0-9]* [0-9]* $d " /proc/self/mountinfo; do '
+        'umount -l "/dev/$n" 2>/dev/null; k=$((k + 1)); done; fi; ')
+    + 'e=$2; mounted() { grep -qF -- " $e " /proc/self/mountinfo; }; i=0; '
     'while [ $i -lt 25 ] && mounted; do fusermount3 -u -q "$1" 2>/dev/null && break; '
     'sleep 0.2; i=$((i + 1)); done; '
     'if mounted; then fusermount3 -u -z -q "$1" 2>/dev/null || umount -l "$1" 2>/dev/null; fi; '
     'rmdir "$1" 2>/dev/null; exit 0')
+
+
+def _unmount_leftovers(device: str) -> None:
+    """Unmount what a program left mounted on the exported device (lazily), saying so: it would
+    keep the loop device, and so the FUSE file, from ever going away."""
+    for mnt in device_usage(device).mountpoints:
+        done = subprocess.run(["umount", "-l", mnt], capture_output=True, text=True)
+        what = "unmounted it" if done.returncode == 0 else \
+            f"could not unmount it: {done.stderr.strip()}"
+        sys.stderr.write(f"rig export: {device} was still mounted at {mnt} when the export "
+                         f"ended; {what}\n")
 
 
 def _mountinfo_escape(path: str) -> str:
@@ -318,11 +340,13 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
         file = os.path.join(mountpoint, FILE_NAME)
         negotiated = server.ops.negotiated_max_write or LIBFUSE3_MAX_WRITE
         loop = LoopDevice.attach(file, block_size=block_size, direct_io=True)
+        reaper.tell("LOOP", os.path.basename(loop.path))
         try:
             loop.set_max_sectors_kb(max(block_size, negotiated) // 1024)
             yield Export(path=loop.path, mountpoint=mountpoint, file=file, max_write=negotiated,
                          loop=loop, operations=server.ops)
         finally:
+            _unmount_leftovers(loop.path)
             loop.detach()
     finally:
         server.stop()

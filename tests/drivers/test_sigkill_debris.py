@@ -343,3 +343,48 @@ def test_a_death_watch_runs_its_script_only_when_its_process_dies(tmp_path: Path
     else:
         time.sleep(0.3)
         assert not done.exists()
+
+
+MOUNT_AND_WAIT = ('mkfs.ext4 -q -F "$RIG_DEV" && mount "$RIG_DEV" "$MNT" && echo ready && '
+                  '{ [ -n "$LEAVE" ] || sleep 60; }')
+
+
+def _mounted(mnt: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(mnt) for line in f)
+
+
+@pytest.mark.rig_needs("mkfs")
+def test_a_filesystem_the_killed_command_left_mounted_is_unmounted(
+        start: Callable[..., Rig], tmp_path: Path) -> None:
+    """The program mounted the exported device and both died: the reaper unmounts it, or the
+    loop device (and so the FUSE file) could never go away."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run = start("run", "--size", "8M", "--", "sh", "-c", MOUNT_AND_WAIT, MNT=str(mnt))
+    try:
+        run.wait_for_line("ready")
+        run.kill()
+        _assert_nothing_left(run)
+        assert not _mounted(mnt)
+    finally:
+        if _mounted(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.rig_needs("mkfs")
+def test_a_filesystem_the_command_left_mounted_is_unmounted_at_the_end(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        r = subprocess.run([sys.executable, "-m", "rig.cli.main", "run", "--size", "8M", "--",
+                            "sh", "-c", MOUNT_AND_WAIT],
+                           env={**os.environ, "MNT": str(mnt), "LEAVE": "1"},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "was still mounted at " + str(mnt) + " when the export ended; unmounted it" \
+            in r.stderr, r.stderr
+        assert not _mounted(mnt)
+    finally:
+        if _mounted(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
