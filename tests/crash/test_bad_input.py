@@ -19,20 +19,6 @@ from rig.errors import ConfigError
 SIZE = 64 * 1024
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> Path:
-    """Cut points 1, 2 and 6; records 4-6 in flight at cut 6 (4 has two 512-byte sectors)."""
-    path = tmp_path / "run.rwlog"
-    with LogWriter(path, device_size=SIZE, logical_block_size=512) as w:
-        w.write(0, b"\x01" * 4096)
-        w.flush()
-        w.write(4096, b"\x02" * 4096, fua=True)
-        w.write(8192, b"\x03" * 1024)
-        w.write(0, b"\x04" * 512)
-        w.write(16384, b"\x05" * 512)
-    return path
-
-
 def _one_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert main(["crash", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -9,24 +9,10 @@ import pytest
 
 from rig.cli.main import main
 from rig.crash.crashstate import CrashState
-from rig.crash.logfile import LogWriter, read_log
+from rig.crash.logfile import read_log
 from rig.crash.states import CrashStates
 
 SIZE = 64 * 1024
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Path:
-    """Two durable writes, then three in flight."""
-    path = tmp_path / "run.rwlog"
-    with LogWriter(path, device_size=SIZE, logical_block_size=512) as w:
-        w.write(0, b"\x01" * 4096)
-        w.flush()
-        w.write(4096, b"\x02" * 4096, fua=True)
-        w.write(8192, b"\x03" * 1024)
-        w.write(0, b"\x04" * 512)
-        w.write(16384, b"\x05" * 512)
-    return path
 
 
 def test_states_lists_what_the_library_enumerates(log: Path,
