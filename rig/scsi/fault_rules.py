@@ -85,10 +85,6 @@ class CheckCondition:
         if self.information is not None and self.information != NO_INFORMATION:
             check_int("information", self.information, 0, (1 << 64) - 1)
 
-    @property
-    def sense_text(self) -> str:
-        return f"{self.key:x}/{self.asc:02x}/{self.ascq:02x}"
-
 
 @dataclass(frozen=True)
 class Transport:
