@@ -37,9 +37,8 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rig.cli import crash_check
+    from rig.cli import crash_check, crash_mark
     from rig.cli.status import one_is_a_verdict
-    from rig.crash.marks import add_mark_arguments
 
     sub = parser.add_subparsers(dest="crash_cmd", metavar="{states,materialize,record,check,mark}",
                                 required=True)
@@ -61,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help="run a checker on every crash state of a write log")
     crash_check.add_arguments(check)
     one_is_a_verdict(check)  # 1: a state failed
-    add_mark_arguments(sub.add_parser(
+    crash_mark.add_arguments(sub.add_parser(
         "mark", help="put a user mark into the log of the rig crash record running this"))
     for p in (states, mat):
         p.add_argument("--torn", action="store_true",
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
         return crash_check.run(args)
     if args.crash_cmd == "mark":
-        from rig.crash.marks import mark_main
+        from rig.cli import crash_mark
 
-        return mark_main(args)
+        return crash_mark.run(args)
     return _list(args) if args.crash_cmd == "states" else _materialize(args)

@@ -4,7 +4,7 @@ While ``rig crash record`` runs a command, a :class:`MarkServer` listens on a un
 in a private directory (mode 0700, removed when the server closes or, if this process is killed,
 by the watcher the caller's ``death_watch`` starts: ``rig.drivers.procs.DeathWatch``) and the
 command gets its path in ``$RIG_CRASH_MARK`` (:func:`mark_env`). ``rig crash mark TEXT``
-(:func:`mark_main`, or :func:`send_mark` in Python) connects, sends the text, and returns once
+(``rig crash mark``, or :func:`send_mark` in Python) connects, sends the text, and returns once
 the recorder has appended the mark: so the mark comes after every record of the I/O the program
 saw complete before (``after fsync: row 5``) and before anything it does after.
 
@@ -18,7 +18,6 @@ The protocol, one request per line, any number of lines per connection:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import selectors
@@ -30,13 +29,13 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 
 if TYPE_CHECKING:
     from rig.filters.recorder import RecorderFilter
 
-__all__ = ["ENV", "MAX_LINE", "DeathWatchFactory", "MarkServer", "Watch", "add_mark_arguments",
-           "mark_env", "mark_main", "send_mark"]
+__all__ = ["ENV", "MAX_LINE", "DeathWatchFactory", "MarkServer", "Watch", "mark_env",
+           "send_mark"]
 
 #: The environment variable holding the socket path inside a recorded command.
 ENV = "RIG_CRASH_MARK"
@@ -263,20 +262,21 @@ def mark_env(server: MarkServer) -> dict[str, str]:
 def send_mark(text: str, path: str | None = None, *, timeout: float = 60.0) -> int:
     """Ask the recorder to append the mark ``text``; its sequence number in the log.
 
-    ``path`` is the server's socket, by default ``$RIG_CRASH_MARK``. A RigError says what went
-    wrong: not under ``rig crash record``, the socket gone, the text refused.
+    ``path`` is the server's socket, by default ``$RIG_CRASH_MARK``. A ConfigError says the
+    input is wrong (not under ``rig crash record``, not one line of UTF-8); a RigError that the
+    socket is gone or the text was refused.
     """
     if path is None:
         path = os.environ.get(ENV)
         if not path:
-            raise RigError(f"${ENV} is not set: marks can be sent only from a command run by "
+            raise ConfigError(f"${ENV} is not set: marks can be sent only from a command run by "
                            "'rig crash record'")
     if "\n" in text:
-        raise RigError("a mark is one line: the text has a newline")
+        raise ConfigError("a mark is one line: the text has a newline")
     try:
         payload = text.encode("utf-8") + b"\n"
     except UnicodeEncodeError:
-        raise RigError("the mark is not valid UTF-8 text") from None
+        raise ConfigError("the mark is not valid UTF-8 text") from None
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -307,25 +307,3 @@ def _read_line(sock: socket.socket) -> str:
             break
         data += chunk
     return data.decode("utf-8", "replace").rstrip("\n")
-
-
-def add_mark_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``rig crash mark``."""
-    parser.add_argument("text", nargs="+", metavar="TEXT",
-                        help="the mark's text (several words are joined by spaces)")
-    parser.add_argument("--print-seq", action="store_true",
-                        help="print the mark's sequence number in the log")
-    parser.add_argument("--socket", metavar="PATH", default=None,
-                        help=f"the recorder's mark socket (default: ${ENV})")
-
-
-def mark_main(args: argparse.Namespace) -> int:
-    """``rig crash mark TEXT``: 0 once the mark is in the log; 2 with one line on stderr."""
-    try:
-        seq = send_mark(" ".join(args.text), args.socket)
-    except RigError as e:
-        print(f"rig crash mark: {e}", file=sys.stderr)
-        return 2
-    if args.print_seq:
-        print(seq)
-    return 0

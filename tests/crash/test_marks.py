@@ -9,7 +9,6 @@ log it leaves.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import stat
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import rig
+from rig.cli.main import main
 from rig.core.backend import BlockBackend
 from rig.crash import marks
 from rig.crash.logfile import WriteLog, read_log
@@ -30,9 +30,7 @@ from rig.crash.marks import (
     ENV,
     MAX_LINE,
     MarkServer,
-    add_mark_arguments,
     mark_env,
-    mark_main,
     send_mark,
 )
 from rig.crash.records import Kind, Record
@@ -184,15 +182,13 @@ def test_marks_from_many_threads_each_follow_that_threads_write(
     assert len(log.records) == 2 * threads * rounds == server.marks * 2
 
 
-CLI = ("import argparse, sys\n"
-       "from rig.crash.marks import add_mark_arguments, mark_main\n"
-       "p = argparse.ArgumentParser()\n"
-       "add_mark_arguments(p)\n"
-       "sys.exit(mark_main(p.parse_args(sys.argv[1:])))\n")
+CLI = ("import sys\n"
+       "from rig.cli.main import main\n"
+       "sys.exit(main(['crash', 'mark', *sys.argv[1:]]))\n")
 
 
 def mark_process(server: MarkServer, *words: str) -> subprocess.Popen[str]:
-    """``mark_main`` in a new process, with the environment a recorded command gets."""
+    """``rig crash mark`` in a new process, with the environment a recorded command gets."""
     return subprocess.Popen([sys.executable, "-c", CLI, "--print-seq", *words],
                             env={**os.environ, **mark_env(server)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -217,22 +213,24 @@ def test_marks_from_processes_are_ordered_with_the_parents_io(blk: BlockBackend,
     assert sorted(texts[int(out)] for out, _ in together) == [f"together {i}" for i in range(4)]
 
 
-def test_mark_main_prints_nothing_or_the_seq_and_fails_in_one_line(
+def test_rig_crash_mark_prints_nothing_or_the_seq_and_fails_in_one_line(
         server: MarkServer, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_mark_arguments(parser)
     monkeypatch.setenv(ENV, server.path)
-    assert mark_main(parser.parse_args(["quiet"])) == 0
+    assert main(["crash", "mark", "quiet"]) == 0
     assert capsys.readouterr() == ("", "")
-    assert mark_main(parser.parse_args(["--print-seq", "two", "words"])) == 0
+    assert main(["crash", "mark", "--print-seq", "two", "words"]) == 0
     assert capsys.readouterr().out == "2\n"
     monkeypatch.delenv(ENV)
-    assert mark_main(parser.parse_args(["x"])) == 2
+    assert main(["crash", "mark", "x"]) == 2  # bad input: not under rig crash record
     out, err = capsys.readouterr()
     assert out == "" and err == (f"rig crash mark: ${ENV} is not set: marks can be sent only "
                                  "from a command run by 'rig crash record'\n")
-    assert mark_main(parser.parse_args(["--socket", server.path, "y"])) == 0
+    path = server.path
+    assert main(["crash", "mark", "--socket", path, "y"]) == 0
+    server.close()
+    assert main(["crash", "mark", "--socket", path, "z"]) == 1  # a failure
+    assert "cannot reach the mark socket" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------ bad input
