@@ -55,34 +55,45 @@ def _bracket_depth(text: str) -> int:
 MAX_DOCUMENT = 64 << 20
 
 
+class DocumentError(ConfigError):
+    """A document could not be read; ``reason`` is the why alone (``No such file or
+    directory``, ``not a regular file``), for front ends that word the message their own way."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def read_document(path: str | os.PathLike[str], what: str, *,
                   limit: int = MAX_DOCUMENT) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them. A device, a FIFO or
     a directory is refused before anything is read (``/dev/zero`` would never end, a FIFO
-    would block), and every problem is one :class:`~rig.errors.ConfigError` naming ``what``."""
+    would block), and every problem is one :class:`DocumentError` naming ``what``."""
     name = os.fspath(path)
+
+    def cannot(reason: str) -> DocumentError:
+        return DocumentError(f"cannot read the {what} {name!r}: {reason}", reason)
+
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as e:
-        raise ConfigError(f"cannot read the {what} {name!r}: {e.strerror}") from None
+        raise cannot(e.strerror or str(e)) from None
     except ValueError:  # a NUL byte in the name
-        raise ConfigError(f"cannot read the {what} {name!r}: a file name has no NUL "
-                          "byte") from None
+        raise cannot("a file name has no NUL byte") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"cannot read the {what} {name!r}: not a regular file")
-        if st.st_size > limit:
-            raise ConfigError(f"the {what} {name!r} is {st.st_size} bytes; the most the rig "
-                              f"reads is {limit}")
-        with os.fdopen(os.dup(fd), "rb") as f:
+        with os.fdopen(fd, "rb") as f:  # closes fd
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise cannot("not a regular file")
+            if st.st_size > limit:
+                raise DocumentError(f"the {what} {name!r} is {st.st_size} bytes; the most the "
+                                    f"rig reads is {limit}", f"more than {limit} bytes")
             data = f.read(limit + 1)
     except OSError as e:
-        raise ConfigError(f"cannot read the {what} {name!r}: {e.strerror}") from None
-    finally:
-        os.close(fd)
+        raise cannot(e.strerror or str(e)) from None
     if len(data) > limit:
-        raise ConfigError(f"the {what} {name!r} grew past {limit} bytes while it was read")
+        raise DocumentError(f"the {what} {name!r} grew past {limit} bytes while it was read",
+                            f"more than {limit} bytes")
     return data
 
 
@@ -94,7 +105,14 @@ def decode(raw: bytes, source: str) -> str:
         raise ConfigError(f"{source}: not UTF-8 text (byte {e.start})") from None
 
 
-def _check(data: Any, text: str, source: str) -> Any:
+def _check_text(text: str, source: str) -> None:
+    """Refuse a text that could nest too deeply before a recursive parser sees it."""
+    if _bracket_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+
+
+def _check(data: Any, source: str) -> Any:
+    """Refuse parsed data nested too deeply (TOML nests by dotted keys too, without brackets)."""
     if _depth_problem(data):
         raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
     return data
@@ -102,8 +120,7 @@ def _check(data: Any, text: str, source: str) -> Any:
 
 def loads_json(text: str, source: str) -> Any:
     """Parse JSON text; a bad document is a one-line ConfigError naming ``source``."""
-    if _bracket_depth(text) > MAX_DEPTH:
-        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+    _check_text(text, source)
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
@@ -113,7 +130,7 @@ def loads_json(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: nested too deeply") from None
     except ValueError as e:
         raise ConfigError(f"{source}: invalid JSON: {_why(e)}") from None
-    return _check(data, text, source)
+    return data  # every JSON level is a bracket: _check_text has bounded the nesting already
 
 
 def _why(e: ValueError) -> str:
@@ -130,8 +147,7 @@ def _no_constant(name: str) -> Any:
 
 def loads_toml(text: str, source: str) -> Any:
     """Parse TOML text; a bad document is a one-line ConfigError naming ``source``."""
-    if _bracket_depth(text) > MAX_DEPTH:
-        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+    _check_text(text, source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -140,4 +156,4 @@ def loads_toml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid TOML: {_why(e)}") from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply") from None
-    return _check(data, text, source)
+    return _check(data, source)

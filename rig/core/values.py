@@ -71,13 +71,7 @@ class BadValue(ConfigError):
 
 def shown(value: Any) -> str:
     """How a message quotes a value: its repr cut to 40 characters (an int too long for
-    repr() by its size). For front ends that word their own messages."""
-    return _shown(value)
-
-
-def _shown(value: Any) -> str:
-    """The value as the message shows it: repr, cut short (an int too long for repr() is shown
-    by its size)."""
+    repr() by its size). For front ends that word their own messages too."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"an integer of {value.bit_length()} bits"
     text = repr(value)
@@ -93,7 +87,7 @@ def _text(key: str, value: str, expected: str) -> str:
 def _in_range(key: str, value: int | float, lo: int | float, hi: int | float,
               expected: str) -> None:
     if not lo <= value <= hi:
-        raise BadValue(key, f"expected {expected} in {lo}..{hi}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected} in {lo}..{hi}, got {shown(value)}")
 
 
 # ---------------------------------------------------------------------------------- integers
@@ -135,10 +129,10 @@ def offset(key: str, value: Any, *, maximum: int = MAX_OFFSET) -> int:
 def _bytes(key: str, value: Any, maximum: int, what: str) -> int:
     expected = f"{what} (4096, '4k', '1M')"
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected}, got {shown(value)}")
     n = value if isinstance(value, int) else size_text(_text(key, value, expected))
     if n is None:
-        raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected}, got {shown(value)}")
     _in_range(key, n, 0, maximum, what)
     return n
 
@@ -147,12 +141,12 @@ def integer(key: str, value: Any, lo: int, hi: int) -> int:
     """An integer in ``lo..hi``: an int, or decimal or ``0x`` hex text, with a sign."""
     expected = "an integer"
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected}, got {shown(value)}")
     n: int
     if isinstance(value, str):
         match = _INT_RE.fullmatch(_text(key, value, expected))
         if match is None:
-            raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+            raise BadValue(key, f"expected {expected}, got {shown(value)}")
         sign, digits = match.groups()
         n = int(digits, 0) if digits[:2] in ("0x", "0X") else int(digits)
         n = -n if sign == "-" else n
@@ -174,13 +168,13 @@ def errno(key: str, value: Any) -> int:
         name = _text(key, value, expected).strip().upper()
         code = getattr(_errno, name, None) if name.startswith("E") and name.isascii() else None
         if not isinstance(code, int):
-            raise BadValue(key, f"unknown errno name {_shown(value)} (e.g. EIO, ENOSPC, 5)")
+            raise BadValue(key, f"unknown errno name {shown(value)} (e.g. EIO, ENOSPC, 5)")
         return code
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected}, got {shown(value)}")
     n = integer(key, value, -(1 << 63), 1 << 63)
     if not 0 < n <= MAX_ERRNO:
-        raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected}, got {shown(value)}")
     return n
 
 
@@ -188,17 +182,17 @@ def errno(key: str, value: Any) -> int:
 def number(key: str, value: Any, lo: float, hi: float, expected: str = "a number") -> float:
     """A finite real in ``lo..hi``: an int, a float, or decimal text."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected}, got {shown(value)}")
     x: int | float
     if isinstance(value, str):
         if not _FLOAT_RE.fullmatch(_text(key, value, expected)):
-            raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+            raise BadValue(key, f"expected {expected}, got {shown(value)}")
         x = float(value)
     else:
         x = value
     # An int compares exactly (no float overflow for a huge one); a float must be finite.
     if (isinstance(x, float) and not math.isfinite(x)) or not lo <= x <= hi:
-        raise BadValue(key, f"expected {expected} in {lo:g}..{hi:g}, got {_shown(value)}")
+        raise BadValue(key, f"expected {expected} in {lo:g}..{hi:g}, got {shown(value)}")
     return float(x)
 
 
@@ -208,10 +202,10 @@ def seconds(key: str, value: Any, *, maximum: float = MAX_SECONDS) -> float:
     if isinstance(value, str):
         match = _DURATION_RE.fullmatch(_text(key, value, expected))
         if match is None or not _FLOAT_RE.fullmatch(match.group(1)):
-            raise BadValue(key, f"expected {expected}, got {_shown(value)}")
+            raise BadValue(key, f"expected {expected}, got {shown(value)}")
         scaled = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         if not math.isfinite(scaled) or not 0.0 <= scaled <= maximum:
-            raise BadValue(key, f"expected {expected} in 0..{maximum:g}, got {_shown(value)}")
+            raise BadValue(key, f"expected {expected} in 0..{maximum:g}, got {shown(value)}")
         return scaled
     return number(key, value, 0.0, maximum, expected)
 
@@ -229,4 +223,4 @@ def boolean(key: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise BadValue(key, f"expected true or false (on/off, yes/no), got {_shown(value)}")
+    raise BadValue(key, f"expected true or false (on/off, yes/no), got {shown(value)}")

@@ -58,7 +58,7 @@ class CrashState:
                                f"(at most {MAX_NAME})")
         m = _NAME.fullmatch(text)
         if m is None:
-            raise BadStateName(f"not a crash state: {_shown(text)} ({_EXAMPLE})")
+            raise BadStateName(f"not a crash state: {shown_name(text)} ({_EXAMPLE})")
         cut = _number("cut", m.group(1))
         keep = tuple(_number("keep", x) for x in m.group(2).split(",")) if m.group(2) else ()
         _increasing("keep", keep)
@@ -77,7 +77,8 @@ class CrashState:
         return cls(cut, keep, tuple(torn))
 
 
-def _shown(text: str) -> str:
+def shown_name(text: str) -> str:
+    """A state name as messages quote it: its repr, cut after 57 characters."""
     return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
 
 

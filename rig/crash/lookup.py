@@ -3,7 +3,7 @@ materialize STATE``, ``rig crash check --state``)."""
 
 from __future__ import annotations
 
-from rig.crash.crashstate import CrashState
+from rig.crash.crashstate import CrashState, shown_name
 from rig.crash.cuts import check_state
 from rig.crash.states import CrashStates
 from rig.errors import ConfigError
@@ -16,9 +16,9 @@ def parse_state(states: CrashStates, text: str, what: str) -> CrashState:
     try:
         state = CrashState.parse(text)
     except ValueError as e:
-        raise ConfigError(f"{what} {_shown(text)}: {e}") from None
+        raise ConfigError(f"{what} {shown_name(text)}: {e}") from None
     if state.cut not in states.cuts():
-        raise ConfigError(f"{what} {_shown(text)}: the log has no cut {state.cut} (cuts: "
+        raise ConfigError(f"{what} {shown_name(text)}: the log has no cut {state.cut} (cuts: "
                           f"{_few(states.cuts())})")
     try:
         check_state(states.plan(state.cut), state, states.sector)
@@ -27,9 +27,6 @@ def parse_state(states: CrashStates, text: str, what: str) -> CrashState:
             from None
     return state
 
-
-def _shown(text: str) -> str:
-    return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
 
 
 def _few(cuts: list[int]) -> str:

@@ -236,7 +236,7 @@ class FaultEventLog:
             raise ConfigError(f"{path}: line 1: not a fault log (no '\"format\": \"{FORMAT}\"')")
         if header.get("version") != VERSION or isinstance(header.get("version"), bool):
             raise ConfigError(f"{path}: line 1: unsupported version "
-                              f"{_shown(header.get('version'))}")
+                              f"{values.shown(header.get('version'))}")
         seed = header.get("seed", 0)
         rules = header.get("rules", [])
         if (not isinstance(seed, int) or isinstance(seed, bool)
@@ -261,13 +261,8 @@ def _json_line(path: str | Path, lineno: int, line: str) -> dict[str, Any]:
     return value
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > _MAX_NAME:
         raise values.BadValue(key, f"expected a name of at most {_MAX_NAME} characters, got "
-                              f"{_shown(value)}")
+                              f"{values.shown(value)}")
     return value

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.core import values
-from rig.core.documents import read_document
+from rig.core.documents import DocumentError, read_document
 from rig.core.options import printable
 from rig.errors import ConfigError
 from rig.filters.blkdebug_events import DEFAULT_IOTYPES, EVENT_SET, IOTYPES
@@ -163,9 +163,8 @@ def read_config_file(path: str) -> list[Section]:
     try:
         # A regular file only: a FIFO would block, /dev/zero would never end.
         raw = read_document(path, "blkdebug config file")
-    except ConfigError as e:
-        reason = str(e).rsplit(": ", 1)[-1]
-        raise ConfigError(f"Could not read blkdebug config file: {reason}") from None
+    except DocumentError as e:
+        raise ConfigError(f"Could not read blkdebug config file: {e.reason}") from None
     return parse_config_text(raw.decode("utf-8", errors="surrogateescape"))
 
 

@@ -65,14 +65,10 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a TOML basic string (JSON escapes are TOML escapes)
-    depth, inner = 0, value
-    while isinstance(inner, list | dict) and len(inner) == 1 and depth < 2000:
-        inner = next(iter(inner.values())) if isinstance(inner, dict) else inner[0]
-        depth += 1
-    if depth > 30:  # a deep one-element chain: build it flat
-        opens = "".join("{a = " if isinstance(v, dict) else "[" for v in _chain(value, depth))
-        closes = "".join("}" if isinstance(v, dict) else "]"
-                         for v in reversed(_chain(value, depth)))
+    chain, inner = _chain(value)
+    if len(chain) > 30:  # a deep one-element chain: build it flat
+        opens = "".join("{a = " if isinstance(v, dict) else "[" for v in chain)
+        closes = "".join("}" if isinstance(v, dict) else "]" for v in reversed(chain))
         return opens + toml_value(inner) + closes
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
@@ -82,12 +78,14 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def _chain(value: Any, depth: int) -> list[Any]:
-    out = []
-    for _ in range(depth):
-        out.append(value)
+def _chain(value: Any) -> tuple[list[Any], Any]:
+    """The one-element lists and dicts ``value`` opens with, outermost first (at most 2,000),
+    and what the innermost of them holds."""
+    chain = []
+    while isinstance(value, list | dict) and len(value) == 1 and len(chain) < 2000:
+        chain.append(value)
         value = next(iter(value.values())) if isinstance(value, dict) else value[0]
-    return out
+    return chain, value
 
 
 def to_toml(array: str, tables: list[Any]) -> str:
@@ -104,12 +102,8 @@ def to_toml(array: str, tables: list[Any]) -> str:
 def to_json(value: Any) -> str:
     """JSON text (NaN/Infinity as Python writes them: the loader must refuse them); a deep
     one-element chain is written flat, so 1,000 levels need no recursion here."""
-    depth, inner = 0, value
-    while isinstance(inner, list | dict) and len(inner) == 1 and depth < 2000:
-        inner = next(iter(inner.values())) if isinstance(inner, dict) else inner[0]
-        depth += 1
-    if depth > 30:
-        chain = _chain(value, depth)
+    chain, inner = _chain(value)
+    if len(chain) > 30:
         opens = "".join(f"{{{json.dumps(str(next(iter(v))))}: " if isinstance(v, dict) else "["
                         for v in chain)
         closes = "".join("}" if isinstance(v, dict) else "]" for v in reversed(chain))
