@@ -125,6 +125,14 @@ def open_options(opts: Options) -> Node:
 
 
 def open_node(spec: GraphSpec, *, defaults: Mapping[str, Any] | None = None) -> Node:
-    """Open a graph. ``defaults`` fill options the spec leaves out (e.g. ``cache.direct``)."""
+    """Open a graph. ``defaults`` fill options the spec leaves out (e.g. ``cache.direct``).
+
+    A blkdebug rule that no node of the graph can trigger is a warning on stderr
+    (:mod:`rig.filters.blkdebug_reach`)."""
     flat = spec_to_flat(spec)
-    return open_options(Options(flat, inherited=defaults))
+    root = open_options(Options(flat, inherited=defaults))
+    if any(node.driver_name == "blkdebug" for node in root.walk()):
+        from rig.filters.blkdebug_reach import report_unreachable_rules
+
+        report_unreachable_rules(root)
+    return root

@@ -78,6 +78,8 @@ class BlkdebugFilter(Filter):
         self.opt_discard = 0
         self.max_discard = 0
         self.config_file: str | None = None
+        #: Warnings about rules that can never fire in this graph (rig.filters.blkdebug_reach).
+        self.unreachable: list[str] = []
         #: Where "blkdebug: Suspended request 'TAG'" lines go (qemu-io prints them on stdout).
         self.say: Callable[[str], None] = _print
 

@@ -66,13 +66,17 @@ def scan_key_value(line: str) -> tuple[str, str] | None:
 class Section:
     group: str
     values: dict[str, Any] = field(default_factory=dict)
+    #: Where the rule was written, for messages: ``FILE:LINE [group]`` or ``group.N``.
+    where: str = ""
 
 
-def parse_config_text(text: str) -> list[Section]:
-    """Parse the ini dialect into sections, validating keys and value types as QEMU does."""
+def parse_config_text(text: str, source: str = "") -> list[Section]:
+    """Parse the ini dialect into sections, validating keys and value types as QEMU does.
+
+    ``source`` (the file name) and the section's header line name each section (``where``)."""
     sections: list[Section] = []
     current: Section | None = None
-    for line in text.splitlines(keepends=True):
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
         if line == "\n" or line.startswith("#"):
             continue
         m = _GROUP_ID.match(line) or _GROUP.match(line)
@@ -80,7 +84,7 @@ def parse_config_text(text: str) -> list[Section]:
             group = m.group(1)
             if group not in GROUP_KEYS:
                 raise ConfigError(f"There is no option group '{printable(group)}'")
-            current = Section(group)
+            current = Section(group, where=f"{printable(source or 'config')}:{number} [{group}]")
             sections.append(current)
             continue
         scanned = scan_key_value(line)
@@ -165,7 +169,7 @@ def read_config_file(path: str) -> list[Section]:
         raw = read_document(path, "blkdebug config file")
     except DocumentError as e:
         raise ConfigError(f"Could not read blkdebug config file: {e.reason}") from None
-    return parse_config_text(raw.decode("utf-8", errors="surrogateescape"))
+    return parse_config_text(raw.decode("utf-8", errors="surrogateescape"), path)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ class RuleSpec:
     iotypes: frozenset[str] = DEFAULT_IOTYPES
     new_state: int = 0
     tag: str = ""
+    #: Where the rule was written (:attr:`Section.where`); not part of the rule's identity.
+    where: str = field(default="", compare=False)
 
 
 def build_rule(section: Section) -> RuleSpec:
@@ -194,7 +200,8 @@ def build_rule(section: Section) -> RuleSpec:
         raise ConfigError(f"invalid parameter value: {_quoted(event)}")
     state = int(v.get("state", 0))
     if section.group == "set-state":
-        return RuleSpec("set_state", event, state=state, new_state=int(v.get("new_state", 0)))
+        return RuleSpec("set_state", event, state=state, new_state=int(v.get("new_state", 0)),
+                        where=section.where)
     iotypes = DEFAULT_IOTYPES
     if "iotype" in v:
         if v["iotype"] not in IOTYPES:
@@ -205,7 +212,7 @@ def build_rule(section: Section) -> RuleSpec:
     return RuleSpec(
         "inject", event, state=state, errno=int(v.get("errno", errno.EIO)), offset=offset,
         once=bool(v.get("once", False)), immediately=bool(v.get("immediately", False)),
-        iotypes=iotypes,
+        iotypes=iotypes, where=section.where,
     )
 
 
@@ -215,11 +222,13 @@ def sections_from_options(group: str, items: dict[str, Any]) -> list[Section]:
     ``items`` maps the part after ``group.`` to values.
     """
     indexed: dict[int, Section] = {}
-    plain = Section(group)
+    plain = Section(group, where=group)
     for key, value in items.items():
         head, _, rest = key.partition(".")
         if rest and head.isascii() and head.isdigit() and len(head) <= 18:
-            set_value(indexed.setdefault(int(head), Section(group)), rest, value)
+            index = int(head)
+            set_value(indexed.setdefault(index, Section(group, where=f"{group}.{index}")), rest,
+                      value)
         else:
             set_value(plain, key, value)
     out = [indexed[i] for i in sorted(indexed)]

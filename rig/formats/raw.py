@@ -7,6 +7,7 @@ reads and writes, which is what a blkdebug node below it reacts to.
 from __future__ import annotations
 
 import errno
+from typing import ClassVar
 
 from rig.core.node import Iov, ReqFlags
 from rig.core.registry import register_driver
@@ -19,6 +20,9 @@ class RawFormat(Filter):
     """Raw format node. ``probed=True`` restricts writes to block 0 as QEMU does."""
 
     format_name = "raw"
+    #: QEMU's raw format emits these before guest data reads and writes (none for
+    #: write-zeroes or discard); see rig.filters.blkdebug_events.
+    blkdebug_events: ClassVar[frozenset[str]] = frozenset({"read_aio", "write_aio"})
 
     #: Set on nodes the CLI created by probing (qemu-io without ``-f``).
     probed: bool = False
