@@ -2,9 +2,10 @@
 
 GRAPH is anything :func:`rig.open` takes: a raw image or device path, ``json:{...}`` or
 ``key=value,...`` options. ``--faults RULES`` puts it under a ``faults`` filter (``.toml`` or
-``.json`` rules) or a ``blkdebug`` filter (any other file: a QEMU blkdebug config), as ``rig run``
-does. The device path is the first line on stdout, so a script can read it; SIGINT, SIGTERM or
-SIGHUP stop the export, tear it down and print what it served on stderr.
+``.json`` rules) or a ``blkdebug`` filter (any other file: a QEMU blkdebug config) under GRAPH's
+format node, or under a ``raw`` node when GRAPH has none, as ``rig run`` does. The device path
+is the first line on stdout, so a script can read it; SIGINT, SIGTERM or SIGHUP stop the export,
+tear it down and print what it served on stderr.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 exported device (``RIG_DEV=/dev/loopN``), tear everything down, return the command's status.
 
 The graph is a ``file`` node on IMAGE (or on a sparse scratch file of SIZE, removed afterwards),
-under a ``faults`` filter when RULES is a ``.toml``/``.json`` rules file, or a ``blkdebug`` filter
-for any other RULES file (a blkdebug config).
+under a ``faults`` filter when RULES is a ``.toml``/``.json`` rules file, or under a ``blkdebug``
+filter and a ``raw`` format node for any other RULES file (a blkdebug config): the graph of
+``qemu-io -f raw blkdebug:RULES:IMAGE``, so the config fails the same requests.
 """
 
 from __future__ import annotations
@@ -32,11 +33,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rules_filter(leaf: dict[str, Any], rules: str) -> dict[str, Any]:
-    """``leaf`` under a faults filter (RULES is ``.toml``/``.json``) or a blkdebug filter (any
-    other RULES file: a QEMU blkdebug config)."""
+    """``leaf`` under a faults filter (RULES is ``.toml``/``.json``), or with a blkdebug filter
+    (any other RULES file: a QEMU blkdebug config) where ``qemu-io -f FMT blkdebug:RULES:IMG``
+    puts it: between a format node and its file, under a raw node when ``leaf`` has no format
+    (the events a format emits, ``read_aio``/``write_aio``..., are what arms blkdebug's rules).
+    ``leaf`` is nested (``{"file": {...}}``) or flat (``{"file.filename": ...}``) options."""
     if rules.endswith(_RULES_SUFFIXES):
         return {"driver": "faults", "rules": rules, "file": leaf}
-    return {"driver": "blkdebug", "config": rules, "image": leaf}
+    from rig.core.graph import FORMAT_DRIVERS
+
+    if leaf.get("driver") not in FORMAT_DRIVERS or isinstance(leaf.get("file"), str):
+        return {"driver": "raw", "file": {"driver": "blkdebug", "config": rules, "image": leaf}}
+    top = {k: v for k, v in leaf.items() if k != "file" and not k.startswith("file.")}
+    image = {k[len("file."):]: v for k, v in leaf.items() if k.startswith("file.")}
+    if isinstance(leaf.get("file"), dict):
+        image.update(leaf["file"])
+    return {**top, "file": {"driver": "blkdebug", "config": rules, "image": image}}
 
 
 def graph_spec(filename: str, rules: str | None) -> dict[str, Any]:
