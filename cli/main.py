@@ -1,26 +1,21 @@
 """``rig``: one subcommand per module of this package (``io``, ``replay``, ``crash``, ``stream``,
 ``bench``, ``devices``, ``export``, ``run``, ``sg``, ``vm``), and the one place where an error a
-command lets out becomes one line on stderr and an exit status (:mod:`rig.cli.status`)."""
+command lets out becomes one line on stderr and an exit status (:mod:`rig.cli.status`).
+
+The parser knows each command by the name and help line in :data:`COMMANDS`; a command's module
+(and with it whatever it uses: formats, exports, the VM lab...) is imported only when that
+command is parsed, so ``rig io`` does not pay for ``rig vm`` (issue 19: start-up).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from rig import __version__
-from rig.cli import (
-    bench_cmd,
-    crash_cmd,
-    devices_cmd,
-    export_cmd,
-    io_cmd,
-    replay_cmd,
-    run_cmd,
-    sg_cmd,
-    stream_cmd,
-    vm_cmd,
-)
 from rig.cli.errors import OneLineParser
 from rig.cli.status import BAD_INPUT, INTERRUPTED, report
 from rig.errors import RigError
@@ -28,44 +23,77 @@ from rig.errors import RigError
 Run = Callable[[argparse.Namespace], int]
 
 
-def _first_line(run: Run) -> str | None:
-    return (run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None
+class Command(NamedTuple):
+    """A subcommand: its module (``add_arguments``, ``run``), its line in ``rig --help``, the
+    module attribute that is its ``--help`` text, and whether that text is pre-formatted."""
+
+    module: str
+    help: str
+    description: str | None = None
+    raw: bool = False
+    #: False for a command whose module sets ``run`` itself (``rig bench KIND``).
+    has_run: bool = True
 
 
-def _command(sub: argparse._SubParsersAction[OneLineParser], name: str,
-             add_arguments: Callable[[argparse.ArgumentParser], None], run: Run, *,
-             help: str | None, description: str | None = None,
-             formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter) -> None:
-    """``rig NAME``; the errors ``run`` lets out are reported as ``rig NAME: ...``."""
-    p = sub.add_parser(name, help=help, description=description,
-                       formatter_class=formatter_class)
-    add_arguments(p)
-    p.set_defaults(run=run, rig_prog=f"rig {name}")
+COMMANDS: dict[str, Command] = {
+    "io": Command("rig.cli.io_cmd", "run qemu-io commands against an image or device",
+                  "DESCRIPTION", raw=True),
+    "replay": Command("rig.cli.replay_cmd", "re-run a repro bundle of a failed property test",
+                      "DESCRIPTION"),
+    "crash": Command("rig.cli.crash_cmd", "crash states of a write log (record, check, states)",
+                     "__doc__", raw=True),
+    "stream": Command("rig.cli.stream_cmd", "stream a backing chain into a qcow2 image",
+                      "DESCRIPTION", raw=True),
+    "bench": Command("rig.cli.bench_cmd", "benchmarks of the rig's own layers (throttle)",
+                     has_run=False),
+    "devices": Command("rig.cli.devices_cmd", "Print the device list; returns the exit status."),
+    "export": Command("rig.cli.export_cmd", "Export GRAPH until a stop signal arrives."),
+    "run": Command("rig.cli.run_cmd", "Run a command against an exported device (RIG_DEV) "
+                   "with optional fault rules."),
+    "sg": Command("rig.cli.sg_cmd", "SCSI commands over SG_IO (inq, readcap, turs, sync, "
+                  "start, stop, eject, raw, sense)."),
+    "vm": Command("rig.cli.vm_cmd", "Run a command in a QEMU guest with real SCSI disks, "
+                  "CD-ROM, scsi_debug, null_blk."),
+}
+
+
+def load_command(parser: argparse.ArgumentParser, name: str) -> None:
+    """Import command ``name``'s module and give its sub-parser ``parser`` its arguments."""
+    command = COMMANDS[name]
+    module: Any = importlib.import_module(command.module)
+    if command.description is not None:
+        parser.description = getattr(module, command.description)
+    if command.raw:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    module.add_arguments(parser)
+    if command.has_run:
+        parser.set_defaults(run=module.run, rig_prog=f"rig {name}")
+
+
+class LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Sub-parsers that get their arguments when their command is the one on the line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loaded: set[str] = set()
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        name = values[0] if values else None
+        if name in COMMANDS and name not in self.loaded:
+            self.loaded.add(name)
+            load_command(self._name_parser_map[name], name)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rig", description="blockrig: block storage test and "
                            "fault-injection rig")
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    raw = argparse.RawDescriptionHelpFormatter
-    _command(sub, "io", io_cmd.add_arguments, io_cmd.run, formatter_class=raw,
-             help="run qemu-io commands against an image or device",
-             description=io_cmd.DESCRIPTION)
-    _command(sub, "replay", replay_cmd.add_arguments, replay_cmd.run,
-             help="re-run a repro bundle of a failed property test",
-             description=replay_cmd.DESCRIPTION)
-    _command(sub, "crash", crash_cmd.add_arguments, crash_cmd.run, formatter_class=raw,
-             help="crash states of a write log (record, check, states)",
-             description=crash_cmd.__doc__)
-    _command(sub, "stream", stream_cmd.add_arguments, stream_cmd.run, formatter_class=raw,
-             help="stream a backing chain into a qcow2 image",
-             description=stream_cmd.DESCRIPTION)
-    bench = sub.add_parser("bench", help="benchmarks of the rig's own layers (throttle)")
-    bench_cmd.add_arguments(bench)
-    for name, module in (("devices", devices_cmd), ("export", export_cmd), ("run", run_cmd),
-                         ("sg", sg_cmd), ("vm", vm_cmd)):
-        _command(sub, name, module.add_arguments, module.run, help=_first_line(module.run))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser,
+                                action=LazySubParsers)
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help)
     return parser
 
 

@@ -10,7 +10,6 @@ from rig.core.graph import OpenContext
 from rig.core.node import BlockStatus, Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
-from rig.drivers.ffi import libc
 from rig.drivers.nodes.posix import PosixNode, open_error
 from rig.errors import ConfigError
 
@@ -51,6 +50,8 @@ class FileNode(PosixNode):
     def _discard(self, offset: int, length: int) -> None:
         if not self._has_discard:
             raise OSError(errno.ENOTSUP, "discard: not supported by the file system")
+        from rig.drivers.ffi import libc  # ctypes' find_library runs ldconfig: not at start-up
+
         try:
             libc.fallocate(self.fd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE,
                            offset, length)
@@ -63,6 +64,8 @@ class FileNode(PosixNode):
     def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
         """QEMU's order: punch a hole if unmapping is allowed, else ZERO_RANGE, else ENOTSUP
         so the chokepoint writes a zero buffer."""
+        from rig.drivers.ffi import libc
+
         if flags & ReqFlags.MAY_UNMAP and self._has_discard:
             try:
                 libc.fallocate(self.fd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE,

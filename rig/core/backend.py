@@ -17,9 +17,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rig.core.bitmap import DirtyBitmap
 from rig.core.buffers import (
@@ -36,6 +35,9 @@ from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.stats import BlockStats
 from rig.core.tracked import RequestTracker
 from rig.errors import ConfigError, StateError
+
+if TYPE_CHECKING:  # concurrent.futures (and logging) load when a request is first submitted
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 T = TypeVar("T")
 
@@ -58,6 +60,37 @@ class IoStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"
     NOSPACE = "nospace"
+
+
+class PolicyEvent:
+    """What the error policy did, told to :attr:`BlockBackend.listeners` (in the request's
+    thread): ``kind`` is ``"io-error"`` (a request failed: ``op``, ``offset``, ``length``,
+    ``errno`` and the ``action`` taken), ``"stop"`` (the backend stopped: the first request
+    parked, or :meth:`BlockBackend.pause`) or ``"resume"``."""
+
+    __slots__ = ("action", "errno", "kind", "length", "offset", "op")
+
+    def __init__(self, kind: str, op: str = "", offset: int = 0, length: int = 0,
+                 errno: int = 0, action: str = "") -> None:
+        self.kind = kind
+        self.op = op
+        self.offset = offset
+        self.length = length
+        self.errno = errno
+        self.action = action
+
+    def __repr__(self) -> str:
+        return (f"PolicyEvent({self.kind!r}, op={self.op!r}, offset={self.offset}, "
+                f"length={self.length}, errno={self.errno}, action={self.action!r})")
+
+
+class _Parked:
+    """A request parked by the ``stop`` policy; ``retry`` is set when it is released."""
+
+    __slots__ = ("retry",)
+
+    def __init__(self) -> None:
+        self.retry: bool | None = None
 
 
 def _aligned_middle(offset: int, end: int, align: int) -> tuple[int, int]:
@@ -113,6 +146,11 @@ class BlockBackend:
         self._tracker = RequestTracker()
         self._stopped = threading.Condition()
         self._paused = False
+        self._parked: list[_Parked] = []
+        self._no_stops = False
+        #: Called with a :class:`PolicyEvent` for every failed request and every stop and
+        #: resume (the QMP server turns them into BLOCK_IO_ERROR, STOP and RESUME).
+        self.listeners: list[Callable[[PolicyEvent], None]] = []
         self._aio_workers = aio_workers
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: set[Future[Any]] = set()
@@ -156,12 +194,12 @@ class BlockBackend:
         if write and self.read_only:
             raise OSError(errno.EPERM, "Block node is read-only")
         if offset < 0 or length < 0:
-            self.stats.invalid += 1
+            self.stats.account_invalid("write" if write else "read")
             raise _eio(f"invalid request: offset {offset} length {length}")
         if offset + length > self._length:
             if self._length == 0 and not self.root.is_inserted():
                 raise OSError(errno.ENOMEDIUM, "No medium found")
-            self.stats.invalid += 1
+            self.stats.account_invalid("write" if write else "read")
             raise _eio(f"request [{offset}, {offset + length}) is beyond the end of the "
                        f"device ({self._length} bytes)")
 
@@ -172,15 +210,25 @@ class BlockBackend:
             return ErrorAction.STOP if err == errno.ENOSPC else ErrorAction.REPORT
         return action
 
-    def _run(self, kind: str, nbytes: int, end: int, fn: Callable[..., None], *args: Any) -> None:
-        """Run one request, ``fn(*args)``, under accounting and the error policy."""
+    def _run(self, kind: str, offset: int, nbytes: int, end: int, fn: Callable[..., None],
+             *args: Any) -> None:
+        """Run one request, ``fn(*args)``, under accounting and the error policy. While the
+        backend is stopped, a new request waits before it starts (as a stopped VM's guest
+        issues nothing)."""
+        if self._paused:
+            self._wait_running()
         while True:
             start = time.perf_counter_ns()
             try:
                 fn(*args)
             except OSError as e:
                 self.stats.account(kind, nbytes, time.perf_counter_ns() - start, False)
-                action = self._action_for(kind != "read", e.errno or errno.EIO)
+                code = e.errno or errno.EIO
+                action = self._action_for(kind != "read", code)
+                if action is ErrorAction.STOP and self._no_stops:
+                    action = ErrorAction.REPORT
+                if self.listeners:
+                    self._tell(PolicyEvent("io-error", kind, offset, nbytes, code, action.value))
                 if action is ErrorAction.REPORT:
                     raise
                 if action is ErrorAction.IGNORE:
@@ -190,27 +238,85 @@ class BlockBackend:
             self.stats.account(kind, nbytes, time.perf_counter_ns() - start, True, end)
             return
 
+    def _tell(self, event: PolicyEvent) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
     def _stop(self, err: OSError) -> None:
-        """``stop``: record the iostatus and park the request until :meth:`resume`."""
+        """``stop``: record the iostatus and park the request until :meth:`resume` (retry it)
+        or :meth:`fail_stopped` (fail it with ``err``)."""
+        parked = _Parked()
         with self._stopped:
+            if self._no_stops or self.closed:
+                raise err
             if self.iostatus is IoStatus.OK:
                 self.iostatus = IoStatus.NOSPACE if err.errno == errno.ENOSPC else IoStatus.FAILED
+            first = not self._paused
             self._paused = True
+            self._parked.append(parked)
+        if first and self.listeners:
+            self._tell(PolicyEvent("stop"))
+        with self._stopped:
+            while parked.retry is None:
+                self._stopped.wait()
+        if not parked.retry:
+            raise err
+
+    def _wait_running(self) -> None:
+        with self._stopped:
             while self._paused and not self.closed:
                 self._stopped.wait()
             if self.closed:
-                raise err
+                raise OSError(errno.EIO, "the device was stopped when it was closed")
 
     @property
     def paused(self) -> bool:
+        """True while the backend is stopped (a request parked, or :meth:`pause`)."""
         return self._paused
 
-    def resume(self) -> None:
-        """Retry the requests parked by the ``stop`` policy; the iostatus becomes ``ok``."""
+    @property
+    def parked(self) -> int:
+        """How many requests the ``stop`` policy holds right now."""
         with self._stopped:
+            return len(self._parked)
+
+    def pause(self) -> None:
+        """Stop the backend as QMP's ``stop`` does: new requests wait until :meth:`resume`."""
+        with self._stopped:
+            if self._paused or self.closed:
+                return
+            self._paused = True
+        if self.listeners:
+            self._tell(PolicyEvent("stop"))
+
+    def resume(self) -> None:
+        """Retry the requests parked by the ``stop`` policy, let waiting ones start; the
+        iostatus becomes ``ok`` (QMP's ``cont``)."""
+        self._release(retry=True)
+
+    def fail_stopped(self) -> None:
+        """Fail the parked requests with their errors (the program sees them), then run."""
+        self._release(retry=False)
+
+    def end_stops(self) -> None:
+        """No more stops from now on (``stop`` acts as ``report``); parked requests fail. An
+        export calls this before its teardown: a parked request would hold up its loop
+        device's detach for ever."""
+        with self._stopped:
+            self._no_stops = True
+        self._release(retry=False)
+
+    def _release(self, *, retry: bool) -> None:
+        with self._stopped:
+            was = self._paused
+            for parked in self._parked:
+                parked.retry = retry
+            self._parked.clear()
             self._paused = False
             self.iostatus = IoStatus.OK
             self._stopped.notify_all()
+        if was and self.listeners:
+            self._tell(PolicyEvent("resume"))
 
     # ------------------------------------------------------------------ read
     def pread(self, offset: int, length: int) -> bytes:
@@ -223,7 +329,7 @@ class BlockBackend:
         self._check(offset, length, False)
         if flags:
             raise ValueError(f"preadv takes no flags, got {flags!r}")
-        self._run("read", length, 0, self._do_read, offset, length, views)
+        self._run("read", offset, length, 0, self._do_read, offset, length, views)
 
     def _do_read(self, offset: int, length: int, iov: Iov) -> None:
         lim = self.root.limits
@@ -296,8 +402,8 @@ class BlockBackend:
         if not self.write_cache:
             flags |= ReqFlags.FUA
         try:
-            self._run("write", length, offset + length, self._do_write, offset, length, views,
-                      flags)
+            self._run("write", offset, length, offset + length, self._do_write, offset, length,
+                      views, flags)
         finally:
             if self.bitmaps:
                 self._mark_dirty(offset, length)
@@ -389,7 +495,7 @@ class BlockBackend:
         if not self.write_cache:
             flags |= ReqFlags.FUA
         try:
-            self._run("zero", length, offset + length,
+            self._run("zero", offset, length, offset + length,
                       lambda: self._do_zeroes(offset, length, flags))
         finally:
             self._mark_dirty(offset, length)
@@ -476,7 +582,7 @@ class BlockBackend:
                 self.root.flush()
 
         try:
-            self._run("discard", length, 0, run)
+            self._run("discard", offset, length, 0, run)
         finally:
             self._mark_dirty(offset, length)
 
@@ -485,7 +591,7 @@ class BlockBackend:
         """QEMU's flush: ``flush_to_os`` then, if anything was written, ``flush_to_disk``."""
         if self.closed:
             raise StateError("the block backend is closed")
-        self._run("flush", 0, 0, self.root.flush)
+        self._run("flush", 0, 0, 0, self.root.flush)
 
     # ------------------------------------------------------------ the rest
     def block_status(self, offset: int, length: int) -> BlockStatus:
@@ -518,6 +624,8 @@ class BlockBackend:
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run a backend call on the worker pool (queue depth > 1)."""
         if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._executor = ThreadPoolExecutor(self._aio_workers, thread_name_prefix="rig-aio")
         fut = self._executor.submit(fn, *args)
         with self._inflight_lock:
@@ -541,6 +649,8 @@ class BlockBackend:
                     pending = list(self._inflight)
                 if not pending:
                     return
+                from concurrent.futures import CancelledError
+
                 for fut in pending:
                     with contextlib.suppress(CancelledError):
                         fut.exception()
@@ -550,6 +660,7 @@ class BlockBackend:
     def close(self) -> None:
         if self.closed:
             return
+        self.end_stops()
         self.drain()
         with self._stopped:
             self.closed = True

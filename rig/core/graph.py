@@ -99,7 +99,7 @@ def open_options(opts: Options) -> Node:
         if filename is None:
             raise ConfigError(f"Parameter '{opts.path}driver' is missing")
         driver = probe_protocol(filename)
-    if driver not in drivers() and not driver.isprintable():
+    if not driver.isprintable() and driver not in drivers():
         raise ConfigError(f"Parameter '{opts.path}driver' does not accept value "
                           f"{shown(driver)} (not a driver name)")
     cls = driver_class(driver)

@@ -1,16 +1,20 @@
 """Name -> driver class, filled by whoever registers.
 
-The core never imports a host driver by name: ``rig.drivers`` registers its drivers here when
-imported, and :func:`load_plugins` imports it (plus anything third parties declare under the
-``rig.drivers`` entry-point group). The command line (``rig.cli``) sits above the drivers and
-imports what it needs from them directly, so nothing else is looked up here.
+The core never imports a host driver by name: each driver module registers its class here
+(``@register_driver``) when it is imported, and the registry imports a module only when one of
+its drivers is looked up (issue 19: ``rig io`` on a raw file imports ``raw`` and ``file``, not
+qcow2, SCSI or the filters). Which module registers which name: :data:`CORE_DRIVERS` for the
+core nodes, ``rig.drivers.DRIVERS`` for the host drivers (a table of names; importing the
+``rig.drivers`` package imports no driver), and anything third parties declare under the
+``rig.drivers`` entry-point group, loaded when a name is in neither table or when every driver
+is asked for (:func:`drivers`, :func:`load_plugins`). The command line (``rig.cli``) sits above
+the drivers and imports what it needs from them directly, so nothing else is looked up here.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from importlib.metadata import entry_points
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from rig.errors import ConfigError, RegistrationError
@@ -23,11 +27,23 @@ N = TypeVar("N", bound="type[Node]")
 _DRIVERS: dict[str, type[Node]] = {}
 _loaded = False
 
-#: Core nodes (no hardware access) registered alongside the host drivers.
-CORE_DRIVER_MODULES = ("rig.formats.raw", "rig.nodes.memory", "rig.filters.blkdebug",
-                       "rig.filters.faults", "rig.filters.throttle", "rig.filters.writecache",
-                       "rig.filters.recorder", "rig.filters.overlay",
-                       "rig.formats.qcow2.driver", "rig.filters.copy_on_read")
+#: Core nodes (no hardware access): driver name -> the module that registers it.
+CORE_DRIVERS: Mapping[str, str] = {
+    "raw": "rig.formats.raw",
+    "qcow2": "rig.formats.qcow2.driver",
+    "memory": "rig.nodes.memory",
+    "blkdebug": "rig.filters.blkdebug",
+    "faults": "rig.filters.faults",
+    "throttle": "rig.filters.throttle",
+    "writecache": "rig.filters.writecache",
+    "recorder": "rig.filters.recorder",
+    "overlay": "rig.filters.overlay",
+    "copy-on-read": "rig.filters.copy_on_read",
+}
+#: The package whose ``DRIVERS`` table names the host drivers' modules.
+HOST_PACKAGE = "rig.drivers"
+#: The entry-point group of third-party drivers.
+ENTRY_POINT_GROUP = "rig.drivers"
 
 
 def register_driver(name: str) -> Callable[[N], N]:
@@ -47,28 +63,44 @@ def register_driver(name: str) -> Callable[[N], N]:
     return deco
 
 
+def driver_modules() -> dict[str, str]:
+    """Every driver name the core and the host know -> the module that registers it."""
+    host: Mapping[str, str] = getattr(importlib.import_module(HOST_PACKAGE), "DRIVERS", {})
+    return {**CORE_DRIVERS, **host}
+
+
 def load_plugins() -> None:
-    """Import ``rig.drivers`` and the ``rig.drivers`` entry points once."""
+    """Import every driver module of both tables and the ``rig.drivers`` entry points, once."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for module in CORE_DRIVER_MODULES:
+    for module in driver_modules().values():
         importlib.import_module(module)
-    importlib.import_module("rig.drivers")
-    for ep in entry_points(group="rig.drivers"):
+    from importlib.metadata import entry_points  # costs ~15 ms: only when every driver is due
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         ep.load()
 
 
 def driver_class(name: str) -> type[Node]:
-    load_plugins()
-    try:
-        return _DRIVERS[name]
-    except KeyError:
+    """The class registered as ``name``: importing only its module when a table names it."""
+    cls = _DRIVERS.get(name)
+    if cls is None:
+        module = driver_modules().get(name)
+        if module is not None:
+            importlib.import_module(module)
+            cls = _DRIVERS.get(name)
+    if cls is None:
+        load_plugins()
+        cls = _DRIVERS.get(name)
+    if cls is None:
         known = ", ".join(sorted(_DRIVERS))
-        raise ConfigError(f"Unknown driver '{name}' (known drivers: {known})") from None
+        raise ConfigError(f"Unknown driver '{name}' (known drivers: {known})")
+    return cls
 
 
 def drivers() -> dict[str, type[Node]]:
+    """Every driver (all modules imported, plugins loaded)."""
     load_plugins()
     return dict(_DRIVERS)
