@@ -1,12 +1,14 @@
-"""``rig sg inq|readcap|turs|sync|start|stop|eject|raw|sense DEVICE``: SCSI commands over SG_IO
-with sg3_utils-style text (``sg_inq``, ``sg_vpd``, ``sg_readcap``, ``sg_turs``, ``sg_sync``,
-``sg_start``, ``sg_raw``, ``sg_requests``) or ``--json``.
+"""``rig sg inq|readcap|turs|sync|start|stop|eject|raw|sense|wce DEVICE``: SCSI commands over
+SG_IO with sg3_utils-style text (``sg_inq``, ``sg_vpd``, ``sg_readcap``, ``sg_turs``,
+``sg_sync``, ``sg_start``, ``sg_raw``, ``sg_requests``, ``sdparm --get/--set WCE``) or
+``--json``.
 
 Exit status: 0 when the command succeeded; sg3_utils' categories when the device refused it
 (2 not ready, 3 medium or hardware error, 5 illegal request, 6 unit attention, 9 invalid
 opcode, 33 timeout, ...); 1 for a bad value on the command line (SG_LIB_SYNTAX_ERROR;
-argparse's own errors are 2, as for every rig command), 15 when the device cannot be opened.
-``raw`` with data out, or with a CDB that writes the medium, passes the rig's safety check first.
+argparse's own errors are 2, as for every rig command), 15 when the device cannot be opened,
+97 when its answer is malformed (SG_LIB_CAT_MALFORMED). ``raw`` with data out, or with a CDB that
+writes the medium, and ``wce --on/--off`` pass the rig's safety check first.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from typing import Any
 from rig.cli.errors import OneLineParser
 from rig.core import values
 from rig.drivers import safety
-from rig.drivers.sg.node import check_writable
+from rig.drivers.sg.caching import CommandRefused
+from rig.drivers.sg.node import DeviceCaching, check_writable
 from rig.drivers.sg.sgio import SgDevice, SgResult
 from rig.errors import ConfigError, RigError
 from rig.scsi import cdb
+from rig.scsi.fields import ScsiDataError
+from rig.scsi.mode_pages import PageControl
 from rig.scsi.report import (
     exit_category,
     inquiry_text,
@@ -44,7 +49,7 @@ from rig.scsi.responses import (
 from rig.scsi.status import DRIVER_BYTES, HOST_BYTES, STATUS_NAMES
 
 PROG = "rig sg"
-SYNTAX_ERROR, FILE_ERROR = 1, 15
+SYNTAX_ERROR, FILE_ERROR, MALFORMED = 1, 15, 97
 #: VPD page abbreviations, as sg_vpd spells them.
 PAGE_NAMES = {"sv": 0x00, "sn": 0x80, "di": 0x83, "bl": 0xB0, "bdc": 0xB1, "lbpv": 0xB2}
 #: Opcodes that change the medium; ``raw`` checks the device is safe to write first.
@@ -146,6 +151,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="allow writing to DEV (path, serial:X or wwn:X), like RIG_ALLOW_DEVICES")
     p = common("sense", "REQUEST SENSE")
     p.add_argument("--desc", action="store_true", help="ask for descriptor format")
+    p = common("wce", "the write cache: WCE in the Caching mode page, like sdparm --get/--set WCE")
+    onoff = p.add_mutually_exclusive_group()
+    onoff.add_argument("--on", dest="wce_set", action="store_const", const=True, default=None,
+                       help="enable it (MODE SELECT, current values)")
+    onoff.add_argument("--off", dest="wce_set", action="store_const", const=False,
+                       help="disable it: every write is on the medium when it completes")
+    p.add_argument("--save", action="store_true",
+                   help="with --on/--off: also the saved values (SP=1), as sdparm --save")
+    p.add_argument("--allow", action="append", default=[], metavar="DEV",
+                   help="allow changing DEV (path, serial:X or wwn:X), like RIG_ALLOW_DEVICES")
 
 
 def _hexdump(data: bytes) -> str:
@@ -305,8 +320,51 @@ def _sense(args: argparse.Namespace, dev: SgDevice) -> int:
     return 0
 
 
+def _optional(cache: DeviceCaching, pc: PageControl) -> bool | None:
+    """WCE of the ``pc`` values, or None when the device does not report them."""
+    try:
+        return cache.caching(pc).wce
+    except CommandRefused:
+        return None
+
+
+def _wce(args: argparse.Namespace, dev: SgDevice, allow: safety.AllowList | None) -> int:
+    cache = DeviceCaching(dev, allow=allow)
+    try:
+        if args.wce_set is not None:
+            try:
+                cache.set_write_cache(args.wce_set, save=args.save)
+            except CommandRefused:
+                raise
+            except OSError as e:  # not changeable or not savable: nothing was sent
+                raise UsageError(e.strerror or str(e)) from None
+        page = cache.caching()
+        changeable = cache.caching(PageControl.CHANGEABLE).wce
+    except CommandRefused as e:
+        return _failed(args, e.result.command.name.upper().replace("_", " "), e.result)
+    except ScsiDataError as e:
+        print(f"{PROG} wce: {args.device}: {e}", file=sys.stderr)
+        return MALFORMED
+    default, saved = _optional(cache, PageControl.DEFAULT), _optional(cache, PageControl.SAVED)
+    kernel = cache.kernel_write_cache()
+    payload = {"device": args.device, "wce": page.wce, "rcd": page.rcd, "changeable": changeable,
+               "default": default, "saved": saved, "savable": page.savable, "kernel": kernel,
+               "page": page.page}
+
+    def shown(value: bool | None) -> str:
+        return " -" if value is None else f"{int(value):2d}"
+
+    text = (f"WCE         {int(page.wce)}  [cha: {'y' if changeable else 'n'}, def:"
+            f"{shown(default)}, sav:{shown(saved)}]")
+    if kernel is not None:
+        text += f"\nkernel: {kernel} (queue/write_cache)"
+    _emit(args, payload, text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """SCSI commands over SG_IO (inq, readcap, turs, sync, start, stop, eject, raw, sense)."""
+    """SCSI commands over SG_IO (inq, readcap, turs, sync, start, stop, eject, raw, sense,
+    wce)."""
     name = args.sg_command
     try:
         timeout_ms = int(args.timeout * 1000)
@@ -317,6 +375,11 @@ def run(args: argparse.Namespace) -> int:
         if name == "raw":
             command = _raw_command(args)
             write = bool(command.data_out) or command.opcode in WRITING_OPCODES
+        if name == "wce":
+            if args.save and args.wce_set is None:
+                raise UsageError("--save goes with --on or --off")
+            write = args.wce_set is not None
+        allow = None
         try:
             if write:
                 allow = safety.AllowList.from_entries(args.allow) if args.allow else None
@@ -343,6 +406,8 @@ def run(args: argparse.Namespace) -> int:
             if name == "raw":
                 assert command is not None
                 return _raw(args, dev, command)
+            if name == "wce":
+                return _wce(args, dev, allow)
             return _sense(args, dev)
     except UsageError as e:
         print(f"{PROG} {name}: {e}", file=sys.stderr)

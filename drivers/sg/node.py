@@ -13,7 +13,8 @@ allowed by path.
 
 A CD/DVD drive (type 5, removable) is served read-only, possibly empty; removable media get the
 node API's media verbs over SCSI (:mod:`rig.drivers.sg.media`). ``scsi-faults`` puts SCSI-layer
-fault rules at the SG_IO call (:mod:`rig.drivers.sg.faults`).
+fault rules at the SG_IO call (:mod:`rig.drivers.sg.faults`). The disk's volatile write cache
+(WCE in the Caching mode page) is read and set by :mod:`rig.drivers.sg.caching`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import safety
 from rig.drivers.nodes.posix import open_error
+from rig.drivers.sg.caching import SgCaching
 from rig.drivers.sg.faults import FaultTransport, engine_from_options
 from rig.drivers.sg.media import SgMedia
 from rig.drivers.sg.sgio import SgDevice, SgResult
@@ -84,7 +86,7 @@ def check_writable(path: str, allow: safety.AllowList | None) -> None:
 
 
 @register_driver("sg")
-class SgNode(SgMedia, Node):
+class SgNode(SgCaching, SgMedia, Node):
     def __init__(self, filename: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.filename = filename
@@ -100,6 +102,8 @@ class SgNode(SgMedia, Node):
         self.inquiry: dict[str, FieldValue] = {}
         self.scsi_faults: ScsiFaultEngine | None = None
         """SCSI-layer fault rules applied at this node's SG_IO call (``scsi-faults``)."""
+        self.allow: safety.AllowList | None = None
+        """The ``x-allow`` entries: asked again before a change of the device's settings."""
 
     def describe(self) -> str:
         return self.filename
@@ -121,6 +125,7 @@ class SgNode(SgMedia, Node):
             check_writable(filename, allow)
         engine = engine_from_options(opts)
         node = cls(filename, **ctx.node_kwargs())
+        node.allow = allow
         try:
             node.dev = SgDevice(filename, write=not ctx.read_only, timeout_ms=timeout_ms)
         except OSError as e:
@@ -140,6 +145,12 @@ class SgNode(SgMedia, Node):
     def _run(self, command: cdb.Command) -> SgResult:
         assert self.dev is not None
         return self.note_outcome(self.dev.execute(command))
+
+    def _check_writable(self) -> None:
+        check_writable(self.filename, self.allow)
+
+    def _block_device(self) -> str | None:
+        return block_device_of(self.filename)
 
     def probe(self) -> None:
         inq = self._run(cdb.inquiry()).check()
@@ -330,3 +341,23 @@ class SgNode(SgMedia, Node):
         if self.dev is not None:
             self.dev.close()
             self.dev = None
+
+
+class DeviceCaching(SgCaching):
+    """The write cache of an open :class:`SgDevice` without a node (``rig sg wce``): any SCSI
+    device that answers the Caching page, with the node's checks (``allow`` as ``x-allow``)."""
+
+    def __init__(self, dev: SgDevice, *, allow: safety.AllowList | None = None) -> None:
+        self.dev = dev
+        self.filename = dev.path
+        self.read_only = not dev.writable
+        self.allow = allow
+
+    def _run(self, command: cdb.Command) -> SgResult:
+        return self.dev.execute(command)
+
+    def _check_writable(self) -> None:
+        check_writable(self.filename, self.allow)
+
+    def _block_device(self) -> str | None:
+        return block_device_of(self.filename)

@@ -141,6 +141,7 @@ class SgDevice:
                  timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
         self.path = path
         self.timeout_ms = timeout_ms
+        self.writable = write
         self.transport: Transport | None = None
         """None: the SG_IO ioctl; else what :func:`sg_io` sends through."""
         flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC

@@ -1,9 +1,9 @@
 """SCSI commands (CDBs) as field tables, and builders that return a :class:`Command`.
 
-Offsets follow the T10 standards (SPC-4/5 for INQUIRY, REQUEST SENSE, MODE SENSE, REPORT LUNS,
-TEST UNIT READY; SBC-3/4 for READ/WRITE, READ CAPACITY, SYNCHRONIZE CACHE, WRITE SAME, UNMAP,
-START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL; MMC-6 for GET EVENT STATUS NOTIFICATION and
-READ TOC). Obsolete bits are left out (zero on encode).
+Offsets follow the T10 standards (SPC-4/5 for INQUIRY, REQUEST SENSE, MODE SENSE, MODE SELECT,
+REPORT LUNS, TEST UNIT READY; SBC-3/4 for READ/WRITE, READ CAPACITY, SYNCHRONIZE CACHE,
+WRITE SAME, UNMAP, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL; MMC-6 for GET EVENT STATUS
+NOTIFICATION and READ TOC). Obsolete bits are left out (zero on encode).
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ REQUEST_SENSE = _spec("request_sense", 0x03, 6, [
 INQUIRY = _spec("inquiry", 0x12, 6, [
     flag("evpd", 1, 0), u("page_code", 2, 8), u("allocation_length", 3, 16),
     u("control", 5, 8)], _I)
+MODE_SELECT_6 = _spec("mode_select_6", 0x15, 6, [
+    flag("pf", 1, 4), flag("sp", 1, 0), u("parameter_list_length", 4, 8),
+    u("control", 5, 8)], _O)
 MODE_SENSE_6 = _spec("mode_sense_6", 0x1A, 6, [
     flag("dbd", 1, 3), u("pc", 2, 2, 6), u("page_code", 2, 6), u("subpage_code", 3, 8),
     u("allocation_length", 4, 8), u("control", 5, 8)], _I)
@@ -121,6 +124,9 @@ READ_TOC = _spec("read_toc", 0x43, 10, [
 GET_EVENT_STATUS = _spec("get_event_status_notification", 0x4A, 10, [
     flag("polled", 1, 0), u("notification_class_request", 4, 8),
     u("allocation_length", 7, 16), u("control", 9, 8)], _I)
+MODE_SELECT_10 = _spec("mode_select_10", 0x55, 10, [
+    flag("pf", 1, 4), flag("rtd", 1, 1), flag("sp", 1, 0), u("parameter_list_length", 7, 16),
+    u("control", 9, 8)], _O)
 MODE_SENSE_10 = _spec("mode_sense_10", 0x5A, 10, [
     flag("llbaa", 1, 4), flag("dbd", 1, 3), u("pc", 2, 2, 6), u("page_code", 2, 6),
     u("subpage_code", 3, 8), u("allocation_length", 7, 16), u("control", 9, 8)], _I)
@@ -132,10 +138,12 @@ REPORT_LUNS = _spec("report_luns", 0xA0, 12, [
 
 #: opcode -> command name, for printing a CDB (READ CAPACITY(16) is SERVICE ACTION IN(16) 0x10).
 OPCODE_NAMES: dict[int, str] = {
-    0x00: "Test Unit Ready", 0x03: "Request Sense", 0x12: "Inquiry", 0x1A: "Mode Sense(6)",
+    0x00: "Test Unit Ready", 0x03: "Request Sense", 0x12: "Inquiry", 0x15: "Mode Select(6)",
+    0x1A: "Mode Sense(6)",
     0x1B: "Start Stop Unit", 0x1E: "Prevent Allow Medium Removal", 0x25: "Read Capacity(10)",
     0x28: "Read(10)", 0x2A: "Write(10)", 0x35: "Synchronize Cache(10)", 0x42: "Unmap",
-    0x43: "Read TOC/PMA/ATIP", 0x4A: "Get Event Status Notification", 0x5A: "Mode Sense(10)",
+    0x43: "Read TOC/PMA/ATIP", 0x4A: "Get Event Status Notification", 0x55: "Mode Select(10)",
+    0x5A: "Mode Sense(10)",
     0x88: "Read(16)", 0x8A: "Write(16)", 0x91: "Synchronize Cache(16)",
     0x93: "Write Same(16)", 0x9E: "Service Action In(16)", 0xA0: "Report Luns",
 }
@@ -243,6 +251,19 @@ def mode_sense(page: int = 0x3F, subpage: int = 0, *, pc: int = 0, dbd: bool = F
     cdb = MODE_SENSE_6.build(page_code=page, subpage_code=subpage, pc=pc, dbd=int(dbd),
                              allocation_length=alloc)
     return Command("mode_sense_6", cdb, Direction.IN, alloc)
+
+
+def mode_select(parameters: bytes, *, save: bool = False, ten: bool = True) -> Command:
+    """MODE SELECT with PF=1 (the pages are in the standard's page format); ``save`` sets SP,
+    asking the device to keep the pages over a power cycle (its saved values) as well as using
+    them now (its current values)."""
+    spec = MODE_SELECT_10 if ten else MODE_SELECT_6
+    limit = 0xFFFF if ten else 0xFF
+    if len(parameters) > limit:
+        raise ConfigError(f"{spec.name}: a parameter list of {len(parameters)} bytes does not "
+                          f"fit its {limit}-byte length field")
+    cdb = spec.build(pf=1, sp=int(save), parameter_list_length=len(parameters))
+    return Command(spec.name, cdb, Direction.OUT, data_out=bytes(parameters))
 
 
 def get_event_status_notification(classes: int = 1 << 4, allocation_length: int = 8

@@ -224,10 +224,18 @@ SHORT_BLOCK_DESCRIPTOR = Layout("mode.block_descriptor", 8, [
     u("density_code", 0, 8), u("blocks", 1, 24), u("block_length", 5, 24)])
 MODE_PAGE_HEADER = Layout("mode.page_header", 2, [
     flag("ps", 0, 7), flag("spf", 0, 6), u("page_code", 0, 6), u("page_length", 1, 8)])
+#: The Caching mode page (SBC-4 6.5.5, page 08h, page length 12h); obsolete bytes 17-19 are
+#: left out. ``rig.scsi.mode_pages`` finds it in MODE SENSE data and builds MODE SELECT's.
 CACHING_PAGE = Layout("mode.caching", 20, [
     flag("ps", 0, 7), flag("spf", 0, 6), u("page_code", 0, 6), u("page_length", 1, 8),
     flag("ic", 2, 7), flag("abpf", 2, 6), flag("cap", 2, 5), flag("disc", 2, 4),
     flag("size", 2, 3), flag("wce", 2, 2), flag("mf", 2, 1), flag("rcd", 2, 0),
+    u("demand_read_retention_priority", 3, 4, 4), u("write_retention_priority", 3, 4),
+    u("disable_prefetch_transfer_length", 4, 16), u("minimum_prefetch", 6, 16),
+    u("maximum_prefetch", 8, 16), u("maximum_prefetch_ceiling", 10, 16),
+    flag("fsw", 12, 7), flag("lbcss", 12, 6), flag("dra", 12, 5), u("sync_prog", 12, 2, 1),
+    flag("nv_dis", 12, 0), u("number_of_cache_segments", 13, 8),
+    u("cache_segment_size", 14, 16),
 ], const={"page_code": 0x08})
 
 

@@ -47,6 +47,11 @@ class FakeScsiTarget:
         self.commands: list[int] = []
         self.errors: dict[int, tuple[int, int, int]] = {}
         """LBA -> sense this fake answers reads of that block with (like scsi_debug opts=2)."""
+        self.wce = True
+        """The Caching page's WCE, answered and changed as QEMU's scsi-hd does (below)."""
+        self.wce_changeable = True
+        self.mode_sense_reply: bytes | None = None
+        """When set, MODE SENSE answers exactly these bytes (a broken device)."""
 
     # ------------------------------------------------------------ host side (like QMP)
     def change_medium(self, data: bytes | None) -> None:
@@ -131,6 +136,11 @@ class FakeScsiTarget:
         if op in (0x35, 0x91):
             self._medium()
             return b""
+        if op == 0x5A:  # MODE SENSE(10)
+            return self._mode_sense(cdb)
+        if op == 0x55:  # MODE SELECT(10)
+            self._mode_select(cdb, out)
+            return b""
         if op == 0x1B and self.removable:  # START STOP UNIT
             loej, start = cdb[4] & 2, cdb[4] & 1
             if loej:
@@ -152,6 +162,38 @@ class FakeScsiTarget:
         return _refuse()
 
 
+    # QEMU 7.2's scsi-hd, as read in hw/scsi/scsi-disk.c: only the Caching page here; saved
+    # values are 05/39/00; MODE SELECT needs PF=1 and SP=0 (else 05/24/00), a page as long as the
+    # device's and unchangeable bits as they are (else 05/26/00).
+    def _caching_page(self, pc: int) -> bytes:
+        wce = self.wce_changeable if pc == 1 else (self.wce if pc == 0 else True)
+        return bytes([0x08, 0x12, 0x04 if wce else 0]) + bytes(17)
+
+    def _mode_sense(self, cdb: bytes) -> bytes:
+        if self.mode_sense_reply is not None:
+            return self.mode_sense_reply
+        pc, page = cdb[2] >> 6, cdb[2] & 0x3F
+        if pc == 3:
+            raise _Refused((0x05, 0x39, 0x00))
+        if page not in (0x08, 0x3F):
+            raise _Refused((0x05, 0x24, 0x00))
+        body = self._caching_page(pc)
+        return (len(body) + 6).to_bytes(2, "big") + bytes(6) + body
+
+    def _mode_select(self, cdb: bytes, out: bytes) -> None:
+        if cdb[1] & 0x11 != 0x10:
+            raise _Refused((0x05, 0x24, 0x00))
+        if len(out) < 8 or int.from_bytes(out[6:8], "big") not in (0, 8):
+            raise _Refused((0x05, 0x1A, 0x00))
+        pages = out[8 + int.from_bytes(out[6:8], "big"):]
+        current, changeable = self._caching_page(0), self._caching_page(1)
+        if len(pages) != len(current) or pages[0] & 0x3F != 0x08 or pages[1] != 0x12 or any(
+                (a ^ b) & ~m for a, b, m in zip(pages[2:], current[2:], changeable[2:],
+                                                 strict=True)):
+            raise _Refused((0x05, 0x26, 0x00))
+        self.wce = bool(pages[2] & 0x04)
+
+
 class _Refused(Exception):
     def __init__(self, sense: tuple[int, int, int], information: int | None = None) -> None:
         self.sense = sense
@@ -166,7 +208,7 @@ def fake_device(target: Any) -> SgDevice:
     """An SgDevice whose transport is ``target`` (no file descriptor behind it)."""
     dev = SgDevice.__new__(SgDevice)
     dev.path, dev.timeout_ms, dev.fd = "FAKE", 1000, -1
-    dev.is_generic, dev.version = True, 30536
+    dev.is_generic, dev.version, dev.writable = True, 30536, True
     dev.transport = target
     return dev
 
