@@ -11,6 +11,7 @@ tear it down and print what it served on stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from rig.cli import live_control
 from rig.cli.run_cmd import rules_filter
 from rig.errors import ConfigError
 
@@ -42,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="libfuse worker threads serving requests (1: single-threaded; "
                         "default 8)")
     parser.add_argument("--read-only", action="store_true", help="open the graph read-only")
+    parser.add_argument("--stats", choices=("json",),
+                        help="at the end, print the device's query-blockstats entry (QEMU's "
+                        "field names) as one line of JSON on stdout")
+    live_control.add_arguments(parser)
 
 
 def graph_spec(graph: str, rules: str | None) -> Any:
@@ -92,10 +98,13 @@ def run(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     threads = {} if args.threads is None else {"threads": args.threads}
+    live_control.check(args)
     spec = graph_spec(args.graph, args.faults)
-    with _stop_on_signals(stop), rig.open(spec, read_only=args.read_only) as blk, \
+    with _stop_on_signals(stop), rig.open(spec, read_only=args.read_only,
+                                          **live_control.open_options(args)) as blk, \
             export(blk, block_size=args.block_size, max_write=args.max_write,
-                   request_timeout=args.timeout, **threads) as ex:
+                   request_timeout=args.timeout, **threads) as ex, \
+            live_control.live_control(args, blk, ex.path, "rig export", quit=stop.set):
         print(ex.path, flush=True)
         print(f"rig export: {ex.path} serves {args.graph} ({blk.getlength()} bytes); "
               "stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
@@ -104,4 +113,6 @@ def run(args: argparse.Namespace) -> int:
         timed_out = ex.operations.timed_out
     print(f"rig export: {ex.path} stopped after {_served(blk.stats.as_dict())}"
           + (f"; {timed_out} timed out" if timed_out else ""), file=sys.stderr)
+    if args.stats == "json":
+        print(json.dumps(live_control.blockstats(blk, ex.path)), flush=True)
     return 0

@@ -23,20 +23,32 @@ from rig.core.backend import BlockBackend
 ExtraEnv = Callable[[BlockBackend], AbstractContextManager[Mapping[str, str]]]
 
 
+#: What runs around the program, given the open graph and the device (``rig run --qmp``).
+Control = Callable[[BlockBackend, str], AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _no_control(blk: BlockBackend, device: str) -> Iterator[None]:
+    yield
+
+
 @contextlib.contextmanager
 def _nothing(blk: BlockBackend) -> Iterator[Mapping[str, str]]:
     yield {}
 
 
 def export_and_run(spec: Any, cmd: Sequence[str], who: str, *,
-                   extra_env: ExtraEnv = _nothing) -> int:
-    """Open the graph ``spec``, export it, run ``cmd`` on the device (with ``extra_env``'s
-    entries added) and tear everything down; ``cmd``'s exit status, or 127 (said on stderr,
-    prefixed ``who``) when it cannot be started."""
+                   extra_env: ExtraEnv = _nothing, open_options: Mapping[str, Any] | None = None,
+                   control: Control | None = None) -> int:
+    """Open the graph ``spec`` (with ``open_options`` for :func:`rig.open`: the error policy),
+    export it, run ``cmd`` on the device (with ``extra_env``'s entries added, and under
+    ``control``, given the backend and the device: QMP) and tear everything down; ``cmd``'s
+    exit status, or 127 (said on stderr, prefixed ``who``) when it cannot be started."""
     import rig
     from rig.drivers.export import export
 
-    with rig.open(spec) as blk, export(blk) as ex, extra_env(blk) as env:
+    with rig.open(spec, **(open_options or {})) as blk, export(blk) as ex, \
+            (control or _no_control)(blk, ex.path), extra_env(blk) as env:
         return _run_on_device(cmd, ex.path, who, env)
 
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from rig.cli import live_control
 from rig.cli.on_device import export_and_run
 from rig.cli.scratch import scratch_image
 from rig.errors import ConfigError
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fault rules: a .toml/.json rules file or a blkdebug .conf file")
     parser.add_argument("--size", metavar="SIZE",
                         help="export a sparse scratch file of SIZE (e.g. 16M) instead of IMAGE")
+    live_control.add_arguments(parser)
     parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="[IMAGE] -- CMD ARGS",
                         help="the raw image to export (or --size), then the command to run "
                         "with RIG_DEV set to the device (options go before IMAGE)")
@@ -88,5 +90,9 @@ def _check(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run a command against an exported device (RIG_DEV) with optional fault rules."""
     cmd = _check(args)
+    live_control.check(args)
     with _image(args) as filename:
-        return export_and_run(graph_spec(filename, args.faults), cmd, "rig run")
+        return export_and_run(graph_spec(filename, args.faults), cmd, "rig run",
+                              open_options=live_control.open_options(args),
+                              control=lambda blk, dev: live_control.live_control(
+                                  args, blk, dev, "rig run"))

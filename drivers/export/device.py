@@ -248,6 +248,45 @@ def _reaper(mountpoint: str) -> DeathWatch:
                       _mountinfo_escape(mountpoint))
 
 
+# ------------------------------------------------------------------------------ timeouts
+#: Where the kernel (6.14 and later) keeps its FUSE request timeouts, in seconds.
+FUSE_SYSCTL = "/proc/sys/fs/fuse"
+#: The kernel looks for overdue requests every 15 s (FUSE_TIMEOUT_TIMER_FREQ) and never uses
+#: a timeout below that.
+KERNEL_TIMER_S = 15
+#: How much sooner than the kernel the export answers a request it has not finished.
+KERNEL_MARGIN_S = 2.0
+
+
+def kernel_request_timeout(sysctl: str = FUSE_SYSCTL) -> int:
+    """The seconds after which this kernel aborts a new FUSE connection whose server has not
+    answered a request (0: never). libfuse 3.14 asks for no timeout of its own, so it is
+    ``default_request_timeout``, capped by ``max_request_timeout`` (which alone also sets
+    one), and never below the kernel's 15 s timer."""
+    def read(name: str) -> int:
+        try:
+            with open(os.path.join(sysctl, name)) as f:
+                return int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    timeout, cap = read("default_request_timeout"), read("max_request_timeout")
+    if cap:
+        timeout = min(timeout, cap) if timeout else cap
+    return max(timeout, KERNEL_TIMER_S) if timeout else 0
+
+
+def within_kernel_timeout(request_timeout: float, kernel_timeout: int) -> float:
+    """The export's request timeout given the kernel's: when the kernel would abort the whole
+    FUSE connection after ``kernel_timeout`` s (the export then dies: every later request
+    fails with ENOTCONN), requests are answered ETIMEDOUT ``KERNEL_MARGIN_S`` sooner, so a
+    stalled or parked request costs only itself."""
+    if not kernel_timeout:
+        return request_timeout
+    bound = kernel_timeout - KERNEL_MARGIN_S
+    return min(request_timeout, bound) if request_timeout else bound
+
+
 # ------------------------------------------------------------------------------ serving
 class _Server:
     """libfuse's loop (``fuse_main``), in a daemon thread of this process: multithreaded with up
@@ -326,6 +365,7 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
                           f"got {request_timeout}")
     load_mfusepy()
     sweep_stale()
+    request_timeout = within_kernel_timeout(request_timeout, kernel_request_timeout())
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
     server = _Server(ops, mountpoint, threads)
@@ -346,6 +386,8 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
             yield Export(path=loop.path, mountpoint=mountpoint, file=file, max_write=negotiated,
                          loop=loop, operations=server.ops)
         finally:
+            # A request the stop policy parked would hold up the detach for ever: fail it.
+            backend.end_stops()
             _unmount_leftovers(loop.path)
             loop.detach()
     finally:

@@ -1,0 +1,229 @@
+"""QMP on a running export, end to end: ``rig run --qmp`` / ``rig export --qmp`` driven with the
+``qemu.qmp`` library while a program does O_DIRECT I/O on the device (tests/qmp/device_io.py).
+
+* stats before and after the program's I/O; a write-error rule armed mid-run fails exactly the
+  write it covers, disarmed it fails nothing; a throttle limit set over QMP gives the new rate;
+  garbage on the socket and several clients at once disturb neither the export nor the program;
+* ``--on-write-error=stop``: the program blocks on the failed write, STOP and BLOCK_IO_ERROR
+  arrive, ``query-block`` says ``failed`` (``nospace`` for ENOSPC under ``enospc``), and after
+  ``cont`` the program completes with every byte it wrote in the image;
+* a parked request and ``--timeout``: the program gets ETIMEDOUT, the request stays parked, and
+  ``cont`` still lands it; SIGTERM with a request parked ends the export at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.rig_needs("loop", "fuse")
+qmp_legacy = pytest.importorskip("qemu.qmp.legacy")
+
+KiB, MiB = 1 << 10, 1 << 20
+PROGRAM = str(Path(__file__).resolve().parent.parent / "qmp" / "device_io.py")
+
+
+class Program:
+    """``rig run ... -- python device_io.py`` (or ``rig export``), its lines read by a thread."""
+
+    def __init__(self, argv: list[str], tmpdir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rig.cli.main", *argv], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TMPDIR": str(tmpdir)})
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr = ""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def line(self, timeout: float = 20.0) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout} s; stderr so far: "
+                                 f"{self._err()}") from None
+
+    def _err(self) -> str:
+        if self.proc.poll() is not None and self.proc.stderr is not None:
+            self.stderr += self.proc.stderr.read()
+        return self.stderr
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def ask(self, command: str, timeout: float = 20.0) -> str:
+        self.send(command)
+        return self.line(timeout)
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self._err()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def connect(path: Path) -> Any:
+    qmp = qmp_legacy.QEMUMonitorProtocol(str(path))
+    qmp.connect(negotiate=True)
+    qmp.settimeout(20)
+    return qmp
+
+
+def stats(qmp: Any) -> dict[str, Any]:
+    entry = qmp.cmd("query-blockstats")
+    assert len(entry) == 1
+    result: dict[str, Any] = entry[0]["stats"]
+    return result
+
+
+def wait_event(qmp: Any, name: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The first ``name`` event on ``qmp`` not taken yet (events of other names stay)."""
+    seen: list[dict[str, Any]] = qmp.__dict__.setdefault("_seen", [])
+    deadline = time.monotonic() + timeout
+    while True:
+        for ev in seen:
+            if ev["event"] == name:
+                seen.remove(ev)
+                return ev
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {name} event within {timeout} s (seen: "
+                                 f"{[e['event'] for e in seen]})")
+        try:
+            ev = qmp.pull_event(wait=left)
+        except TimeoutError:
+            continue
+        if ev is not None:
+            seen.append(ev)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "tmp"
+    d.mkdir()
+    yield d
+
+
+def _garbage_clients(sock: Path) -> list[bytes]:
+    """Several raw clients at once, each misbehaving in its own way; returns what one of them
+    got back for its bad messages."""
+    answers: list[bytes] = []
+
+    def raw(payload: bytes, read: bool) -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(sock))
+            f = s.makefile("rb")
+            f.readline()  # greeting
+            s.sendall(payload)
+            if read:
+                for _ in range(6):
+                    answers.append(f.readline())
+
+    neg = b'{"execute": "qmp_capabilities"}\n'
+    bad = (neg + b"nonsense\n" + b"x" * (2 * MiB) + b"\n"
+           + b'{"execute": "no-such-command", "id": 7}\n'
+           + b'{"execute": "query-blockstats", "arguments": {"query-nodes": "yes"}}\n'
+           + b'{"execute": "x-rig-add-rule", "arguments": {"rule": {"action": "boom"}}}\n')
+    threads = [threading.Thread(target=raw, args=(bad, True)),
+               threading.Thread(target=raw, args=(b'{"execute": "query-blo', False)),
+               threading.Thread(target=raw, args=(b"\xff\xfe{{{{" * 1000, False)),
+               threading.Thread(target=raw, args=(neg + b'{"execute": "query-block"}', False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return answers
+
+
+def test_qmp_drives_a_running_program(tmp_path: Path, run_dir: Path) -> None:
+    sock = tmp_path / "qmp.sock"
+    rules = tmp_path / "none.toml"
+    rules.write_text("rules = []\n")
+    prog = Program(["run", "--qmp", str(sock), "--faults", str(rules), "--size", "16M", "--",
+                    sys.executable, PROGRAM], run_dir)
+    try:
+        assert prog.line() == "ready"
+        qmp = connect(sock)
+        before = stats(qmp)
+        assert before["wr_operations"] == 0 and before["wr_bytes"] == 0
+
+        assert prog.ask(f"W 0 4 {64 * KiB} 1").startswith("ok")
+        after = stats(qmp)
+        assert after["wr_operations"] == 4
+        assert after["wr_bytes"] == 256 * KiB
+        assert after["wr_highest_offset"] == 256 * KiB
+        assert after["wr_total_time_ns"] > 0 and after["failed_wr_operations"] == 0
+
+        # Arm a write error on [1 MiB, 1 MiB + 4 KiB): exactly the write over it fails.
+        name = qmp.cmd("x-rig-add-rule", rule={
+            "name": "bad", "action": "error", "op": "write", "start": MiB,
+            "end": MiB + 4 * KiB, "errno": "EIO"})["name"]
+        assert name == "bad"
+        qmp.cmd("x-rig-watch-faults")
+        assert prog.ask(f"w {MiB - 64 * KiB} {64 * KiB} 2").startswith("ok")
+        assert prog.ask(f"w {MiB} {64 * KiB} 2") == "err EIO"
+        assert prog.ask(f"w {MiB + 64 * KiB} {64 * KiB} 2").startswith("ok")
+        fault = wait_event(qmp, "X_RIG_FAULT")
+        assert fault["data"]["rule"] == "bad" and fault["data"]["offset"] == MiB
+        assert fault["data"]["errno_name"] == "EIO"
+        err = wait_event(qmp, "BLOCK_IO_ERROR")
+        assert err["data"]["action"] == "report" and err["data"]["operation"] == "write"
+        [faults] = qmp.cmd("x-rig-query-rules")
+        assert [(r["name"], r["enabled"], r["fired"]) for r in faults["rules"]] == \
+            [("bad", True, 1)]
+        assert stats(qmp)["failed_wr_operations"] == 1
+        qmp.cmd("x-rig-disable-rule", name="bad")
+        assert prog.ask(f"w {MiB} {64 * KiB} 3").startswith("ok")
+        assert qmp.cmd("x-rig-query-rules")[0]["rules"][0]["fired"] == 1
+
+        # Garbage and several clients at once: answered, and nothing else is disturbed.
+        answers = _garbage_clients(sock)
+        classes = [json.loads(a)["error"]["class"] for a in answers[1:]]
+        assert classes == ["GenericError", "GenericError", "CommandNotFound",
+                           "GenericError", "GenericError"]
+        assert json.loads(answers[3])["id"] == 7
+        assert prog.ask(f"w {2 * MiB} {64 * KiB} 4").startswith("ok")
+        second = connect(sock)
+        assert second.cmd("query-status")["running"] is True
+        second.close()
+
+        # A throttle limit set over QMP: 2 MiB at 2 MiB/s takes about a second (the bucket
+        # lets the first 1/10 s through at once), and lifting it makes it fast again.
+        qmp.cmd("block_set_io_throttle", device="disk", bps=0, bps_rd=0,
+                    bps_wr=2 * MiB, iops=0, iops_rd=0, iops_wr=0)
+        assert qmp.cmd("query-block")[0]["inserted"]["bps_wr"] == 2 * MiB
+        took = float(prog.ask(f"W {4 * MiB} 32 {64 * KiB} 5").split()[1])
+        assert 0.75 < took < 2.0, took
+        qmp.cmd("block_set_io_throttle", device="disk", bps=0, bps_rd=0, bps_wr=0,
+                    iops=0, iops_rd=0, iops_wr=0)
+        took = float(prog.ask(f"W {4 * MiB} 32 {64 * KiB} 6").split()[1])
+        assert took < 0.5, took
+        qmp.close()
+        rc, err_text = prog.finish()
+        assert rc == 0, err_text
+    finally:
+        prog.kill()
+    assert not sock.exists()
