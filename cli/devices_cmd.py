@@ -29,6 +29,9 @@ def human_size(n: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("device", nargs="?", metavar="DEV",
+                        help="show one block device's (or graph's) per-request limits and "
+                        "write cache instead of the list (cli/device_detail.py)")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
     parser.add_argument(
         "--all", action="store_true", help="also list loop devices with no backing file"
@@ -73,6 +76,10 @@ def format_table(devices: list[DeviceInfo]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the device list; returns the exit status."""
+    if getattr(args, "device", None):
+        from rig.cli.device_detail import show
+
+        return show(args)
     allow = AllowList.from_entries(getattr(args, "allow", None) or [])
     devices = list_block_devices(allow, include_unbound=getattr(args, "all", False))
     if getattr(args, "json", False):

@@ -3,6 +3,14 @@
 Sizes and limits come from the kernel (BLKGETSIZE64, BLKSSZGET, BLKPBSZGET, BLKIOMIN/BLKIOOPT,
 BLKROGET, sysfs discard limits); discard is BLKDISCARD and write_zeroes BLKZEROOUT (only with
 O_DIRECT, as in QEMU: both bypass the page cache). Opening for writing passes the safety check.
+
+Limits as QEMU 7.2's file-posix takes them (``raw_refresh_limits``): the O_DIRECT request
+alignment from BLKSSZGET, ``max_hw_transfer`` from BLKSECTGET (sectors, i.e. ``max_sectors_kb``)
+and ``max_hw_iov`` from ``queue/max_segments``. Like QEMU, the node does not split a request
+at ``max_hw_transfer`` (the kernel does): one guest request is one ``preadv``/``pwritev``. The
+rig's own option ``x-max-transfer`` (``hw``: at ``max_hw_transfer``; or a size) makes it the
+node's ``max_transfer``, so the chokepoint splits there and every syscall is at most one device
+command.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import errno
 import os
 import stat
 
+from rig.core import values
 from rig.core.graph import OpenContext
 from rig.core.limits import BlockLimits
 from rig.core.node import Node, ReqFlags
@@ -19,19 +28,29 @@ from rig.core.registry import register_driver
 from rig.drivers import safety
 from rig.drivers.ffi import libc
 from rig.drivers.ffi.ioctls import ioctl_range, ioctl_read
+from rig.drivers.nodes.block_queue import read_int
 from rig.drivers.nodes.posix import PosixNode
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 
 _NOT_SUPPORTED = (errno.ENODEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOTSUP)
+#: QEMU's BDRV_REQUEST_MAX_BYTES: a larger BLKSECTGET answer is ignored, as QEMU does.
+_REQUEST_MAX_BYTES = (2**31 - 1) // 512 * 512
 
 
-def _sysfs_int(rdev: int, attr: str) -> int:
-    path = f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/{attr}"
+def parse_max_transfer(value: object) -> int | str:
+    """``x-max-transfer``: ``hw`` or a size in bytes (0: do not split, QEMU's behaviour)."""
+    if isinstance(value, str) and value.strip().lower() == "hw":
+        return "hw"
+    return values.size("x-max-transfer", value, maximum=_REQUEST_MAX_BYTES)
+
+
+def max_hw_transfer(fd: int) -> int:
+    """QEMU's hdev_get_max_hw_transfer: BLKSECTGET (an unsigned short of sectors) x 512."""
     try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
+        sectors = ioctl_read(fd, "BLKSECTGET", "H")
+    except OSError:
         return 0
+    return sectors * 512 if 0 < sectors * 512 <= _REQUEST_MAX_BYTES else 0
 
 
 @register_driver("host_device")
@@ -44,6 +63,8 @@ class HostDeviceNode(PosixNode):
         self.length = 0
         self._has_discard = True
         self._has_zeroout = True
+        #: ``x-max-transfer``: 0 (do not split, as QEMU), ``"hw"`` or bytes.
+        self.split_at: int | str = 0
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -54,8 +75,10 @@ class HostDeviceNode(PosixNode):
             "or block device")
         if not ctx.read_only and stat.S_ISBLK(st.st_mode):
             safety.check_writable(filename, allow)
+        split_at = parse_max_transfer(opts.raw("x-max-transfer", 0))
         node = cls(filename, aio=aio, **ctx.node_kwargs())
         node.rdev = st.st_rdev
+        node.split_at = split_at
         node.open_fd()
         try:
             node.setup_block_device()
@@ -73,16 +96,33 @@ class HostDeviceNode(PosixNode):
         io_opt = ioctl_read(self.fd, "BLKIOOPT", "I")
         self.length = ioctl_read(self.fd, "BLKGETSIZE64", "Q")
         base = self.base_limits(lbs)
-        granularity = _sysfs_int(self.rdev, "queue/discard_granularity")
-        max_discard = _sysfs_int(self.rdev, "queue/discard_max_bytes")
+        granularity = read_int(self.rdev, "discard_granularity")
+        max_discard = read_int(self.rdev, "discard_max_bytes")
         self._has_discard = max_discard > 0
+        hw_transfer = max_hw_transfer(self.fd)
         self.limits = BlockLimits(
             request_alignment=base.request_alignment,
             buffer_alignment=base.buffer_alignment,
+            max_transfer=self._max_transfer(base.request_alignment, hw_transfer),
             opt_transfer=io_opt if io_opt and io_opt % base.request_alignment == 0 else 0,
             discard_granularity=granularity,
             physical_block_size=pbs,
+            max_hw_transfer=hw_transfer,
+            max_hw_iov=read_int(self.rdev, "max_segments"),
         )
+
+    def _max_transfer(self, alignment: int, hw_transfer: int) -> int:
+        """The node's ``max_transfer`` from ``x-max-transfer`` (0 by default, as QEMU)."""
+        if self.split_at == "hw":
+            if hw_transfer < alignment:
+                raise ConfigError(f"x-max-transfer=hw: the kernel reports no max transfer for "
+                                  f"'{self.filename}' (BLKSECTGET); give a size instead")
+            return hw_transfer - hw_transfer % alignment
+        assert isinstance(self.split_at, int)
+        if self.split_at % alignment:
+            raise ConfigError(f"x-max-transfer {self.split_at} is not a multiple of the request "
+                              f"alignment of '{self.filename}' ({alignment} bytes)")
+        return self.split_at
 
     def _getlength(self) -> int:
         return self.length

@@ -28,6 +28,13 @@ class BlockLimits:
     max_write_zeroes: int = 0
     physical_block_size: int = 0
     """Advisory; the device's physical sector (BLKPBSZGET)."""
+    max_hw_transfer: int = 0
+    """Largest request the device takes in one command (QEMU's ``max_hw_transfer``: BLKSECTGET,
+    i.e. ``queue/max_sectors_kb``). As in QEMU it does not split ordinary requests (the kernel
+    does that); SCSI passthrough honours it. 0: unknown."""
+    max_hw_iov: int = 0
+    """Most memory segments the device takes in one command (QEMU's ``max_hw_iov``:
+    ``queue/max_segments``). Advisory, as ``max_hw_transfer``. 0: unknown."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -62,4 +69,10 @@ class BlockLimits:
             max_discard=min_nonzero(self.max_discard, child.max_discard),
             max_write_zeroes=min_nonzero(self.max_write_zeroes, child.max_write_zeroes),
             physical_block_size=max(self.physical_block_size, child.physical_block_size),
+            max_hw_transfer=min_nonzero(self.max_hw_transfer, child.max_hw_transfer),
+            max_hw_iov=min_nonzero(self.max_hw_iov, child.max_hw_iov),
         )
+
+    def as_dict(self) -> dict[str, int]:
+        """Every limit by name, in bytes (``max_hw_iov``: segments), for listings and JSON."""
+        return dataclasses.asdict(self)
