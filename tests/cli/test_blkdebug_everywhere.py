@@ -5,6 +5,7 @@ rules that fire do not."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -130,9 +131,22 @@ def test_rig_export_fails_the_same_requests_as_qemu_io(conf: str, tmp_path: Path
     _one_warning(err)
 
 
-def test_a_graph_with_a_format_gets_blkdebug_under_it() -> None:
+def test_a_graph_with_a_format_gets_blkdebug_under_it(tmp_path: Path) -> None:
     """GRAPH with a format of its own gets blkdebug between the format and its file."""
+    import rig
     from rig.cli.run_cmd import rules_filter
+    from rig.core.graph import spec_to_flat
+
+    image, conf = tmp_path / "disk.qcow2", tmp_path / "reads.conf"
+    conf.write_text('[inject-error]\nevent = "read_aio"\niotype = "read"\nerrno = "5"\n')
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "4M"], check=True)
+    spec = rules_filter(spec_to_flat(f"driver=qcow2,file.filename={image}"), str(conf))
+    with rig.open(spec) as blk:
+        assert [node.driver_name for node in blk.root.walk()] == ["qcow2", "blkdebug", "file"]
+        blk.pwrite(1 << 20, bytes(4096))
+        with pytest.raises(OSError) as failed:  # qcow2's read_aio armed the rule
+            blk.pread(1 << 20, 4096)
+        assert failed.value.errno == errno.EIO
 
     nested = rules_filter({"driver": "qcow2", "file": {"driver": "file", "filename": "x"}}, "c")
     assert nested == {"driver": "qcow2", "file": {"driver": "blkdebug", "config": "c",
