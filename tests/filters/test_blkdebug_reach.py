@@ -60,17 +60,16 @@ def test_without_a_format_above_the_read_and_flush_rules_warn(
         conf: str, image: str, capsys: pytest.CaptureFixture[str]) -> None:
     with rig.open(_blkdebug(conf, image)) as blk:
         lines = capsys.readouterr().err.splitlines()
-        assert lines == [
-            f"rig: warning: blkdebug rule {conf}:1 [inject-error] can never fire: no node of "
-            "this graph emits its event 'read_aio' (emitted by a raw node above it)",
-            f"rig: warning: blkdebug rule {conf}:6 [inject-error] can never fire: no node of "
-            "this graph emits its event 'l2_load' (emitted by "
-            + ("a qcow2 node above it)" if "l2_load" in declared_events(drivers()["qcow2"])
-               else "qcow2, qcow, qed in QEMU; no rig driver emits it)"),
-            f"rig: warning: blkdebug rule {conf}:9 [set-state] can never fire: no node of this "
-            "graph emits its event 'flush_to_disk' (emitted by the flush of a node above it, "
-            "such as a raw format node)",
+        head = f"rig: warning: blkdebug rule {conf}:"
+        tail = "can never fire: no node of this graph emits its event"
+        assert [line.split(" (emitted by ")[0] for line in lines] == [
+            f"{head}1 [inject-error] {tail} 'read_aio'",
+            f"{head}6 [inject-error] {tail} 'l2_load'",
+            f"{head}9 [set-state] {tail} 'flush_to_disk'",
         ]
+        emitted = [line.split(" (emitted by ")[1] for line in lines]
+        assert "raw" in emitted[0] and "qcow2" in emitted[1]
+        assert emitted[2] == "the flush of a node above it, such as a raw format node)"
         blk.pread(2048, 512)  # the warning told the truth: the read_aio rule does not fire
         node = find_debug_node(blk.root)
         assert node is not None and [f"rig: {line}" for line in node.unreachable] == lines
