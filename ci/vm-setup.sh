@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up the VM lab (rig vm, tests/vm) on a Debian machine, as root: QEMU, a static busybox, kmod
-# and dmsetup from apt; qemu.qmp in ./.venv; then the guest kernel, downloaded with apt-get
+# Set up the VM lab (rig vm, tests/vm) on a Debian machine, as root: QEMU, a static busybox, kmod,
+# dmsetup and udev from apt; qemu.qmp in ./.venv; then the guest kernel, downloaded with apt-get
 # download (never installed), pruned into $RIG_VM_CACHE (default ~/.cache/blockrig/vm), with its
 # initramfs and the KVM-or-TCG verdict. Safe to re-run; fast when everything is there.
 set -euo pipefail
@@ -42,7 +42,8 @@ apt_retry() {  # apt-get with a lock wait and three tries (a lock can be taken b
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for tool in qemu-system-x86_64:qemu-system-x86 depmod:kmod dmsetup:dmsetup; do
+# udev: the guest runs the host's systemd-udevd for the lab's identity tests (ID_WWN, by-id).
+for tool in qemu-system-x86_64:qemu-system-x86 depmod:kmod dmsetup:dmsetup udevadm:udev; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # The initramfs needs a statically linked busybox (Debian's busybox package is dynamic).

@@ -17,6 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rig.drivers.identity import DeviceIdentity as DeviceIdentity
+from rig.drivers.identity import identity_by_number as identity_by_number
+from rig.drivers.identity import norm_serial as norm_serial
+from rig.drivers.identity import norm_wwn as norm_wwn
+from rig.drivers.identity import read_sysfs
 from rig.drivers.loop import owned_device_numbers
 from rig.drivers.nodes.posix import open_error
 from rig.errors import ConfigError, UnsafeDeviceError
@@ -26,20 +31,6 @@ DevNum = tuple[int, int]
 # --------------------------------------------------------------------------------------------
 # Allow list
 # --------------------------------------------------------------------------------------------
-
-
-def norm_serial(serial: str) -> str:
-    """Compare serials across spellings (padding, case)."""
-    return serial.strip().casefold()
-
-
-def norm_wwn(wwn: str) -> str:
-    """Compare WWNs across spellings: lsblk ``0x5000c5...``, sysfs ``naa.5000c5...``,
-    /dev/disk/by-id ``wwn-0x5000c5...``."""
-    w = wwn.strip().casefold()
-    for prefix in ("wwn-", "0x", "naa.", "eui."):
-        w = w.removeprefix(prefix)
-    return w
 
 
 @dataclass(frozen=True)
@@ -95,16 +86,18 @@ class AllowList:
         return bool(self.paths or self.serials or self.wwns)
 
     def allows(self, ident: DeviceIdentity) -> bool:
-        """Whether the device (or, for a partition, its whole disk) is on the list.
+        """Whether the device (or, for a partition, its whole disk) is on the list. A serial
+        or WWN matches any the device answers to (udev's ID_SERIAL, ID_SERIAL_SHORT,
+        ID_SCSI_SERIAL, ID_WWN...; the kernel's), in :mod:`rig.drivers.identity`'s normal form.
 
         Paths match by device number, so symlinks (/dev/disk/by-id/...) and other nodes for the
         same device count, and a path that does not exist matches nothing.
         """
         candidates = [ident] if ident.disk is None else [ident, ident.disk]
         for dev in candidates:
-            if dev.serial and norm_serial(dev.serial) in self.serials:
+            if any(dev.has_serial(s) for s in self.serials):
                 return True
-            if dev.wwn and norm_wwn(dev.wwn) in self.wwns:
+            if any(dev.has_wwn(w) for w in self.wwns):
                 return True
             for path in self.paths:
                 if _same_device(path, dev.number):
@@ -118,70 +111,6 @@ def _same_device(path: str, number: DevNum) -> bool:
     except OSError:
         return False
     return stat.S_ISBLK(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == number
-
-
-# --------------------------------------------------------------------------------------------
-# Identity: what sysfs says a device is
-# --------------------------------------------------------------------------------------------
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            value = f.read().decode(errors="replace").strip()
-    except OSError:
-        return None
-    return value or None
-
-
-def _vpd_serial(path: str) -> str | None:
-    """SCSI VPD page 0x80 (unit serial number): 4-byte header, then ASCII."""
-    try:
-        with open(path, "rb") as f:
-            page = f.read()
-    except OSError:
-        return None
-    if len(page) < 4 or page[1] != 0x80:
-        return None
-    length = int.from_bytes(page[2:4], "big")
-    return page[4 : 4 + length].decode("ascii", errors="replace").strip() or None
-
-
-@dataclass(frozen=True)
-class DeviceIdentity:
-    """A block device as sysfs names it; ``disk`` is the whole disk when this is a partition."""
-
-    name: str
-    number: DevNum
-    sysdir: str
-    serial: str | None = None
-    wwn: str | None = None
-    disk: DeviceIdentity | None = None
-
-
-def _identity_at(sysdir: str, number: DevNum) -> DeviceIdentity:
-    name = os.path.basename(sysdir)
-    disk = None
-    if os.path.exists(f"{sysdir}/partition"):
-        parent = os.path.dirname(sysdir)
-        dev = _read(f"{parent}/dev")
-        if dev is not None:
-            major, minor = (int(x) for x in dev.split(":"))
-            disk = _identity_at(parent, (major, minor))
-        return DeviceIdentity(name, number, sysdir, disk=disk)
-    serial = (
-        _read(f"{sysdir}/serial")
-        or _read(f"{sysdir}/device/serial")
-        or _vpd_serial(f"{sysdir}/device/vpd_pg80")
-    )
-    wwn = _read(f"{sysdir}/wwid") or _read(f"{sysdir}/device/wwid")
-    return DeviceIdentity(name, number, sysdir, serial=serial, wwn=wwn)
-
-
-def identity_by_number(number: DevNum) -> DeviceIdentity:
-    """Identity of block device ``(major, minor)`` from /sys/dev/block."""
-    sysdir = os.path.realpath(f"/sys/dev/block/{number[0]}:{number[1]}")
-    return _identity_at(sysdir, number)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +225,7 @@ def _partitions(ident: DeviceIdentity) -> list[tuple[str, DevNum]]:
         sub = f"{ident.sysdir}/{entry}"
         if not os.path.exists(f"{sub}/partition"):
             continue
-        dev = _read(f"{sub}/dev")
+        dev = read_sysfs(f"{sub}/dev")
         if dev is not None:
             major, minor = (int(x) for x in dev.split(":"))
             parts.append((entry, (major, minor)))

@@ -1,7 +1,10 @@
-"""Block device inventory and events through pyudev.
+"""Block device inventory, events and the settle wait, through pyudev and udevadm.
 
-pyudev reads sysfs, so listing works without a running udevd (then there are no ID_* properties,
-which is why serial and WWN come from sysfs too, the same way the safety check reads them).
+Listing works without a running udevd: pyudev reads sysfs. Identity (WWN, serial, by-id,
+ID_PATH, model) comes from :mod:`rig.drivers.identity`: the udev database where there is one,
+sysfs otherwise (:data:`rig.drivers.identity.FALLBACK_NOTE` says so).
+
+:func:`settle` is the one wait for udev after the rig changed a device.
 
 Events (:class:`BlockEvents`) come from netlink: the kernel's own uevents need no udevd (a loop
 device's medium swap, add and remove; an sr drive's DISK_MEDIA_CHANGE when its events are
@@ -11,19 +14,18 @@ polled), and ``source='udev'`` gives them after udev's rules when a udevd runs.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rig.drivers.safety import (
-    AllowList,
-    identity_by_number,
-    usage_by_number,
-    writable_problem,
-)
+from rig.drivers.identity import identity_by_number
+from rig.drivers.safety import AllowList, usage_by_number, writable_problem
 from rig.errors import RigError
 
 LOOP_MAJOR = 7
@@ -46,6 +48,12 @@ class DeviceInfo:
     serial: str | None = None
     wwn: str | None = None
     model: str | None = None
+    by_id: list[str] = field(default_factory=list)
+    """Names under /dev/disk/by-id (udev's DEVLINKS)."""
+    by_path: str | None = None
+    """udev's ID_PATH."""
+    identity_source: str = "sysfs"
+    """``udev`` (the udev database) or ``sysfs`` (no database: no by-id, no ID_PATH)."""
     loop_backing_file: str | None = None
     writable_by_rig: bool = False
     why_not: str = ""
@@ -98,7 +106,10 @@ def _info(dev: Any, allow: AllowList | None, backing_file: str | None) -> Device
         holders=usage.holder_names,
         serial=ident.serial,
         wwn=ident.wwn,
-        model=_attr(dev, "device/model"),
+        model=ident.model,
+        by_id=list(ident.by_id),
+        by_path=ident.by_path,
+        identity_source=ident.source,
         loop_backing_file=backing_file,
         writable_by_rig=not why_not,
         why_not=why_not,
@@ -136,6 +147,9 @@ def list_block_devices(
 # --------------------------------------------------------------------------------------------
 
 UDEV_CONTROL = "/run/udev/control"
+#: udevd keeps this file while its event queue is not empty.
+UDEV_QUEUE = "/run/udev/queue"
+SETTLE_TIMEOUT_S = 30.0
 
 
 def udevd_running() -> bool:
@@ -280,3 +294,44 @@ def wait_until_ready(path: str, timeout: float = 10.0, *, poll_interval: float =
             if left <= 0:
                 raise TimeoutError(f"{path} has no medium after {timeout:g} s")
             events.poll(min(left, poll_interval))
+
+
+def settle(what: str, timeout: float = SETTLE_TIMEOUT_S, *, changed: str | None = None) -> None:
+    """Wait until udev has handled every event so far, so what is read next (the udev
+    database, /dev/disk links) is the device as it is now. Call it after the rig changed a
+    device: attached it, changed its medium, or let a test write to it (a partition table).
+
+    ``changed``: a block device path to send a ``change`` uevent for first (what udev's own
+    watch does when a disk opened for writing is closed), so its properties are read again.
+    ``what`` names the device in the error. Without a udevd this returns at once: nothing
+    processes events, and identity then comes from sysfs, which is always current.
+    Raises RigError (one line: the device, the timeout) when udev does not settle in time.
+    """
+    if not udevd_running():
+        return
+    if changed is not None:
+        name = os.path.basename(os.path.realpath(changed))
+        try:
+            with open(f"/sys/class/block/{name}/uevent", "w") as f:
+                f.write("change")
+        except OSError:
+            pass  # gone or not a block device: settling is still right
+    deadline = time.monotonic() + timeout
+    udevadm = shutil.which("udevadm")
+    if udevadm is not None:
+        # udevadm ignores requests when it thinks it runs in a chroot (the VM lab's guest is
+        # one, with its own udevd); the request is ours, so it is meant.
+        env = {**os.environ, "SYSTEMD_IGNORE_CHROOT": "1"}
+        try:
+            done = subprocess.run(
+                [udevadm, "settle", f"--timeout={max(1, math.ceil(timeout))}"], env=env,
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout + 5,
+            ).returncode == 0
+        except subprocess.TimeoutExpired:
+            done = False
+    else:
+        while (done := not os.path.exists(UDEV_QUEUE)) is False and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if not done:
+        raise RigError(f"{what}: udev did not settle within {timeout:g} s (its event queue "
+                       "is stuck: look at 'udevadm monitor' and the udevd log)")

@@ -23,5 +23,6 @@ from rig.drivers.lab.labdisk import Lab, LabDisk
 
 __all__ = [
     "DiskEntry", "Inventory", "Lab", "LabDisk", "Lease", "LeaseBusyError", "Resolved",
-    "entry_for_device", "load_inventory", "parse_inventory", "resolve", "write_problems",
+    "Survey", "entry_for_device", "load_inventory", "parse_inventory", "resolve", "survey",
+    "write_problems",
 ]

@@ -27,6 +27,7 @@ from rig.drivers.lab.inventory import (
     write_problems,
 )
 from rig.drivers.lab.lease import Lease, LeaseBusyError
+from rig.drivers.udev import settle
 from rig.errors import DeviceNotFoundError, RigError, UnsafeDeviceError
 
 if TYPE_CHECKING:
@@ -60,7 +61,14 @@ class LabDisk:
         return rig.open(spec, cache=cache, read_only=not self.destructive)
 
     def release(self) -> None:
-        self.lease.release()
+        """Give the disk back. After a destructive use, first wait for udev to take in what
+        the test changed (a partition table, a filesystem), so the next holder's checks see
+        it; the lease is released even when that wait fails."""
+        try:
+            if self.destructive and self.lease.held:
+                settle(f"lab disk {self.entry.name!r} ({self.path})", changed=self.path)
+        finally:
+            self.lease.release()
 
     def __enter__(self) -> LabDisk:
         return self
@@ -139,6 +147,7 @@ class Lab:
             if problem:
                 raise UnsafeDeviceError(f"refusing to write to lab disk {entry.name!r}: "
                                         f"{problem}")
+        settle(f"lab disk {entry.name!r}")  # a disk just attached or changed: udev first
         resolved = resolve(entry)
         lease = Lease.acquire(self.inventory.lease_dir, resolved.lease_key, owner=owner)
         try:

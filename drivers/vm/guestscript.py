@@ -33,6 +33,7 @@ class BootPlan:
     shares: Sequence[tuple[str, str]] = ()  # (9p tag, guest mount point)
     env: Mapping[str, str] = field(default_factory=dict)
     device_wait_s: int = 60
+    udev: bool = False  # start systemd-udevd and fill its database before the first command
 
 
 def boot_script(plan: BootPlan) -> str:
@@ -73,6 +74,7 @@ def boot_script(plan: BootPlan) -> str:
         'echo "RIG_VM_SCSI_DEBUG=\'$sdebug\'" >> /ctl/guest.env',
         # bash, where the host has it, can nap without forking (read -t on a FIFO).
         "shell=/bin/sh; [ -x /newroot/bin/bash ] && shell=/bin/bash",
+        *(_udev_start() if plan.udev else []),
         f"chroot /newroot $shell {GUEST_CONTROL_DIR}/loop.sh",
         "sync",
         f"echo BLOCKRIG-VM-POWEROFF-{plan.nonce} >/dev/console",
@@ -126,12 +128,31 @@ def _device_waits(plan: BootPlan) -> list[str]:
     return lines
 
 
+#: systemd-udevd and udevadm refuse to act in a chroot (the guest runs chrooted into the host's
+#: root) unless this is set.
+_IGNORE_CHROOT = "SYSTEMD_IGNORE_CHROOT=1"
+
+
+def _udev_start() -> list[str]:
+    """Shell that starts udevd in the guest's root and waits until it has processed every
+    block device (its database in /run/udev/data, the /dev/disk links)."""
+    udevd = "/lib/systemd/systemd-udevd"
+    return [
+        f"chroot /newroot test -x {udevd} || die 'no {udevd}: apt-get install udev on the host'",
+        f"chroot /newroot /bin/sh -c '{_IGNORE_CHROOT} {udevd} --daemon"
+        f" && {_IGNORE_CHROOT} udevadm trigger --action=add --subsystem-match=block"
+        f" && {_IGNORE_CHROOT} udevadm settle -t 30' >/dev/null 2>&1"
+        " || die 'systemd-udevd did not start or settle'",
+    ]
+
+
 def _env_text(plan: BootPlan) -> str:
     env = {
         "RIG_VM": "1",
         "DM_DISABLE_UDEV": "1",  # no udev in the guest: dmsetup must make its own nodes
         "RIG_VM_CDROM": "/dev/sr0" if plan.cdrom else "",
         "RIG_VM_NULLB": " ".join(f"/dev/nullb{i}" for i in range(plan.null_blk_devices)),
+        **({"SYSTEMD_IGNORE_CHROOT": "1"} if plan.udev else {}),
         **plan.env,
     }
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())

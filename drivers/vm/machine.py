@@ -161,6 +161,9 @@ class Guest:
     ``modules``: more modules to load, each ``"name opt=val ..."``.
     ``shares``: host directories the guest may write to, mounted at the same path (or at the
     guest path given as the second item of a pair).
+    ``udev``: start systemd-udevd (the host's ``udev`` package) and fill its database before the
+    first command: ID_WWN, ID_SERIAL, ID_PATH and the /dev/disk links. Disk N has the SCSI
+    serial ``rig-diskN`` and a WWN (:func:`rig.drivers.vm.qemu.disk_wwn`).
     """
 
     def __init__(
@@ -179,6 +182,7 @@ class Guest:
         quiet: bool = True,
         fetch: bool = False,
         kernel: Kernel | None = None,
+        udev: bool = False,
     ) -> None:
         self._disk_specs = list(disks)
         self._cdrom = Path(cdrom) if cdrom is not None else None
@@ -193,6 +197,7 @@ class Guest:
         self._quiet = quiet
         self._fetch = fetch
         self._kernel = kernel
+        self._udev = udev
         self._tmp: Path | None = None
         self._watch: DeathWatch | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -450,6 +455,7 @@ class Guest:
             null_blk_devices=_null_blk_devices(self._null_blk),
             shares=[(tag, g) for (tag, _h), (_h2, g) in zip(shares, self._shares, strict=True)],
             device_wait_s=int(self._boot_timeout),
+            udev=self._udev,
         )
         (ctl / "boot.sh").write_text(guestscript.boot_script(plan))
         (ctl / "loop.sh").write_text(guestscript.loop_script(self.nonce))

@@ -25,6 +25,21 @@ def disk_id(index: int) -> str:
     return f"disk{index}"
 
 
+#: Disk N's WWN is this plus N (an NAA 5 name; udev reads it as ID_WWN, sysfs as wwid).
+WWN_BASE = 0x5000C50015EA71A0
+
+
+def disk_serial(index: int) -> str:
+    """The SCSI serial (VPD page 0x80) QEMU gives disk ``index``: udev's ID_SCSI_SERIAL (with
+    a WWN set, ID_SERIAL and ID_SERIAL_SHORT are made from the WWN)."""
+    return f"rig-{disk_id(index)}"
+
+
+def disk_wwn(index: int) -> str:
+    """The WWN QEMU gives disk ``index`` (``0x5000c50015ea71a0`` for disk 0)."""
+    return f"0x{WWN_BASE + index:016x}"
+
+
 @dataclass(frozen=True)
 class QemuConfig:
     kernel: Path
@@ -75,7 +90,7 @@ def command_line(cfg: QemuConfig) -> list[str]:
         argv += [
             "-drive", f"if=none,id={did}-drive,file={_opt(image)},format=raw",
             "-device", f"scsi-hd,bus=vscsi0.0,scsi-id={i},lun=0,drive={did}-drive,id={did},"
-            f"serial=rig-{did}",
+            f"serial={disk_serial(i)},wwn={disk_wwn(i)}",
         ]
     if cfg.cdrom is not None:
         argv += [

@@ -78,8 +78,8 @@ class TestListing:
             assert devices_cmd.run(_args()) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].split() == [
-            "NAME", "SIZE", "LBS", "PBS", "ROT", "RM", "RO", "MOUNTED/HOLDERS", "SERIAL/WWN",
-            "RIG-WRITABLE",
+            "NAME", "SIZE", "LBS", "PBS", "ROT", "RM", "RO", "MOUNTED/HOLDERS", "WWN", "SERIAL",
+            "BY-ID", "BY-PATH", "MODEL", "LAB", "RIG-WRITABLE",
         ]
         row = next(line for line in lines if line.split()[0] == f"loop{dev.index}")
         assert row.split()[1:4] == ["64M", "512", "512"]
@@ -89,6 +89,34 @@ class TestListing:
         assert all(line[last - 2 : last] == "  " and line[last] != " " for line in lines)
         size_end = lines[0].index("SIZE") + len("SIZE")
         assert row[size_end - 3 : size_end] == "64M"
+
+    def test_lab_entries_and_identity_columns(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--lab shows the entry each device is; a refused entry is marked ``!`` with its
+        reason in JSON; an entry that finds nothing is one line on stderr."""
+        with scratch_loop(4 * MiB) as a, scratch_loop(4 * MiB) as b:
+            lab = tmp_path / "lab.toml"
+            lab.write_text(f'[[disk]]\nname = "good"\npath = "{a.path}"\n'
+                           f'[[disk]]\nname = "bad"\npath = "{b.path}"\nserial = "S1"\n'
+                           '[[disk]]\nname = "gone"\nwwn = "0x5000c500a1b2c3d4"\n')
+            assert devices_cmd.run(_args("--json", "--lab", str(lab))) == 0
+            out = capsys.readouterr()
+            rows, err = json.loads(out.out), out.err
+            assert devices_cmd.run(_args("--lab", str(lab))) == 0
+            table = capsys.readouterr().out.splitlines()
+        good, bad = _entry(rows, a.path), _entry(rows, b.path)
+        assert (good["lab_entry"], good["lab_problem"]) == ("good", None)
+        assert bad["lab_entry"] == "bad"
+        assert bad["lab_problem"] == (f"lab disk 'bad': serial: expected S1, found none at "
+                                      f"{b.path} (disks renumber: check which disk this is "
+                                      "and fix the inventory)")
+        for row in (good, bad):  # a loop device has no WWN, serial or model
+            assert (row["wwn"], row["serial"], row["model"]) == (None, None, None)
+        assert [line.split()[13] for line in table
+                if line.split()[0] in (f"loop{a.index}", f"loop{b.index}")] == ["good", "!bad"]
+        assert ("rig devices: lab disk 'gone': no device with wwn 0x5000c500a1b2c3d4 is "
+                "present") in err
 
     def test_foreign_loop_needs_allow(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

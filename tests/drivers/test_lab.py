@@ -63,9 +63,17 @@ def refused(lab: Lab, **kwargs: Any) -> str:
     ('[[disk]]\nname = "a"\nserial = "S"\ndestructive = "yes"\n',
      "disk 'a': destructive must be true or false, got 'yes'"),
     ('[[disk]]\nname = "a"\npath = "sdb"\n', "disk 'a': path must be an absolute path"),
-    ('[[disk]]\nname = "a"\nwwn = "0x5"\nuses = "x"\n', "disk 'a': uses must be a list"),
-    ('[[disk]]\nname = "a"\nwwn = "1"\n[[disk]]\nname = "a"\nwwn = "2"\n',
+    ('[[disk]]\nname = "a"\nwwn = "0x5000c500a1b2c3d4"\nuses = "x"\n',
+     "disk 'a': uses must be a list"),
+    ('[[disk]]\nname = "a"\nserial = "1"\n[[disk]]\nname = "a"\nserial = "2"\n',
      "disk 'a' is listed twice"),
+    ('[[disk]]\nname = "a"\nwwn = "0x5"\n', "disk 'a': wwn '0x5' is not a WWN: give 0x and"),
+    ('[[disk]]\nname = "a"\nwwn = "eui.12"\n', "disk 'a': wwn 'eui.12' is not a WWN"),
+    ('[[disk]]\nname = "a"\nby_id = "/dev/disk/by-path/x"\n',
+     "disk 'a': by_id must be a name in /dev/disk/by-id/ such as wwn-0x5000c500a1b2c3d4, got"),
+    ('[[disk]]\nname = "a"\nby_path = "pci 0"\n',
+     "disk 'a': by_path must be a name in /dev/disk/by-path/ such as pci-0000:00:1f.2-ata-1"),
+    ('[[disk]]\nname = "a"\nserial = "x\\ty"\n', "disk 'a': serial 'x\\ty' holds control"),
     ('disks = []\n', "unknown key 'disks'"),
     ('[[disk]\n', "not valid TOML"),
 ])
@@ -220,11 +228,10 @@ class TestLoopDisks:
         path = inventory(tmp_path, disk("a", a.path, serial="Z1D0ABC", destructive=True),
                          name="id.toml")
         message = refused(Lab(load_inventory(path), allow_destructive=True), name="a")
-        assert message == (f"lab disk 'a': {a.path} has serial none, the inventory says "
-                           "Z1D0ABC (disks renumber: check which disk this is and fix the "
-                           "inventory)")
+        assert message == (f"lab disk 'a': serial: expected Z1D0ABC, found none at {a.path} "
+                           "(disks renumber: check which disk this is and fix the inventory)")
         gone = inventory(tmp_path, disk("g", "/dev/rig-no-such-disk"), name="gone.toml")
-        with pytest.raises(DeviceNotFoundError, match="is not a block device"):
+        with pytest.raises(DeviceNotFoundError, match="path /dev/rig-no-such-disk is not a block"):
             Lab(load_inventory(gone)).acquire(name="g", destructive=False)
 
     def test_leases_exclude_a_second_process(self, two_disks: tuple[Any, Any, Path]) -> None:
