@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -37,11 +38,12 @@ PROGRAM = str(Path(__file__).resolve().parent.parent / "qmp" / "device_io.py")
 class Program:
     """``rig run ... -- python device_io.py`` (or ``rig export``), its lines read by a thread."""
 
-    def __init__(self, argv: list[str], tmpdir: Path) -> None:
+    def __init__(self, argv: list[str], tmpdir: Path, *, rig: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rig.cli.main", *argv], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "TMPDIR": str(tmpdir)})
+            [sys.executable, "-m", "rig.cli.main", *argv] if rig else argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TMPDIR": str(tmpdir), **(env or {})})
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr = ""
         threading.Thread(target=self._read, daemon=True).start()
@@ -226,4 +228,144 @@ def test_qmp_drives_a_running_program(tmp_path: Path, run_dir: Path) -> None:
         assert rc == 0, err_text
     finally:
         prog.kill()
+    assert not sock.exists()
+
+
+def _rules(path: Path, *rules: tuple[str, int, str]) -> Path:
+    """A rules file: one write error per (name, offset, errno), 4 KiB each."""
+    path.write_text("".join(
+        f'[[rules]]\nname = "{name}"\naction = "error"\nop = "write"\nstart = {off}\n'
+        f'end = {off + 4 * KiB}\nerrno = "{err}"\n\n' for name, off, err in rules))
+    return path
+
+
+def _blocked(prog: Program, seconds: float = 0.5) -> bool:
+    """True if the program has not answered within ``seconds``."""
+    try:
+        line = prog.lines.get(timeout=seconds)
+    except queue.Empty:
+        return True
+    prog.lines.put(line)
+    return False
+
+
+def test_stop_policy_parks_the_write_until_cont(tmp_path: Path, run_dir: Path) -> None:
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(8 * MiB))
+    sock = tmp_path / "qmp.sock"
+    rules = _rules(tmp_path / "rules.toml", ("bad", MiB, "EIO"))
+    prog = Program(["run", "--qmp", str(sock), "--on-write-error=stop", "--faults", str(rules),
+                    str(img), "--", sys.executable, PROGRAM], run_dir)
+    try:
+        assert prog.line() == "ready"
+        qmp = connect(sock)
+        assert prog.ask(f"w 0 {64 * KiB} 17").startswith("ok")
+        prog.send(f"w {MiB} {64 * KiB} 34")  # over the bad range: parked
+        err = wait_event(qmp, "BLOCK_IO_ERROR")
+        assert err["data"] == {"device": "disk", "node-name": err["data"]["node-name"],
+                               "operation": "write", "action": "stop", "nospace": False,
+                               "reason": "Input/output error"}
+        wait_event(qmp, "STOP")
+        assert _blocked(prog)
+        [block] = qmp.cmd("query-block")
+        assert block["io-status"] == "failed"
+        assert qmp.cmd("query-status") == {"status": "io-error", "singlestep": False,
+                                           "running": False}
+        # A write elsewhere waits too while the device is stopped, as a stopped guest does.
+        qmp.cmd("x-rig-disable-rule", name="bad")
+        assert qmp.cmd("cont") == {}
+        wait_event(qmp, "RESUME")
+        assert prog.line().startswith("ok")  # the parked write, retried, succeeded
+        assert qmp.cmd("query-block")[0]["io-status"] == "ok"
+        assert prog.ask(f"w {2 * MiB} {64 * KiB} 51").startswith("ok")
+        assert prog.ask("f").startswith("ok")
+        qmp.close()
+        rc, err_text = prog.finish()
+        assert rc == 0, err_text
+        assert f"stopped: write of {64 * KiB} bytes at offset {MiB}" in err_text
+        assert "Input/output error (EIO)" in err_text
+    finally:
+        prog.kill()
+    data = img.read_bytes()
+    assert data[:64 * KiB] == bytes([17]) * (64 * KiB)
+    assert data[MiB:MiB + 64 * KiB] == bytes([34]) * (64 * KiB)
+    assert data[2 * MiB:2 * MiB + 64 * KiB] == bytes([51]) * (64 * KiB)
+    assert data.count(0) == len(data) - 3 * 64 * KiB
+
+
+def test_enospc_policy_stops_on_enospc_and_reports_eio(tmp_path: Path, run_dir: Path) -> None:
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(4 * MiB))
+    sock = tmp_path / "qmp.sock"
+    rules = _rules(tmp_path / "rules.toml", ("full", MiB, "ENOSPC"), ("eio", 2 * MiB, "EIO"))
+    prog = Program(["run", "--qmp", str(sock), "--on-write-error=enospc", "--faults",
+                    str(rules), str(img), "--", sys.executable, PROGRAM], run_dir)
+    try:
+        assert prog.line() == "ready"
+        qmp = connect(sock)
+        assert prog.ask(f"w {2 * MiB} 4096 1") == "err EIO"  # not ENOSPC: reported
+        assert wait_event(qmp, "BLOCK_IO_ERROR")["data"]["action"] == "report"
+        prog.send(f"w {MiB} 4096 2")
+        err = wait_event(qmp, "BLOCK_IO_ERROR")["data"]
+        assert (err["action"], err["nospace"], err["reason"]) == \
+            ("stop", True, "No space left on device")
+        wait_event(qmp, "STOP")
+        assert _blocked(prog, 0.3)
+        assert qmp.cmd("query-block")[0]["io-status"] == "nospace"
+        # Failing it instead of retrying: the program gets the ENOSPC.
+        assert qmp.cmd("x-rig-fail-stopped") == {}
+        assert prog.line() == "err ENOSPC"
+        wait_event(qmp, "RESUME")
+        assert qmp.cmd("query-status")["status"] == "running"
+        qmp.close()
+        rc, err_text = prog.finish()
+        assert rc == 0, err_text
+    finally:
+        prog.kill()
+
+
+def test_a_parked_request_under_timeout_and_sigterm(tmp_path: Path, run_dir: Path) -> None:
+    """``--timeout``: the program gets ETIMEDOUT, the request stays parked and lands on
+    ``cont``; SIGTERM with a request parked fails it and the export ends at once."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(4 * MiB))
+    sock = tmp_path / "qmp.sock"
+    rules = _rules(tmp_path / "rules.toml", ("bad", MiB, "EIO"))
+    server = Program(["export", "--qmp", str(sock), "--on-write-error=stop", "--timeout", "1",
+                      "--faults", str(rules), str(img)], run_dir)
+    writer: Program | None = None
+    try:
+        dev = server.line()
+        qmp = connect(sock)
+        writer = Program([sys.executable, PROGRAM], run_dir, rig=False, env={"RIG_DEV": dev})
+        assert writer.line() == "ready"
+        start = time.monotonic()
+        assert writer.ask(f"w {MiB} 4096 7") == "err ETIMEDOUT"
+        assert 0.9 < time.monotonic() - start < 5
+        wait_event(qmp, "STOP")
+        assert qmp.cmd("query-block")[0]["io-status"] == "failed"
+        qmp.cmd("x-rig-disable-rule", name="bad")
+        qmp.cmd("cont")
+        wait_event(qmp, "RESUME")
+        deadline = time.monotonic() + 5
+        while img.read_bytes()[MiB] != 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert img.read_bytes()[MiB:MiB + 4096] == bytes([7]) * 4096  # it landed after all
+
+        qmp.cmd("x-rig-enable-rule", name="bad")
+        writer.send(f"w {MiB} 4096 8")
+        assert writer.proc.stdin is not None
+        writer.proc.stdin.close()  # it exits once the write is answered
+        wait_event(qmp, "STOP")
+        qmp.close()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=15) == 0
+        # Failed by the teardown (EIO), or answered by the timeout first on a slow machine.
+        assert writer.line() in ("err EIO", "err ETIMEDOUT")
+        assert writer.proc.wait(timeout=10) == 0
+    finally:
+        server.kill()
+        if writer is not None:
+            writer.kill()
+    assert img.read_bytes()[MiB] == 7
     assert not sock.exists()
