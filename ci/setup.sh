@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3 sg_inq:sg3-utils; do
+# sshd and ssh: a VM lab guest plays a second lab host in tests/lab (docs/lab.md).
+for tool in qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3 sg_inq:sg3-utils sshd:openssh-server ssh:openssh-client; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # Exports (rig run / rig.drivers.export) serve a FUSE file through mfusepy, which loads libfuse3.
