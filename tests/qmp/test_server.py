@@ -19,6 +19,7 @@ import rig
 from rig.core.backend import BlockBackend
 from rig.errors import ConfigError
 from rig.qmp import serve
+from rig.qmp.server import MAX_CLIENTS
 
 qmp_legacy = pytest.importorskip("qemu.qmp.legacy")
 KiB = 1024
@@ -89,6 +90,30 @@ def test_greeting_and_clients_at_once(sock: Path) -> None:
         t.join()
     assert len(results) == 120 and all(r["return"]["status"] == "running" for r in results)
     for c in clients:
+        c.close()
+
+
+def test_the_client_limit_and_the_socket_mode(sock: Path) -> None:
+    assert sock.stat().st_mode & 0o777 == 0o600
+    clients = [Raw(sock) for _ in range(MAX_CLIENTS)]
+    extra = socket.socket(socket.AF_UNIX)
+    extra.settimeout(10)
+    extra.connect(str(sock))
+    f = extra.makefile("rb")
+    assert json.loads(f.readline())["error"]["desc"] == \
+        f"too many QMP clients (at most {MAX_CLIENTS})"
+    assert f.readline() == b""  # closed
+    extra.close()
+    clients.pop().close()
+    deadline = time.monotonic() + 5
+    while True:  # the server notices the close on its own time
+        late = Raw(sock)
+        if "QMP" in late.greeting or time.monotonic() > deadline:
+            break
+        late.close()
+        time.sleep(0.05)
+    assert late.ask(NEG) == {"return": {}}
+    for c in [*clients, late]:
         c.close()
 
 
