@@ -33,6 +33,7 @@ class BootPlan:
     shares: Sequence[tuple[str, str]] = ()  # (9p tag, guest mount point)
     env: Mapping[str, str] = field(default_factory=dict)
     device_wait_s: int = 60
+    setup_lines: Sequence[str] = ()  # busybox sh run after the devices, before the chroot
     udev: bool = False  # start systemd-udevd and fill its database before the first command
 
 
@@ -68,6 +69,7 @@ def boot_script(plan: BootPlan) -> str:
         opts = " ".join(q(o) for o in shlex.split(options))
         lines.append(f"modprobe {q(module)} {opts} || die {q('modprobe ' + module + ' failed')}")
     lines += _device_waits(plan)
+    lines += plan.setup_lines
     lines += [
         f"cat > /ctl/guest.env <<'EOF_ENV'\n{_env_text(plan)}EOF_ENV",
         'echo "RIG_VM_DISKS=\'$disks\'" >> /ctl/guest.env',

@@ -38,6 +38,8 @@ BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 DEVICE_MODULES = (
     "virtio_scsi", "sg", "sd_mod", "sr_mod", "cdrom", "scsi_debug", "dm_mod", "dm_flakey",
     "dm_delay", "null_blk", "virtio_blk", "loop", "fuse", "ext4",
+    # The NIC of a guest that plays a second lab host (rig.drivers.vm.network).
+    "virtio_net",
     # Crypto back ends the block layer asks for by name (crc-t10dif, crc32c) at run time.
     "crct10dif_generic", "crc32c_generic",
 )
@@ -130,7 +132,7 @@ def fetch_kernel(package: str | None = None, cache: Path | None = None) -> Kerne
     cache.mkdir(parents=True, exist_ok=True)
     with locked(cache / ".lock"):
         entry = cache / kver
-        if (entry / _META).is_file() and _meta_ok(entry / _META):
+        if (entry / _META).is_file() and _meta_ok(entry / _META) and not _lacking(entry):
             _unpack_vmlinux(entry)  # entries from before vmlinux was kept
             return Kernel(kver, entry)
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp:
@@ -142,6 +144,11 @@ def fetch_kernel(package: str | None = None, cache: Path | None = None) -> Kerne
             staged = work / kver
             _prune(full, staged, kver)
             shutil.rmtree(full)
+            if (entry / _META).is_file() and _meta_ok(entry / _META):
+                # An entry from before a module was added to the list: add what it lacks in
+                # place (guests may be booting from it), then re-index it.
+                _add_modules(staged, entry, kver)
+                return Kernel(kver, entry)
             if entry.exists():  # an incomplete entry from an interrupted fetch
                 shutil.rmtree(entry)
             staged.rename(entry)
@@ -194,6 +201,31 @@ def _prune(full: Path, staged: Path, kver: str) -> None:
     _run(["depmod", "-b", str(staged), kver], "depmod", "apt-get install kmod")
     meta = {"version": _META_VERSION, "kver": kver, "modules": keep}
     (staged / _META).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _lacking(entry: Path) -> list[str]:
+    """The lab's modules a complete cache entry does not hold (it predates them)."""
+    try:
+        have = set(json.loads((entry / _META).read_text()).get("modules", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [m for m in (*BOOT_MODULES, *DEVICE_MODULES) if _norm(m) not in have]
+
+
+def _add_modules(staged: Path, entry: Path, kver: str) -> None:
+    """Copy the modules ``staged`` (a fresh prune) has and ``entry`` lacks into ``entry``,
+    then re-index ``entry`` and rewrite its ``kernel.json``. Nothing is removed."""
+    src = staged / "lib" / "modules" / kver
+    dst = entry / "lib" / "modules" / kver
+    deps = _read_dep(src)
+    for rel, _deps in deps.values():
+        if not (dst / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dst / rel)
+    _run(["depmod", "-b", str(entry), kver], "depmod", "apt-get install kmod")
+    tmp = entry / f".{_META}.tmp"
+    tmp.write_text((staged / _META).read_text())
+    os.replace(tmp, entry / _META)
 
 
 def _unpack_vmlinux(entry: Path) -> None:

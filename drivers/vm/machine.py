@@ -38,6 +38,7 @@ from rig.drivers.vm import accel as accel_mod
 from rig.drivers.vm import guestscript
 from rig.drivers.vm.initramfs import initramfs
 from rig.drivers.vm.kernel import Kernel, fetch_kernel, find_kernel, require_kernel
+from rig.drivers.vm.network import NIC_MODULE, Network
 from rig.drivers.vm.process import kill_group, spawn
 from rig.drivers.vm.qemu import CDROM_ID, QemuConfig, command_line, disk_id
 from rig.drivers.vm.qmp import Monitor
@@ -164,6 +165,8 @@ class Guest:
     ``udev``: start systemd-udevd (the host's ``udev`` package) and fill its database before the
     first command: ID_WWN, ID_SERIAL, ID_PATH and the /dev/disk links. Disk N has the SCSI
     serial ``rig-diskN`` and a WWN (:func:`rig.drivers.vm.qemu.disk_wwn`).
+    ``network``: a NIC on QEMU's user network, with ports forwarded from the host's loopback
+    (:class:`rig.drivers.vm.network.Network`; the guest reaches the host at 10.0.2.2).
     """
 
     def __init__(
@@ -183,6 +186,7 @@ class Guest:
         fetch: bool = False,
         kernel: Kernel | None = None,
         udev: bool = False,
+        network: Network | None = None,
     ) -> None:
         self._disk_specs = list(disks)
         self._cdrom = Path(cdrom) if cdrom is not None else None
@@ -198,6 +202,7 @@ class Guest:
         self._fetch = fetch
         self._kernel = kernel
         self._udev = udev
+        self._network = network
         self._tmp: Path | None = None
         self._watch: DeathWatch | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -235,7 +240,8 @@ class Guest:
             self.accel = accel_mod.choose(kernel, self._accel_req, lambda: probe_kvm(kernel))
             cfg = self._prepare(kernel, self._tmp)
             self._spawned = time.monotonic()
-            self._proc = spawn(command_line(cfg), self._tmp / "qemu.log")
+            argv = command_line(cfg) + (self._network.qemu_args() if self._network else [])
+            self._proc = spawn(argv, self._tmp / "qemu.log")
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -456,6 +462,7 @@ class Guest:
             shares=[(tag, g) for (tag, _h), (_h2, g) in zip(shares, self._shares, strict=True)],
             device_wait_s=int(self._boot_timeout),
             udev=self._udev,
+            setup_lines=self._network.boot_lines() if self._network else (),
         )
         (ctl / "boot.sh").write_text(guestscript.boot_script(plan))
         (ctl / "loop.sh").write_text(guestscript.loop_script(self.nonce))
@@ -481,6 +488,8 @@ class Guest:
             out.append(("scsi_debug", self._scsi_debug))
         if self._null_blk is not None:
             out.append(("null_blk", self._null_blk))
+        if self._network is not None:
+            out.append((NIC_MODULE, ""))
         for spec in self._modules:
             name, _, opts = spec.strip().partition(" ")
             if not name:

@@ -18,9 +18,10 @@ from pathlib import Path
 from rig.drivers.ffi import libc
 
 
-def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], log: Path, stdin: int = subprocess.DEVNULL
+          ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new process group with a SIGKILL death signal; stdout and stderr go
-    to ``log``."""
+    to ``log``; ``stdin`` is /dev/null unless given (``subprocess.PIPE``)."""
     parent = os.getpid()
 
     def child_setup() -> None:  # runs in the child between fork and exec
@@ -30,7 +31,7 @@ def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
 
     with open(log, "wb") as out:
         return subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            list(argv), stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=child_setup,
         )
 
