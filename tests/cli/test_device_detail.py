@@ -4,27 +4,40 @@ graph's limits, as text and JSON (issue 16 parts 4 and 5)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from rig.cli.main import main
 from rig.drivers.loop import LoopDevice
-from tests.cli.helpers import RIG
 
 
-def _rig_devices(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RIG, "devices", *args], capture_output=True, text=True, timeout=60)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def rig_devices(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    def run(*args: str) -> Ran:
+        rc = main(["devices", *args])
+        out, err = capsys.readouterr()
+        return Ran(rc, out, err)
+
+    return run
 
 
 @pytest.mark.rig_needs("loop")
 def test_a_loop_device_shows_its_queue_write_cache_and_limits(
-        rig_loop: Callable[..., LoopDevice]) -> None:
+        rig_loop: Callable[..., LoopDevice], rig_devices: Callable[..., Ran]) -> None:
     dev = rig_loop(size=1 << 20, block_size=4096)
     dev.set_max_sectors_kb(256)
     queue = Path(dev.sysfs_dir) / "queue"
-    r = _rig_devices("--json", dev.path)
+    r = rig_devices("--json", dev.path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["device"] == dev.path
@@ -35,19 +48,20 @@ def test_a_loop_device_shows_its_queue_write_cache_and_limits(
     assert report["queue"]["max_segments"] == int((queue / "max_segments").read_text())
     assert report["limits"]["request_alignment"] == 4096
     assert report["limits"]["max_hw_transfer"] == 256 * 1024
-    text = _rig_devices(dev.path)
+    text = rig_devices(dev.path)
     assert text.returncode == 0, text.stderr
     assert f"  write cache: {report['write_cache']} (" in text.stdout
     assert "    max_sectors_kb           256\n" in text.stdout
     assert "    max hw transfer          256K (262144)\n" in text.stdout
 
 
-def test_a_graph_shows_its_merged_limits(tmp_path: Path) -> None:
+def test_a_graph_shows_its_merged_limits(tmp_path: Path,
+                                         rig_devices: Callable[..., Ran]) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(bytes(1 << 20))
     spec = ('json:{"driver":"blkdebug","align":4096,"max-transfer":65536,'
             f'"image":{{"driver":"file","filename":"{image}"}}}}')
-    r = _rig_devices("--json", spec)
+    r = rig_devices("--json", spec)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert [node["driver"] for node in report["nodes"]] == ["blkdebug", "file"]
@@ -55,7 +69,8 @@ def test_a_graph_shows_its_merged_limits(tmp_path: Path) -> None:
     assert report["limits"]["max_transfer"] == 65536
 
 
-def test_a_missing_device_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    r = _rig_devices(str(tmp_path / "nope"))
+def test_a_missing_device_is_one_line_and_exit_2(tmp_path: Path,
+                                                 rig_devices: Callable[..., Ran]) -> None:
+    r = rig_devices(str(tmp_path / "nope"))
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "no such device or image" in r.stderr
