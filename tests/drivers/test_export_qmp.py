@@ -369,3 +369,47 @@ def test_a_parked_request_under_timeout_and_sigterm(tmp_path: Path, run_dir: Pat
             writer.kill()
     assert img.read_bytes()[MiB] == 7
     assert not sock.exists()
+
+
+def test_sqlite_on_ext4_survives_a_stop_and_cont(tmp_path: Path, run_dir: Path) -> None:
+    """SQLite commits on ext4 on the export while every write fails and the device stops: the
+    program blocks, and after ``cont`` it finishes with every row in the image."""
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(32 * MiB)
+    sock = tmp_path / "qmp.sock"
+    rules = tmp_path / "none.toml"
+    rules.write_text("rules = []\n")
+    load = str(Path(PROGRAM).with_name("sqlite_load.py"))
+    prog = Program(["run", "--qmp", str(sock), "--on-write-error=stop", "--faults", str(rules),
+                    str(img), "--", sys.executable, load, "200"], run_dir)
+    try:
+        assert prog.line(60) == "ready"
+        qmp = connect(sock)
+        qmp.cmd("x-rig-add-rule", rule={"name": "all", "action": "error", "op": "write",
+                                         "errno": "EIO"})
+        prog.send("go")
+        assert wait_event(qmp, "BLOCK_IO_ERROR")["data"]["action"] == "stop"
+        wait_event(qmp, "STOP")
+        assert _blocked(prog, 0.5)
+        assert qmp.cmd("query-block")[0]["io-status"] == "failed"
+        qmp.cmd("x-rig-disable-rule", name="all")
+        qmp.cmd("cont")
+        assert prog.line(60) == "done 200"
+        qmp.close()
+        rc, err_text = prog.finish(60)
+        assert rc == 0, err_text
+        assert "stopped: write" in err_text
+    finally:
+        prog.kill()
+    out = tmp_path / "db"
+    subprocess.run(["debugfs", "-R", f"dump /db {out}", str(img)], check=True,
+                   capture_output=True)
+    import sqlite3
+
+    db = sqlite3.connect(out)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*), min(id), max(id) FROM t").fetchone() == (200, 0, 199)
+    finally:
+        db.close()
