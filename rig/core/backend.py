@@ -148,6 +148,7 @@ class BlockBackend:
         self._paused = False
         self._parked: list[_Parked] = []
         self._no_stops = False
+        self._closing = False
         #: Called with a :class:`PolicyEvent` for every failed request and every stop and
         #: resume (the QMP server turns them into BLOCK_IO_ERROR, STOP and RESUME).
         self.listeners: list[Callable[[PolicyEvent], None]] = []
@@ -264,9 +265,9 @@ class BlockBackend:
 
     def _wait_running(self) -> None:
         with self._stopped:
-            while self._paused and not self.closed:
+            while self._paused and not self._closing:
                 self._stopped.wait()
-            if self.closed:
+            if self._closing:
                 raise OSError(errno.EIO, "the device was stopped when it was closed")
 
     @property
@@ -660,6 +661,8 @@ class BlockBackend:
     def close(self) -> None:
         if self.closed:
             return
+        with self._stopped:
+            self._closing = True  # what waits on a pause fails instead of running
         self.end_stops()
         self.drain()
         with self._stopped:
