@@ -17,6 +17,8 @@ from typing import Any
 
 from rig.cli.devices_cmd import human_size
 from rig.core.limits import BlockLimits
+from rig.core.options import printable
+from rig.core.values import shown
 from rig.drivers.nodes.block_queue import QueueLimits, queue_dir, read_queue
 from rig.errors import ConfigError
 
@@ -123,15 +125,20 @@ def _text(report: dict[str, Any]) -> str:
 
 def report_for(dev: str) -> dict[str, Any]:
     """A block device's report, or a graph's for anything :func:`rig.open` takes."""
+    if "\0" in dev:
+        raise ConfigError(f"{shown(dev)}: not a device, image or graph (it holds a NUL byte)")
     try:
         st = os.stat(dev)
     except OSError:
         st = None
     if st is not None and stat.S_ISBLK(st.st_mode):
         return device_report(dev)
+    if st is not None and stat.S_ISCHR(st.st_mode):
+        raise ConfigError(f"{printable(dev)}: a character device, not a block device (for a "
+                          "SCSI generic device: rig sg inq DEV)")
     if st is None and "=" not in dev and not dev.startswith("json:"):
-        raise ConfigError(f"{dev}: no such device or image (give a block device, an image, "
-                          "json:{...} or key=value,... graph options)")
+        raise ConfigError(f"{printable(dev)}: no such device or image (give a block device, "
+                          "an image, json:{...} or key=value,... graph options)")
     return graph_report(dev)
 
 

@@ -4,14 +4,20 @@ graph's limits, as text and JSON (issue 16 parts 4 and 5)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
+from rig.cli.device_detail import report_for
 from rig.cli.main import main
 from rig.drivers.loop import LoopDevice
+from rig.errors import RigError
+from tests.fuzzing import fuzz, one_line
 
 
 @dataclass
@@ -69,8 +75,20 @@ def test_a_graph_shows_its_merged_limits(tmp_path: Path,
     assert report["limits"]["max_transfer"] == 65536
 
 
-def test_a_missing_device_is_one_line_and_exit_2(tmp_path: Path,
-                                                 rig_devices: Callable[..., Ran]) -> None:
-    r = rig_devices(str(tmp_path / "nope"))
-    assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.count("\n") == 1 and "no such device or image" in r.stderr
+def test_a_missing_or_character_device_is_one_line_and_exit_2(
+        tmp_path: Path, rig_devices: Callable[..., Ran]) -> None:
+    for dev, words in ((str(tmp_path / "nope"), "no such device or image"),
+                       ("/dev/null", "a character device, not a block device")):
+        r = rig_devices(dev)
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr.count("\n") == 1 and words in r.stderr
+
+
+@given(dev=st.text(max_size=60))
+@fuzz
+def test_garbage_dev_is_a_report_or_a_one_line_error(dev: str) -> None:
+    assume("\0" in dev or not os.path.exists(dev))  # garbage, not the host's own files
+    try:
+        report_for(dev)
+    except RigError as e:
+        one_line(e)
