@@ -413,3 +413,29 @@ def test_sqlite_on_ext4_survives_a_stop_and_cont(tmp_path: Path, run_dir: Path) 
         assert db.execute("SELECT count(*), min(id), max(id) FROM t").fetchone() == (200, 0, 199)
     finally:
         db.close()
+
+
+def test_stats_json_at_the_end_and_stop_without_qmp(tmp_path: Path, run_dir: Path) -> None:
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(4 * MiB))
+    for argv in (["export", "--on-write-error=stop", str(img)],
+                 ["run", "--on-read-error=stop", str(img), "--", "true"]):
+        done = subprocess.run([sys.executable, "-m", "rig.cli.main", *argv],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert "needs --qmp SOCKET" in done.stderr and "Traceback" not in done.stderr
+    server = Program(["export", "--stats", "json", str(img)], run_dir)
+    try:
+        dev = server.line()
+        writer = subprocess.run([sys.executable, PROGRAM], input=f"W 0 3 {64 * KiB} 9\nf\n",
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "RIG_DEV": dev})
+        assert writer.stdout.split("\n")[1].startswith("ok"), writer.stdout
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        entry = json.loads(server.line())
+    finally:
+        server.kill()
+    assert (entry["device"], entry["qdev"]) == ("disk", dev)
+    assert (entry["stats"]["wr_operations"], entry["stats"]["wr_bytes"]) == (3, 192 * KiB)
+    assert entry["stats"]["flush_operations"] >= 1
