@@ -17,8 +17,6 @@ from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
 from rig.qemuio import commands
 from rig.qemuio.session import OpenOptions, Session
-from rig.throttle.group import GROUPS
-from rig.throttle.limits import ThrottleLimits
 
 DESCRIPTION = """\
 Run qemu-io commands (-c, or one per line on standard input) against IMAGE: a file, a block
@@ -156,24 +154,31 @@ def create_objects(specs: list[str]) -> None:
                     break
             else:
                 raise ConfigError(f"Parameter '{key}' is unexpected")
+        from rig.throttle.group import GROUPS  # only for --object: not at start-up
+        from rig.throttle.limits import ThrottleLimits
+
         GROUPS.create(name, ThrottleLimits.from_mapping(values, "x-"))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Any) -> int:
+    """Run parsed arguments (:class:`rig.qemuio.cmdline.Args`, or argparse's namespace)."""
+    from rig.qemuio.cmdline import prog_name
+
     out, err = sys.stdout, sys.stderr
+    name = prog_name()
     try:
         create_objects(args.object)
     except ConfigError as e:
-        err.write(f"rig io: {e}\n")
+        err.write(f"{name}: {e}\n")
         return 1
     if args.loop and args.image:
-        err.write("rig io: error: --loop creates its own device; do not also give IMAGE\n")
+        err.write(f"{name}: error: --loop creates its own device; do not also give IMAGE\n")
         return 2
     cache = args.cache or ("none" if args.nocache else "writethrough")
     try:
         parse_cache_mode(cache)
     except ConfigError:
-        err.write(f"rig io: Invalid cache option: {cache}\n")
+        err.write(f"{name}: Invalid cache option: {cache}\n")
         return 1
     aio = "native" if args.native_aio else args.aio
     defaults = OpenOptions(fmt=args.fmt, cache=cache, read_only=args.read_only,
@@ -187,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 defaults = OpenOptions(**{**defaults.__dict__, "fmt": args.fmt or "raw"})
             allow = list(args.allow) + ([loop_path] if loop_path else [])
             session = Session(opener=make_opener(allow, err), out=out, err=err,
-                              defaults=defaults, misalign=args.misalign)
+                              defaults=defaults, misalign=args.misalign, prog=name)
             if image is not None and session.open(image) < 0:
                 return 1
             try:
@@ -196,8 +201,47 @@ def run(args: argparse.Namespace) -> int:
                 session.close()
                 out.flush()
     except RigError as e:
-        err.write(f"rig io: {e}\n")
+        err.write(f"{name}: {e}\n")
         return 1
+
+
+def main(argv: list[str]) -> int:
+    """``rig io ARGS``: qemu-io's own command line (:mod:`rig.qemuio.cmdline`), not argparse, so
+    an unknown option gets qemu-io's message and usage, and nothing else is parsed first."""
+    from rig.qemuio import cmdline
+
+    name = cmdline.prog_name()
+    try:
+        args = cmdline.parse(argv)
+    except cmdline.UsageError as e:
+        if str(e):
+            sys.stderr.write(f"{e}\n")
+        sys.stdout.write(cmdline.USAGE.format(name=name))
+        return 1
+    except cmdline.BadValue as e:
+        sys.stderr.write(f"{name}: {e}\n")
+        return 1
+    if args.help:
+        sys.stdout.write(cmdline.USAGE.format(name=name))
+        return 0
+    if args.version:
+        from rig import __version__
+
+        sys.stdout.write(f"{name} version {__version__} (blockrig; qemu-io 7.2's language)\n")
+        return 0
+    if args.fmt and args.image_opts:
+        sys.stderr.write(f"{name}: --image-opts and -f are mutually exclusive\n")
+        return 1
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        from rig.cli.status import INTERRUPTED
+
+        return INTERRUPTED
+    except (RigError, OSError) as e:
+        from rig.cli.status import report
+
+        return report(e, argparse.Namespace(rig_prog="rig io"))
 
 
 #: qemu-io prints this before reading each command from standard input, terminal or not; it is
@@ -222,7 +266,7 @@ def run_commands(session: Session, cmds: list[str]) -> int:
         try:
             ret, quit_ = commands.run(session, line)
         except RigError as e:
-            session.err.write(f"rig io: {e}\n")
+            session.err.write(f"{session.prog}: {e}\n")
             ret, quit_ = -1, False
         if ret < 0:
             failed = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -70,20 +71,35 @@ def load_command(parser: argparse.ArgumentParser, name: str) -> None:
         parser.set_defaults(run=module.run, rig_prog=f"rig {name}")
 
 
+class _Parsers(dict[str, Any]):
+    """Command name -> its sub-parser, made (and its module imported) on first lookup; until
+    then the name maps to None, so ``rig --help`` and argparse's choice check need no module."""
+
+    def __init__(self, parser_class: type[argparse.ArgumentParser], prog: str) -> None:
+        super().__init__()
+        self.parser_class = parser_class
+        self.prog = prog
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser | None = super().__getitem__(name)
+        if parser is None:
+            parser = self.parser_class(prog=f"{self.prog} {name}")
+            self[name] = parser
+            load_command(parser, name)
+        return parser
+
+
 class LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """Sub-parsers that get their arguments when their command is the one on the line."""
+    """The commands of :data:`COMMANDS`: each is a name and a help line until it is parsed
+    (argparse makes every sub-parser up front, each costing gettext look-ups)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.loaded: set[str] = set()
+        self._name_parser_map = self.choices = _Parsers(self._parser_class, self._prog_prefix)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        name = values[0] if values else None
-        if name in COMMANDS and name not in self.loaded:
-            self.loaded.add(name)
-            load_command(self._name_parser_map[name], name)
-        super().__call__(parser, namespace, values, option_string)
+    def add_command(self, name: str, help: str) -> None:
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
+        dict.__setitem__(self._name_parser_map, name, None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,14 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser,
                                 action=LazySubParsers)
+    assert isinstance(sub, LazySubParsers)
     for name, command in COMMANDS.items():
-        sub.add_parser(name, help=command.help)
+        sub.add_command(name, command.help)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Die quietly on a closed pipe or Ctrl-C; the drivers' cleanup still runs (atexit, finally).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["io"]:  # qemu-io's own command line and messages, no argparse (issue 19)
+        from rig.cli.io_cmd import main as io_main
+
+        return io_main(argv[1:])
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

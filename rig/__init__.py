@@ -10,14 +10,10 @@ Quick use::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rig.core.backend import BlockBackend, ErrorAction, IoStatus
-from rig.core.cache import CacheMode, parse_cache_mode
-from rig.core.graph import GraphSpec, open_node
-from rig.core.limits import BlockLimits
-from rig.core.node import BlockStatus, Node, ReqFlags
 from rig.errors import (
     ConfigError,
     DeviceNotFoundError,
@@ -26,7 +22,33 @@ from rig.errors import (
     UnsafeDeviceError,
 )
 
+if TYPE_CHECKING:
+    from rig.core.backend import BlockBackend, ErrorAction, IoStatus
+    from rig.core.cache import CacheMode, parse_cache_mode
+    from rig.core.graph import GraphSpec, open_node
+    from rig.core.limits import BlockLimits
+    from rig.core.node import BlockStatus, Node, ReqFlags
+
 __version__ = "0.1.0"
+
+#: The names ``rig`` gives from the core, imported on first use: ``import rig`` (which every
+#: ``rig.x`` import runs first) stays cheap, so a command imports only what it uses (issue 19).
+_LAZY = {
+    "BlockBackend": "rig.core.backend", "ErrorAction": "rig.core.backend",
+    "IoStatus": "rig.core.backend", "CacheMode": "rig.core.cache",
+    "parse_cache_mode": "rig.core.cache", "GraphSpec": "rig.core.graph",
+    "open_node": "rig.core.graph", "BlockLimits": "rig.core.limits",
+    "BlockStatus": "rig.core.node", "Node": "rig.core.node", "ReqFlags": "rig.core.node",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rig' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def open(
@@ -42,6 +64,10 @@ def open(
     ``cache`` is one of QEMU's modes (none, writeback, writethrough, directsync, unsafe); options
     in the spec (``cache.direct``, ``cache.no-flush``) take precedence for their node.
     """
+    from rig.core.backend import BlockBackend
+    from rig.core.cache import parse_cache_mode
+    from rig.core.graph import open_node
+
     mode = parse_cache_mode(cache)
     defaults: Mapping[str, Any] = {
         "cache.direct": mode.direct,

@@ -8,10 +8,8 @@ at :data:`MAX_DEPTH` levels (the rig's own formats need four).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import tomllib
 from typing import Any
 
 from rig.errors import ConfigError
@@ -121,6 +119,8 @@ def _check(data: Any, source: str) -> Any:
 def loads_json(text: str, source: str) -> Any:
     """Parse JSON text; a bad document is a one-line ConfigError naming ``source``."""
     _check_text(text, source)
+    import json  # json and tomllib load when a document is read, not at every start-up
+
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
@@ -148,6 +148,8 @@ def _no_constant(name: str) -> Any:
 def loads_toml(text: str, source: str) -> Any:
     """Parse TOML text; a bad document is a one-line ConfigError naming ``source``."""
     _check_text(text, source)
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -11,8 +11,7 @@ import dataclasses
 import errno
 import os
 import time
-from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rig.core.buffers import aligned_buffer
 from rig.core.node import ReqFlags
@@ -22,6 +21,9 @@ from rig.qemuio.getopt import GetoptError, Parsed, getopt
 from rig.qemuio.numbers import sleep_seconds, strtol, strtosz
 from rig.qemuio.session import OpenOptions, Session
 from rig.qemuio.table import COMMANDS, Command, command, find
+
+if TYPE_CHECKING:  # concurrent.futures loads with the first aio command
+    from concurrent.futures import Future
 
 BDRV_REQUEST_MAX_BYTES = 2147483136
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from rig.filters.blkdebug import BlkdebugFilter, find_debug_node
 from rig.qemuio.getopt import Parsed
 from rig.qemuio.session import Session
 from rig.qemuio.table import command
 
+if TYPE_CHECKING:
+    from rig.filters.blkdebug import BlkdebugFilter
+
 
 def _debug_node(s: Session) -> BlkdebugFilter | None:
     assert s.blk is not None
+    from rig.filters.blkdebug import find_debug_node
+
     return find_debug_node(s.blk.root)
 
 

@@ -7,13 +7,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rig.core.backend import BlockBackend
 from rig.errors import RigError
-from rig.filters.blkdebug import find_debug_node
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Session:
     misalign: bool = False
     pending: list[tuple[Future[None], Callable[[Future[None]], int]]] = field(
         default_factory=list)
+    #: The program name in messages (qemu-io's ``error_report`` prefix).
+    prog: str = "rig io"
     #: How ``sleep`` waits (tests give a recorder instead of waiting).
     sleep: Callable[[float], None] = field(default_factory=lambda: _sleep)
 
@@ -54,14 +57,16 @@ class Session:
         opts = options or self.defaults
         try:
             self.blk = self.opener(path, opts)
-            debug = find_debug_node(self.blk.root)
+            # Only a graph with a blkdebug node has imported its module (start-up: issue 19).
+            blkdebug = sys.modules.get("rig.filters.blkdebug")
+            debug = blkdebug.find_debug_node(self.blk.root) if blkdebug else None
             if debug is not None:
                 debug.say = self._say
         except (RigError, OSError) as e:
             where = f"device {path}" if path and not opts.image_opts else ""
             msg = str(e) if isinstance(e, RigError) else os.strerror(e.errno or errno.EIO)
             msg = " ".join(msg.split("\n")).strip()
-            self.err.write(f"rig io: can't open{' ' + where if where else ''}: {msg}\n")
+            self.err.write(f"{self.prog}: can't open{' ' + where if where else ''}: {msg}\n")
             return -errno.EINVAL
         return 0
 
