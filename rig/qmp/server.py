@@ -27,6 +27,12 @@ from rig.qmp.protocol import encode, greeting
 
 #: Clients at once; one more is told so and closed.
 MAX_CLIENTS = 32
+#: Replies a client may have unsent before the server stops reading its commands (as QEMU
+#: suspends a monitor whose output backs up).
+MAX_UNSENT_REPLIES = 64
+#: Messages a client may have unsent at all: one that reads nothing while events keep coming
+#: is disconnected instead of growing the server's memory.
+MAX_UNSENT = 10000
 _RECV = 65536
 
 
@@ -46,14 +52,20 @@ class _Client:
         self.reader.start()
 
     def send(self, data: bytes) -> None:
-        if not self.closed:
-            self.out.put(data)
+        if self.closed:
+            return
+        if self.out.qsize() >= MAX_UNSENT:
+            self.close()  # it reads nothing: it would grow our memory for ever
+            return
+        self.out.put(data)
 
     def _read(self) -> None:
         splitter = Splitter()
         dispatcher = self.server.dispatcher
         try:
             while True:
+                while self.out.qsize() > MAX_UNSENT_REPLIES and not self.closed:
+                    self.server.wait_a_little()
                 data = self.sock.recv(_RECV)
                 if not data:
                     break
@@ -175,6 +187,10 @@ class QmpServer:
                 self._clients.remove(client)
         with contextlib.suppress(OSError):
             client.sock.close()
+
+    def wait_a_little(self) -> None:
+        """A reader's pause while its client's replies back up."""
+        select.select([self._wake_r], [], [], 0.01)
 
     @property
     def clients(self) -> int:

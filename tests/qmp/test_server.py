@@ -279,3 +279,32 @@ def test_block_set_io_throttle_inserts_and_lifts_limits(sock: Path, blk: BlockBa
         blk.pread(i * 512, 512)
     assert time.monotonic() - start < 0.5
     q.close()
+
+
+def test_a_client_that_does_not_read_its_replies(sock: Path) -> None:
+    # Commands sent without reading the replies: the server stops reading, then catches up;
+    # every reply arrives, in order.
+    greedy = Raw(sock)
+    greedy.ask(NEG)
+    greedy.sock.sendall(b"".join(b'{"execute": "query-status", "id": %d}\n' % i
+                                 for i in range(3000)))
+    other = Raw(sock)
+    assert other.ask(NEG) == {"return": {}}
+    assert [greedy.read()["id"] for _ in range(3000)] == list(range(3000))
+    other.close()
+    greedy.close()
+
+
+def test_a_client_that_reads_nothing_is_disconnected_past_the_bound() -> None:
+    from rig.qmp.dispatcher import Dispatcher
+    from rig.qmp.server import MAX_UNSENT, QmpServer, _Client
+
+    ours, theirs = socket.socketpair()
+    client = _Client(QmpServer("unused", Dispatcher()), ours)  # its writer not started
+    for _ in range(MAX_UNSENT):
+        client.send(b"event\r\n")
+    states = [client.closed]
+    client.send(b"one more\r\n")
+    states.append(client.closed)
+    assert states == [False, True]
+    theirs.close()
