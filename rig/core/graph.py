@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from rig.core.node import Node
@@ -26,16 +25,20 @@ FORMAT_DRIVERS = frozenset({"raw", "qcow2"})
 GraphSpec = Mapping[str, Any] | str
 
 
-@dataclass
 class OpenContext:
     """What a driver's ``from_options`` gets besides its own keys."""
 
-    opts: Options
-    node_name: str
-    read_only: bool
-    no_flush: bool
-    cache_direct: bool
-    discard_unmap: bool
+    def __init__(self, opts: Options, node_name: str, read_only: bool, no_flush: bool,
+                 cache_direct: bool, discard_unmap: bool) -> None:
+        self.opts = opts
+        self.node_name = node_name
+        self.read_only = read_only
+        self.no_flush = no_flush
+        self.cache_direct = cache_direct
+        self.discard_unmap = discard_unmap
+
+    def __repr__(self) -> str:
+        return f"OpenContext(opts={self.opts!r}, {self.node_kwargs()!r})"
 
     def node_kwargs(self) -> dict[str, Any]:
         return {

@@ -286,15 +286,14 @@ class Node:
         """
         with self._flush_lock:
             current_gen = self.write_gen
-            try:
-                self.emit_below("flush_to_os")
-                self._flush_to_os()
-                if not self.no_flush and self.flushed_gen != current_gen:
-                    self.emit_below("flush_to_disk")
-                    self._flush_to_disk()
-            finally:
-                # QEMU records the generation even when the flush failed (``out:`` label).
-                self.flushed_gen = current_gen
+            self.emit_below("flush_to_os")
+            self._flush_to_os()
+            if not self.no_flush and self.flushed_gen != current_gen:
+                self.emit_below("flush_to_disk")
+                self._flush_to_disk()
+            # QEMU 7.2 records the generation only when the flush succeeded (block/io.c,
+            # ``out:``), so a failed flush is tried again by the next one.
+            self.flushed_gen = current_gen
         first_error: OSError | None = None
         for child in self.children.values():
             try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 OP_KINDS = ("read", "write", "zero", "discard", "flush")
@@ -17,26 +16,66 @@ OP_KINDS = ("read", "write", "zero", "discard", "flush")
 QEMU_CLASS = {"read": "rd", "write": "wr", "zero": "wr", "discard": "unmap", "flush": "flush"}
 
 
-@dataclass
 class OpStats:
-    ops: int = 0
-    bytes: int = 0
-    failed: int = 0
-    total_ns: int = 0
-    invalid: int = 0
+    """One kind of request's counters (compared by value, as the dataclass it was)."""
+
+    __slots__ = ("bytes", "failed", "invalid", "ops", "total_ns")
+
+    def __init__(self, ops: int = 0, bytes: int = 0, failed: int = 0, total_ns: int = 0,
+                 invalid: int = 0) -> None:
+        self.ops = ops
+        self.bytes = bytes
+        self.failed = failed
+        self.total_ns = total_ns
+        self.invalid = invalid
+
+    def _values(self) -> tuple[int, int, int, int, int]:
+        return self.ops, self.bytes, self.failed, self.total_ns, self.invalid
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, OpStats)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        return (f"OpStats(ops={self.ops!r}, bytes={self.bytes!r}, failed={self.failed!r}, "
+                f"total_ns={self.total_ns!r}, invalid={self.invalid!r})")
 
 
-@dataclass
 class BlockStats:
-    """Counters for one backend. ``wr_highest_offset`` is the end of the highest write."""
+    """Counters for one backend. ``wr_highest_offset`` is the end of the highest write.
 
-    by_op: dict[str, OpStats] = field(default_factory=lambda: {k: OpStats() for k in OP_KINDS})
-    wr_highest_offset: int = 0
-    invalid: int = 0
-    """Requests refused before they ran (bad offset or length), all kinds together."""
-    last_done_ns: int = 0
-    """``time.monotonic_ns()`` when the last request ended (0: none yet): QEMU's idle time."""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    (A plain class, not a dataclass: the dataclasses module costs ``rig io`` start-up.)"""
+
+    def __init__(self, by_op: dict[str, OpStats] | None = None, wr_highest_offset: int = 0,
+                 invalid: int = 0, last_done_ns: int = 0) -> None:
+        self.by_op = {k: OpStats() for k in OP_KINDS} if by_op is None else by_op
+        self.wr_highest_offset = wr_highest_offset
+        self.invalid = invalid
+        """Requests refused before they ran (bad offset or length), all kinds together."""
+        self.last_done_ns = last_done_ns
+        """``time.monotonic_ns()`` when the last request ended (0: none yet): QEMU's idle
+        time."""
+        self._lock = threading.Lock()
+
+    def _values(self) -> tuple[Any, ...]:
+        return self.by_op, self.wr_highest_offset, self.invalid, self.last_done_ns
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, BlockStats)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"BlockStats(by_op={self.by_op!r}, wr_highest_offset="
+                f"{self.wr_highest_offset!r}, invalid={self.invalid!r}, "
+                f"last_done_ns={self.last_done_ns!r})")
 
     def account_invalid(self, kind: str) -> None:
         """A request refused before it ran (out of bounds, negative), as QEMU's

@@ -9,14 +9,19 @@ and cannot deadlock.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 
-@dataclass(eq=False)
 class TrackedRequest:
-    offset: int
-    end: int
-    serialising: bool
+    __slots__ = ("end", "offset", "serialising")
+
+    def __init__(self, offset: int, end: int, serialising: bool) -> None:
+        self.offset = offset
+        self.end = end
+        self.serialising = serialising
+
+    def __repr__(self) -> str:
+        return (f"TrackedRequest(offset={self.offset!r}, end={self.end!r}, "
+                f"serialising={self.serialising!r})")
 
     def overlaps(self, offset: int, end: int) -> bool:
         return offset < self.end and self.offset < end
