@@ -88,7 +88,7 @@ def test_offset_past_end_fails_without_writing(rig_image: Callable[..., Path]) -
         (["--loop", "1000", "--loop-block-size", "4096"], "positive multiple of the block"),
         (["-t", "sometimes", "IMG"], "Invalid cache option: sometimes"),
         (["--loop", "1M", "IMG"], "do not also give IMAGE"),
-        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--frobnicate"], "unrecognized option '--frobnicate'"),  # qemu-io's getopt words
         ([], "no file open, try 'help open'"),
     ],
 )
