@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntFlag
 from typing import TYPE_CHECKING, ClassVar
 
@@ -93,9 +92,12 @@ class ReqFlags(IntFlag):
 _REQ_FLAGS_BY_VALUE: dict[int, ReqFlags] = ReqFlags._value2member_map_  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
 class BlockStatus:
-    """What :meth:`Node.block_status` reports for the extent ``[offset, offset+length)``."""
+    """What :meth:`Node.block_status` reports for the extent ``[offset, offset+length)``.
+
+    Immutable and compared by value, like a frozen dataclass (written out for start-up)."""
+
+    __slots__ = ("allocated", "data", "length", "offset", "zero")
 
     offset: int
     length: int
@@ -105,6 +107,40 @@ class BlockStatus:
     """Reads are known to return zeroes."""
     allocated: bool
     """The extent is allocated in this node (not inherited from a backing file)."""
+
+    def __init__(self, offset: int, length: int, data: bool, zero: bool,
+                 allocated: bool) -> None:
+        init = object.__setattr__
+        init(self, "offset", offset)
+        init(self, "length", length)
+        init(self, "data", data)
+        init(self, "zero", zero)
+        init(self, "allocated", allocated)
+
+    def _values(self) -> tuple[int, int, bool, bool, bool]:
+        return self.offset, self.length, self.data, self.zero, self.allocated
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} (BlockStatus is immutable)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} (BlockStatus is immutable)")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, BlockStatus)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[type[BlockStatus], tuple[int, int, bool, bool, bool]]:
+        return BlockStatus, self._values()
+
+    def __repr__(self) -> str:
+        return (f"BlockStatus(offset={self.offset!r}, length={self.length!r}, "
+                f"data={self.data!r}, zero={self.zero!r}, allocated={self.allocated!r})")
 
 
 def _enotsup(what: str) -> OSError:
