@@ -85,14 +85,53 @@ def parse_keyval(text: str) -> dict[str, str]:
 def parse_json_filename(text: str) -> dict[str, Any]:
     """``json:{...}`` -> dict, with QEMU's message on bad JSON (depth-capped: a document nested
     1,000 deep is a ConfigError, never a RecursionError)."""
+    body = text[len("json:") :]
+    if "'" in body:
+        body = qemu_json_to_json(body)
     try:
-        value = loads_json(text[len("json:") :], "JSON")
+        value = loads_json(body, "JSON")
     except ConfigError as e:
         why = str(e).removeprefix("JSON: ").removeprefix("invalid JSON at ")
         raise ConfigError(f"Could not parse the JSON options: {why}") from None
     if not isinstance(value, dict):
         raise ConfigError("Could not parse the JSON options: expected an object")
     return value
+
+
+def qemu_json_to_json(text: str) -> str:
+    """QEMU's JSON dialect (qobject/json-lexer.c) as standard JSON: a string may be in single
+    quotes (``{'driver': 'raw'}``), where ``\\'`` is a quote and ``"`` needs no escape. Text that
+    is not inside a single-quoted string is copied as it is (a bad document stays bad)."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':  # a double-quoted string: copied, escapes and all
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i:j + 1])
+            i = j + 1
+        elif ch == "'":
+            j = i + 1
+            piece = ['"']
+            while j < n and text[j] != "'":
+                if text[j] == "\\" and j + 1 < n:
+                    piece.append("'" if text[j + 1] == "'" else text[j:j + 2])
+                    j += 2
+                    continue
+                piece.append('\\"' if text[j] == '"' else text[j])
+                j += 1
+            if j >= n:  # unterminated: leave it for the JSON parser to refuse
+                out.append(text[i:])
+                break
+            piece.append('"')
+            out.append("".join(piece))
+            i = j + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def printable(text: str, limit: int = 80) -> str:
