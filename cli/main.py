@@ -14,7 +14,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from rig import __version__
 from rig.cli.errors import OneLineParser
@@ -24,16 +24,21 @@ from rig.errors import RigError
 Run = Callable[[argparse.Namespace], int]
 
 
-class Command(NamedTuple):
+class Command:
     """A subcommand: its module (``add_arguments``, ``run``), its line in ``rig --help``, the
-    module attribute that is its ``--help`` text, and whether that text is pre-formatted."""
+    module attribute that is its ``--help`` text, whether that text is pre-formatted, and
+    whether the module has the ``run`` (False for ``rig bench KIND``, whose kinds set it).
+    A plain class: a NamedTuple's code generation costs start-up too."""
 
-    module: str
-    help: str
-    description: str | None = None
-    raw: bool = False
-    #: False for a command whose module sets ``run`` itself (``rig bench KIND``).
-    has_run: bool = True
+    __slots__ = ("description", "has_run", "help", "module", "raw")
+
+    def __init__(self, module: str, help: str, description: str | None = None, *,
+                 raw: bool = False, has_run: bool = True) -> None:
+        self.module = module
+        self.help = help
+        self.description = description
+        self.raw = raw
+        self.has_run = has_run
 
 
 COMMANDS: dict[str, Command] = {

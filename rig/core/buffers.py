@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 PAGE_SIZE = mmap.PAGESIZE
@@ -65,12 +64,30 @@ class BufferPool:
             self.put(buf)
 
 
+#: A buffer's address through ctypes, set by the first :func:`buffer_address`: only O_DIRECT
+#: needs addresses, and ``import ctypes`` would cost every start of ``rig io`` otherwise.
+_address: Callable[[memoryview], int] | None = None
+
+
+def _load_address() -> Callable[[memoryview], int]:
+    global _address
+    import ctypes
+
+    addressof, from_buffer = ctypes.addressof, ctypes.c_char.from_buffer
+
+    def address(buf: memoryview) -> int:
+        return addressof(from_buffer(buf))
+
+    _address = address
+    return address
+
+
 def buffer_address(buf: memoryview) -> int | None:
     """The start address of a writable buffer, or None when it cannot be known (read-only)."""
     if buf.readonly:
         return None
     try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        return (_address or _load_address())(buf)
     except (TypeError, ValueError):
         return None
 
