@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -66,7 +67,7 @@ class BlockDevice:
         self.qdev = qdev
         self._emit = emit
         self._quit = quit
-        self._explicit_stop = False
+        self._throttle_lock = threading.Lock()  # clients run commands at once
         backend.listeners.append(self._policy_event)
 
     def detach(self) -> None:
@@ -196,13 +197,14 @@ class BlockDevice:
                     mapping[f"{bucket}-max-length"] = value
         limits = ThrottleLimits.from_mapping({k: v for k, v in mapping.items() if v
                                               or k.endswith("-max-length")})
-        node = find_throttle(self.backend.root)
-        if node is None:
-            if not limits.enabled:
-                return {}
-            node = self._insert_throttle(group or self.device, limits)
-        with node.group.cond:
-            node.group.set_limits(limits, node.group.now())
+        with self._throttle_lock:
+            node = find_throttle(self.backend.root)
+            if node is None:
+                if not limits.enabled:
+                    return {}
+                node = self._insert_throttle(group or self.device, limits)
+            with node.group.cond:
+                node.group.set_limits(limits, node.group.now())
         return {}
 
     def _insert_throttle(self, name: str, limits: ThrottleLimits) -> ThrottleFilter:
