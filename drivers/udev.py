@@ -302,12 +302,15 @@ def settle(what: str, timeout: float = SETTLE_TIMEOUT_S, *, changed: str | None 
     device: attached it, changed its medium, or let a test write to it (a partition table).
 
     ``changed``: a block device path to send a ``change`` uevent for first (what udev's own
-    watch does when a disk opened for writing is closed), so its properties are read again.
-    ``what`` names the device in the error. Without a udevd this returns at once: nothing
-    processes events, and identity then comes from sysfs, which is always current.
+    watch does when a disk opened for writing is closed), so its properties are read again;
+    then ``udevadm settle`` makes sure udevd has taken in every event sent so far. Without
+    ``changed`` (nothing was just changed by the rig), an empty queue (no
+    :data:`UDEV_QUEUE`) is enough and costs no process. ``what`` names the device in the
+    error. Without a udevd this returns at once: nothing processes events, and identity then
+    comes from sysfs, which is always current.
     Raises RigError (one line: the device, the timeout) when udev does not settle in time.
     """
-    if not udevd_running():
+    if not udevd_running() or (changed is None and not os.path.exists(UDEV_QUEUE)):
         return
     if changed is not None:
         name = os.path.basename(os.path.realpath(changed))
