@@ -168,7 +168,8 @@ def run_one(root: Path, bin_dir: Path, prog: str, fmt: str, test: str,
                QSD_PROG=str(bin_dir / "stub"), TEST_DIR=str(test_dir))
     env.pop("RIG_IO_NAME", None)
     start = time.monotonic()
-    p = subprocess.Popen([sys.executable, "./check", "-tap", f"-{fmt}", "-file", test],
+    name = test.removeprefix("tests/")  # check takes a tests/ test by its bare name
+    p = subprocess.Popen([sys.executable, "./check", "-tap", f"-{fmt}", "-file", name],
                          cwd=iotests, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
