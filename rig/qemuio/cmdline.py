@@ -10,7 +10,7 @@ with the same letters. Messages that qemu-io prefixes with its program name use 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import Any
 
 #: qemu-io's own short options, plus the rig's ``-o`` (extra node options).
 SHORT = "hVc:d:f:rsnCmki:t:T:Uo:"
@@ -75,31 +75,48 @@ class UsageError(Exception):
     """A getopt complaint (glibc's words); qemu-io then prints its usage and exits 1."""
 
 
-@dataclass
 class Args:
-    image: str | None = None
-    cmd: list[str] = field(default_factory=list)
-    fmt: str | None = None
-    read_only: bool = False
-    snapshot: bool = False
-    nocache: bool = False
-    copy_on_read: bool = False
-    misalign: bool = False
-    native_aio: bool = False
-    aio: str = "threads"
-    discard: str = "unmap"
-    cache: str | None = None
-    force_share: bool = False
-    image_opts: bool = False
-    object: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
-    loop: str | None = None
-    loop_block_size: int = 512
-    loop_direct_io: bool = False
-    allow: list[str] = field(default_factory=list)
-    verbose_errors: bool = False
-    help: bool = False
-    version: bool = False
+    """The parsed command line; keyword arguments override the defaults. A plain class, not a
+    dataclass: the dataclasses module costs ``rig io`` start-up (issue 19)."""
+
+    def __init__(self, **given: Any) -> None:
+        self.image: str | None = None
+        self.cmd: list[str] = []
+        self.fmt: str | None = None
+        self.read_only: bool = False
+        self.snapshot: bool = False
+        self.nocache: bool = False
+        self.copy_on_read: bool = False
+        self.misalign: bool = False
+        self.native_aio: bool = False
+        self.aio: str = "threads"
+        self.discard: str = "unmap"
+        self.cache: str | None = None
+        self.force_share: bool = False
+        self.image_opts: bool = False
+        self.object: list[str] = []
+        self.options: list[str] = []
+        self.loop: str | None = None
+        self.loop_block_size: int = 512
+        self.loop_direct_io: bool = False
+        self.allow: list[str] = []
+        self.verbose_errors: bool = False
+        self.help: bool = False
+        self.version: bool = False
+        for key, value in given.items():
+            if key not in self.__dict__:
+                raise TypeError(f"Args() got an unexpected keyword argument {key!r}")
+            setattr(self, key, value)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "Args(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
 
 
 def _long(argv0: str, word: str, rest: list[str]) -> tuple[str, str | None]:

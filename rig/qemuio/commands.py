@@ -7,7 +7,6 @@ goes where qemu-io 7.2 sends it: results and I/O errors to stdout, usage problem
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import time
@@ -617,7 +616,7 @@ def open_cmd(s: Session, p: Parsed) -> int:
 
 
 def _replace(opts: OpenOptions, **kw: Any) -> OpenOptions:
-    return dataclasses.replace(opts, **kw)
+    return opts.replace(**kw)
 
 
 @command("close", "", "close the current open file", alt="c")

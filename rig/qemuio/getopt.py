@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 
 class GetoptError(Exception):
     """Carries glibc's message, e.g. ``read: invalid option -- 'x'``."""
 
 
-@dataclass(slots=True)
 class Parsed:
-    opts: list[tuple[str, str]] = field(default_factory=list)
-    args: list[str] = field(default_factory=list)
+    """Options and operands of one command line (a plain class: dataclasses cost start-up)."""
+
+    __slots__ = ("args", "opts")
+
+    def __init__(self, opts: list[tuple[str, str]] | None = None,
+                 args: list[str] | None = None) -> None:
+        self.opts: list[tuple[str, str]] = [] if opts is None else opts
+        self.args: list[str] = [] if args is None else args
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Parsed)
+        return (self.opts, self.args) == (other.opts, other.args)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Parsed(opts={self.opts!r}, args={self.args!r})"
 
     def has(self, letter: str) -> bool:
         return any(o == letter for o, _ in self.opts)

@@ -7,8 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rig.core.backend import BlockBackend
 from rig.errors import RigError
@@ -17,38 +16,76 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 
-@dataclass(frozen=True)
 class OpenOptions:
-    """qemu-io's open flags (command line or the ``open`` command)."""
+    """qemu-io's open flags (command line or the ``open`` command). Immutable and compared by
+    value, as the frozen dataclass it was (written out: dataclasses cost start-up)."""
 
-    fmt: str | None = None
-    cache: str = "writethrough"
-    read_only: bool = False
-    discard: str = "unmap"
-    aio: str = "threads"
-    image_opts: bool = False
-    force_share: bool = False
-    extra: tuple[str, ...] = ()
+    fmt: str | None
+    cache: str
+    read_only: bool
+    discard: str
+    aio: str
+    image_opts: bool
+    force_share: bool
+    extra: tuple[str, ...]
     """``-o key=value,...`` strings."""
+
+    def __init__(self, fmt: str | None = None, cache: str = "writethrough",
+                 read_only: bool = False, discard: str = "unmap", aio: str = "threads",
+                 image_opts: bool = False, force_share: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.__dict__.update(fmt=fmt, cache=cache, read_only=read_only, discard=discard,
+                             aio=aio, image_opts=image_opts, force_share=force_share,
+                             extra=extra)
+
+    def replace(self, **changes: Any) -> OpenOptions:
+        """A copy with ``changes`` (``dataclasses.replace``)."""
+        return OpenOptions(**{**self.__dict__, **changes})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} (OpenOptions is immutable)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} (OpenOptions is immutable)")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__.values()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
+        return f"OpenOptions({inner})"
 
 
 Opener = Callable[[str | None, OpenOptions], BlockBackend]
 
 
-@dataclass
 class Session:
-    opener: Opener
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
-    blk: BlockBackend | None = None
-    defaults: OpenOptions = field(default_factory=OpenOptions)
-    misalign: bool = False
-    pending: list[tuple[Future[None], Callable[[Future[None]], int]]] = field(
-        default_factory=list)
-    #: The program name in messages (qemu-io's ``error_report`` prefix).
-    prog: str = "rig io"
-    #: How ``sleep`` waits (tests give a recorder instead of waiting).
-    sleep: Callable[[float], None] = field(default_factory=lambda: _sleep)
+    """What a qemu-io session holds (a plain class: dataclasses cost ``rig io`` start-up)."""
+
+    def __init__(self, opener: Opener, out: TextIO | None = None, err: TextIO | None = None,
+                 blk: BlockBackend | None = None, defaults: OpenOptions | None = None,
+                 misalign: bool = False,
+                 pending: list[tuple[Future[None], Callable[[Future[None]], int]]] | None = None,
+                 prog: str = "rig io", sleep: Callable[[float], None] | None = None) -> None:
+        self.opener = opener
+        self.out: TextIO = sys.stdout if out is None else out
+        self.err: TextIO = sys.stderr if err is None else err
+        self.blk = blk
+        self.defaults = OpenOptions() if defaults is None else defaults
+        self.misalign = misalign
+        self.pending: list[tuple[Future[None], Callable[[Future[None]], int]]] = (
+            [] if pending is None else pending)
+        #: The program name in messages (qemu-io's ``error_report`` prefix).
+        self.prog = prog
+        #: How ``sleep`` waits (tests give a recorder instead of waiting).
+        self.sleep: Callable[[float], None] = _sleep if sleep is None else sleep
+        #: What the open image was opened from (``reopen`` opens it again with changes).
+        self.opened: tuple[str | None, OpenOptions] | None = None
 
     def open(self, path: str | None, options: OpenOptions | None = None) -> int:
         if self.blk is not None:
@@ -57,6 +94,7 @@ class Session:
         opts = options or self.defaults
         try:
             self.blk = self.opener(path, opts)
+            self.opened = (path, opts)
             # Only a graph with a blkdebug node has imported its module (start-up: issue 19).
             blkdebug = sys.modules.get("rig.filters.blkdebug")
             debug = blkdebug.find_debug_node(self.blk.root) if blkdebug else None

@@ -5,23 +5,45 @@ register into it, so neither imports the other's module for it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from rig.qemuio.getopt import Parsed
 from rig.qemuio.session import Session
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str
-    altname: str | None
-    args: str
-    oneline: str
-    argmin: int
-    argmax: int
-    optstring: str
-    func: Callable[[Session, Parsed], int]
-    nofile_ok: bool = False
+    """One qemu-io command (a plain class: dataclasses cost ``rig io`` start-up)."""
+
+    __slots__ = (
+        "altname",
+        "argmax",
+        "argmin",
+        "args",
+        "func",
+        "name",
+        "nofile_ok",
+        "oneline",
+        "optstring",
+        "writes",
+    )
+
+    def __init__(self, name: str, altname: str | None, args: str, oneline: str, argmin: int,
+                 argmax: int, optstring: str, func: Callable[[Session, Parsed], int],
+                 nofile_ok: bool = False, writes: bool = False) -> None:
+        self.name = name
+        self.altname = altname
+        self.args = args
+        self.oneline = oneline
+        self.argmin = argmin
+        self.argmax = argmax
+        self.optstring = optstring
+        self.func = func
+        self.nofile_ok = nofile_ok
+        #: The command needs write permission on the image (qemu-io's ``.perm``): on a
+        #: read-only one it fails before it parses its arguments, "Block node is read-only".
+        self.writes = writes
+
+    def __repr__(self) -> str:
+        return f"Command({self.name!r}, altname={self.altname!r}, args={self.args!r})"
 
 
 COMMANDS: dict[str, Command] = {}
@@ -30,10 +52,11 @@ _INDEX: dict[str, Command] = {}
 
 
 def command(name: str, args: str, oneline: str, *, alt: str | None = None, argmin: int = 0,
-            argmax: int = 0, opts: str = "", nofile_ok: bool = False
+            argmax: int = 0, opts: str = "", nofile_ok: bool = False, writes: bool = False
             ) -> Callable[[Callable[[Session, Parsed], int]], Callable[[Session, Parsed], int]]:
     def deco(fn: Callable[[Session, Parsed], int]) -> Callable[[Session, Parsed], int]:
-        COMMANDS[name] = Command(name, alt, args, oneline, argmin, argmax, opts, fn, nofile_ok)
+        COMMANDS[name] = Command(name, alt, args, oneline, argmin, argmax, opts, fn, nofile_ok,
+                                 writes)
         _INDEX.clear()
         return fn
     return deco
