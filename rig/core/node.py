@@ -263,7 +263,11 @@ class Node:
             )
             if emulate_fua:
                 flags &= ~ReqFlags.FUA
-            self._pwritev(offset, length, iov, flags)
+            try:
+                self._pwritev(offset, length, iov, flags)
+            except BaseException:
+                self.write_gen += 1  # QEMU's bdrv_co_write_req_finish counts failed writes too
+                raise
             self._finish_write(emulate_fua)
         finally:
             if events:
@@ -279,7 +283,11 @@ class Node:
             )
             if emulate_fua:
                 flags &= ~ReqFlags.FUA
-            self._write_zeroes(offset, length, flags)
+            try:
+                self._write_zeroes(offset, length, flags)
+            except BaseException:
+                self.write_gen += 1  # as a failed write
+                raise
             self._finish_write(emulate_fua)
         finally:
             if events:
@@ -300,8 +308,10 @@ class Node:
     def discard(self, offset: int, length: int) -> None:
         if not self.discard_unmap:
             return
-        self._discard(offset, length)
-        self.write_gen += 1
+        try:
+            self._discard(offset, length)
+        finally:
+            self.write_gen += 1  # QEMU counts a failed discard too
 
     def flush(self) -> None:
         """QEMU's ``bdrv_co_flush``: flush_to_os, flush_to_disk if dirty, then the children.

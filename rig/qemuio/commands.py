@@ -174,7 +174,7 @@ def verify(s: Session, data: memoryview, offset: int, pattern: int, start: int,
          opts="abCl:pP:qs:v")
 def read_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
-    csv = quiet = verbose = False
+    csv = quiet = verbose = vmstate = False
     pattern: int | None = None
     poff = 0
     plen: int | None = None
@@ -193,7 +193,9 @@ def read_cmd(s: Session, p: Parsed) -> int:
             has_s = True
         elif o == "l":
             plen = cvtnum(s, a)
-        elif o in "ab":
+        elif o == "b":
+            vmstate = True
+        elif o == "a":
             s.out.write("vmstate is not supported by rig io\n")
             return -errno.ENOTSUP
     args = p.args
@@ -208,10 +210,15 @@ def read_cmd(s: Session, p: Parsed) -> int:
     if plen < 0 or plen + poff > count:
         s.out.write("pattern verification range exceeds end of read data\n")
         return -errno.EINVAL
+    if vmstate and not sector_aligned(s, offset, count):
+        return -errno.EINVAL
     buf = read_buffer(s, count, verbose or pattern is not None)
     t1 = time.perf_counter()
     try:
-        s.blk.preadv(offset, [buf])
+        if vmstate:
+            vmstate_io(s, offset, buf, save=False)
+        else:
+            s.blk.preadv(offset, [buf])
     except OSError as e:
         return fail(s, "read", e)
     elapsed = time.perf_counter() - t1
@@ -276,7 +283,7 @@ def write_cmd(s: Session, p: Parsed) -> int:
     flags = ReqFlags.NONE
     pattern = 0xCD
     source: str | None = None
-    csv = quiet = zero = has_pattern = may_unmap = no_fallback = False
+    csv = quiet = zero = has_pattern = may_unmap = no_fallback = vmstate = False
     for o, a in p.opts:
         if o == "q":
             quiet = True
@@ -297,11 +304,19 @@ def write_cmd(s: Session, p: Parsed) -> int:
             has_pattern = True
         elif o == "s":
             source = a
-        elif o in "bc":
-            s.out.write("vmstate and compressed writes are not supported by rig io\n")
+        elif o == "b":
+            vmstate = True
+        elif o == "c":
+            s.out.write("compressed writes are not supported by rig io\n")
             return -errno.ENOTSUP
     if len(p.args) != 2:
         return usage(s, COMMANDS["write"])
+    if vmstate and zero:
+        s.out.write("-b and -z cannot be specified at the same time\n")
+        return -errno.EINVAL
+    if vmstate and flags & ReqFlags.FUA:
+        s.out.write("-f and -b or -c cannot be specified at the same time\n")
+        return -errno.EINVAL
     if zero + has_pattern + (source is not None) > 1:
         s.out.write("Only one of -z, -P, and -s can be specified at the same time\n")
         return -errno.EINVAL
@@ -313,9 +328,13 @@ def write_cmd(s: Session, p: Parsed) -> int:
         return -errno.EINVAL
     offset = cvtnum(s, p.args[0])
     count = length_arg(s, p.args[1])
+    if vmstate and not sector_aligned(s, offset, count):
+        return -errno.EINVAL
     t1 = time.perf_counter()
     try:
-        if zero:
+        if vmstate:
+            vmstate_io(s, offset, io_buffer(s, count, pattern), save=True)
+        elif zero:
             s.blk.write_zeroes(offset, count, flags)
         else:
             if source is not None:
@@ -331,6 +350,37 @@ def write_cmd(s: Session, p: Parsed) -> int:
     if not quiet:
         s.out.write(report("wrote", elapsed, offset, count, count, 1, csv))
     return 0
+
+
+def sector_aligned(s: Session, offset: int, count: int) -> bool:
+    """qemu-io's check on vmstate (and compressed) requests."""
+    if offset % 512:
+        s.out.write(f"{offset} is not a sector-aligned value for 'offset'\n")
+        return False
+    if count % 512:
+        s.out.write(f"{count} is not a sector-aligned value for 'count'\n")
+        return False
+    return True
+
+
+def vmstate_io(s: Session, pos: int, buf: memoryview, *, save: bool) -> None:
+    """QEMU's blk_save_vmstate / blk_load_vmstate (``-b``): the first node down the primary
+    children that keeps VM state (qcow2) does it; none: ENOTSUP. Writethrough flushes after
+    a save, as QEMU."""
+    assert s.blk is not None
+    node: Any = s.blk.root
+    while node is not None and not hasattr(node, "save_vmstate"):
+        node = node.primary_child
+    if node is None:
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
+    if not node.is_inserted():
+        raise OSError(errno.ENOMEDIUM, os.strerror(errno.ENOMEDIUM))
+    if save:
+        node.save_vmstate(pos, [buf])
+        if not s.blk.write_cache:
+            s.blk.root.flush()
+    else:
+        node.load_vmstate(pos, [buf])
 
 
 def _read_source(s: Session, path: str, buf: memoryview) -> None:

@@ -17,10 +17,10 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import reduce
 from operator import or_
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from rig.core.buffers import aligned_buffer, iov_copy_in, iov_copy_out, iov_slice
 from rig.core.limits import BlockLimits
@@ -35,6 +35,7 @@ from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
 from rig.formats.qcow2.metaio import INT64_MAX, MetaIO
 from rig.formats.qcow2.refcount import Refcounts
+from rig.formats.qcow2.report import error_report
 from rig.formats.qcow2.tables import (
     COMPRESSED,
     COPIED,
@@ -67,6 +68,21 @@ def _zero(parts: Iov) -> None:
 @register_driver("qcow2")
 class Qcow2Node(Node):
     format_name = "qcow2"
+    #: The blkdebug events QEMU 7.2's qcow2 driver sends to its file, each at the point where
+    #: QEMU sends it (docs/qcow2.md lists them). Not emitted: the snapshot and vmstate-load
+    #: events, empty_image_prepare and l1_shrink_* (features the rig does not have),
+    #: reftable_load and reftable_update (QEMU emits them only there), l2_update_compressed,
+    #: write_compressed and cluster_alloc_bytes (no compressed writes).
+    blkdebug_events: ClassVar[frozenset[str]] = frozenset({
+        "l1_update", "l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
+        "l2_load", "l2_update", "l2_alloc_cow_read", "l2_alloc_write",
+        "read_aio", "read_backing_aio", "read_compressed", "write_aio",
+        "cow_read", "cow_write", "vmstate_save", "vmstate_load",
+        "refblock_load", "refblock_update_part", "refblock_alloc", "refblock_alloc_hookup",
+        "refblock_alloc_write", "refblock_alloc_write_blocks", "refblock_alloc_write_table",
+        "refblock_alloc_switch_table", "reftable_grow",
+        "cluster_alloc", "cluster_free", "cluster_alloc_space",
+    })
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -284,10 +300,15 @@ class Qcow2Node(Node):
         self._io.write_slice(0, self._head, 0, len(fixed), ignore=overlap.ALL_KINDS)
 
     def _set_reftable(self, offset: int, clusters: int) -> None:
-        assert self.header is not None
-        self.header.refcount_table_offset = offset
-        self.header.refcount_table_clusters = clusters
-        self._write_header()
+        h = self.header
+        assert h is not None
+        old = h.refcount_table_offset, h.refcount_table_clusters
+        h.refcount_table_offset, h.refcount_table_clusters = offset, clusters
+        try:
+            self._write_header()
+        except BaseException:
+            h.refcount_table_offset, h.refcount_table_clusters = old
+            raise
 
     # ------------------------------------------------------------- helpers
     @property
@@ -565,18 +586,27 @@ class Qcow2Node(Node):
         cs = self.cluster_size
         l2_off, i2 = self._l2_for_write(gc)
         buf = aligned_buffer(cs)
-        if n < cs:
-            self._read_cluster(gc, entry, kind, buf)
-        if parts is None:
-            buf[inner:inner + n] = bytes(n)
-        else:
-            iov_copy_out(parts, buf[inner:inner + n])
         host = self.refs.alloc()
         try:
-            self.emit_below("write_aio")
+            # QEMU's events: a partial cluster over zeroes is zeroed first (cluster_alloc_space)
+            # and the data written (write_aio); over data, the old content is read (cow_read)
+            # and written back with the new data merged in (cow_write)
+            event = "write_aio"
+            if n < cs:
+                if self._reads_zero(gc, kind):
+                    self.emit_below("cluster_alloc_space")
+                else:
+                    self.emit_below("cow_read")
+                    self._read_cluster(gc, entry, kind, buf)
+                    event = "cow_write"
+            if parts is None:
+                buf[inner:inner + n] = bytes(n)
+            else:
+                iov_copy_out(parts, buf[inner:inner + n])
+            self.emit_below(event)
             self._io_write(host, buf)
             self.tables.set_l2_entry(l2_off, i2, host | COPIED)
-        except OSError:
+        except BaseException:
             self._unalloc(host)
             raise
         self._free(entry, kind)
@@ -585,7 +615,7 @@ class Qcow2Node(Node):
         """Give back a cluster allocated for a write that failed (QEMU's alloc abort), so a
         failed write leaks nothing; if that fails too, the cluster is leaked (harmless)."""
         with contextlib.suppress(OSError, CorruptImageError):
-            self.refs.update(host >> self.cluster_bits, -1)
+            self.refs.free_now(host >> self.cluster_bits)
 
     def _check_data_write(self, host: int, length: int) -> None:
         io = self._io
@@ -604,6 +634,8 @@ class Qcow2Node(Node):
         t, io = self.tables, self._io
         assert io is not None
         i1, i2 = t.split(gc)
+        if i1 >= t.l1_size:
+            self._grow_l1(i1 + 1)
         l1e = t.l1_entry(i1)
         off = l1e & OFFSET_MASK
         if off and l1e & COPIED:
@@ -615,11 +647,102 @@ class Qcow2Node(Node):
                                  "snapshots are not supported")
             t.set_l1_entry(i1, off | COPIED)
             return off, i2
+        return self._l2_allocate(i1, l1e), i2
+
+    def _l2_allocate(self, i1: int, old: int) -> int:
+        """QEMU's l2_allocate: a new (empty) L2 table for L1 entry ``i1``, made durable at
+        once, in order: the refcount blocks, the table, the L1 entry, each flushed. On failure
+        nothing points at it and its cluster is given back."""
+        t, io = self.tables, self._io
+        assert io is not None
         new = self.refs.alloc()
         io.claim(new, self.cluster_size, overlap.Ol.ACTIVE_L2)
-        t.put_l2(new, bytearray(self.cluster_size))  # written (before the L1) by the flush
+        t.put_l2(new, bytearray(self.cluster_size))
         t.set_l1_entry(i1, new | COPIED)
-        return new, i2
+        try:
+            self._write_tables(l2_alloc=True)
+            self.file.flush()  # QEMU's bdrv_pwrite_sync of the L1 entry
+        except BaseException:
+            t.set_l1_entry(i1, old)
+            t.drop_l2(new)
+            io.release(new, self.cluster_size, overlap.Ol.ACTIVE_L2)
+            self._unalloc(new)
+            raise
+        return new
+
+    def _grow_l1(self, min_size: int) -> None:
+        """QEMU's qcow2_grow_l1_table (not exact: 1.5 times at a time): a larger L1 table in
+        new clusters, written and flushed, then the header switched to it (flushed); the old
+        table's clusters are freed after the next flush. Only the vmstate area, past the
+        guest's size, needs it."""
+        t, io, h = self.tables, self._io, self.header
+        assert io is not None and h is not None
+        cs = self.cluster_size
+        size = max(t.l1_size, 1)
+        while size < min_size:
+            size = -(-size * 3 // 2)
+        if size * 8 > MAX_L1_BYTES:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        self._write_tables()  # the entries the new table copies point at durable tables
+        clusters = -(-size * 8 // cs)
+        self.emit_below("l1_grow_alloc_table")
+        off = self.refs.alloc_clusters(clusters)
+        table = bytearray(clusters * cs)
+        table[:t.l1_size * 8] = t.l1[:t.l1_size * 8]
+        old = h.l1_size, h.l1_table_offset
+        try:
+            self.refs.write_dirty()
+            self.file.flush()
+            io.check_write(off, size * 8)
+            self.emit_below("l1_grow_write_table")
+            io.write(off, table)
+            self.file.flush()
+            self.emit_below("l1_grow_activate_table")
+            h.l1_size, h.l1_table_offset = size, off
+            self._write_header()
+        except BaseException:
+            h.l1_size, h.l1_table_offset = old
+            for j in range(clusters):
+                self._unalloc(off + j * cs)
+            raise
+        old_off, old_clusters = t.l1_offset, -(-t.l1_size * 8 // cs)
+        t.replace_l1(off, size, table)
+        for j in range(old_clusters if old[0] else 0):
+            self.refs.defer_free((old_off >> self.cluster_bits) + j)
+        self.file.flush()  # QEMU's bdrv_pwrite_sync of the header
+
+    # ------------------------------------------------------------- vmstate
+    def vmstate_offset(self) -> int:
+        """Where the VM state lives in the guest address space (QEMU's qcow2_vm_state_offset):
+        the first L1 entry past the disk's size."""
+        assert self.header is not None
+        span = self.cluster_size * (self.cluster_size // 8)
+        return -(-self.header.size // span) * span
+
+    def save_vmstate(self, pos: int, iov: Iov) -> None:
+        """QEMU's bdrv_save_vmstate on qcow2 (``write -b``): a write at ``pos`` in the VM
+        state area."""
+        length = sum(memoryview(p).nbytes for p in iov)
+        try:
+            with self._lock:
+                self._writable()
+                self.emit_below("vmstate_save")
+                self._write(self.vmstate_offset() + pos, length, iov)
+                self._maybe_flush_metadata()
+        except CorruptImageError as e:
+            raise self._fail(e) from None
+        self.write_gen += 1
+
+    def load_vmstate(self, pos: int, iov: Iov) -> None:
+        """QEMU's bdrv_load_vmstate on qcow2 (``read -b``)."""
+        length = sum(memoryview(p).nbytes for p in iov)
+        try:
+            with self._lock:
+                self.corruption.check_usable()
+                self.emit_below("vmstate_load")
+                self._read(self.vmstate_offset() + pos, length, iov)
+        except CorruptImageError as e:
+            raise self._fail(e) from None
 
     def _free(self, entry: int, kind: Kind, *, discard: bool = False) -> None:
         """Drop the references an L2 entry held (after the entry was replaced): queued until
@@ -646,18 +769,29 @@ class Qcow2Node(Node):
         t, r = self._tables, self._refs
         if t is None or r is None:
             return
-        if not (r.dirty or t.dirty_l2 or t.l1_dirty or r.deferred):
+        self._write_tables()
+        self._write_frees()
+
+    def _write_tables(self, *, l2_alloc: bool = False) -> None:
+        """Steps 1-3 of the metadata flush: refcount increments, flush, L2 tables, flush, L1
+        (``l2_alloc``: the new L2 table QEMU's l2_allocate writes, with its event)."""
+        t, r = self.tables, self.refs
+        if not (r.dirty or t.dirty_l2 or t.l1_dirty):
             return
-        self.emit_below("refblock_update")
         r.write_dirty()
         if t.dirty_l2 or t.l1_dirty:
             self.file.flush()
-            self.emit_below("l2_update")
+            if l2_alloc:
+                self.emit_below("l2_alloc_write")
             t.write_l2s()
         if t.l1_dirty:
             self.file.flush()
-            self.emit_below("l1_update")
             t.write_l1()
+
+    def _write_frees(self) -> None:
+        """Step 4: the deferred decrements, once the tables without the references are
+        durable, and their refcount blocks."""
+        r = self.refs
         if r.deferred:
             self.file.flush()
             freed = r.apply_deferred()
@@ -684,10 +818,30 @@ class Qcow2Node(Node):
     def _close(self) -> None:
         if self.read_only or self._tables is None or self.corruption.dead:
             return
-        # closing is not a power cut: write everything (errors leave at worst leaks)
-        with contextlib.suppress(OSError, RigError), self._lock:
-            self._flush_metadata()
+        # closing is not a power cut: write everything (errors leave at worst leaks). As
+        # QEMU's bdrv_close: a flush whose errors are ignored, then qcow2_inactivate, which
+        # flushes the L2 table cache and the refcount block cache and reports each failure.
+        with self._lock:
+            with contextlib.suppress(OSError, RigError):
+                self.flush()
+            self._flush_reporting("L2 table", self._write_tables)
+            self._flush_reporting("refcount block", self._write_refcounts)
+
+    def _write_refcounts(self) -> None:
+        self._write_frees()
+        self.refs.write_dirty()
+
+    def _flush_reporting(self, cache: str, write: Callable[[], None]) -> None:
+        """QEMU's qcow2_cache_flush at close: write, then flush the file; a failure is one
+        line on stderr (``Failed to flush the L2 table cache: Input/output error``)."""
+        try:
+            write()
             self.file.flush()
+        except OSError as e:
+            error_report(f"Failed to flush the {cache} cache: "
+                         f"{os.strerror(e.errno or errno.EIO)}")
+        except RigError:
+            pass
 
     def _discard_host(self, host: int, length: int) -> None:
         try:
@@ -717,12 +871,19 @@ class Qcow2Node(Node):
             raise self._fail(e) from None
 
     def _zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        """QEMU's qcow2_co_pwrite_zeroes: every cluster the request touches becomes a zero
+        cluster (v3) where it can; a partial cluster only when the rest of it reads as zeroes
+        and it holds no data; otherwise (and always on v2, which has no zero flag) zeroes are
+        written, unless ``NO_FALLBACK`` (ENOTSUP)."""
         cs, cb = self.cluster_size, self.cluster_bits
         first, end = self._whole(offset, length)
         unmap = bool(flags & ReqFlags.MAY_UNMAP)
         no_fallback = bool(flags & ReqFlags.NO_FALLBACK)
-        v3 = self.tables.version >= 3
-        # partial head and tail clusters: write zeroes unless they already read as zero
+        if self.tables.version < 3:
+            if no_fallback:
+                raise OSError(errno.ENOTSUP, "qcow2 v2 has no zero clusters")
+            self._write_zero_data(offset, length)
+            return
         pieces = []
         if first > end:  # inside one cluster
             pieces.append((offset, length))
@@ -732,31 +893,59 @@ class Qcow2Node(Node):
             if offset + length > end * cs and end >= first:
                 pieces.append((end * cs, offset + length - end * cs))
         for off, n in pieces:
-            entry, kind = self._entry(off >> cb)
-            if self._reads_zero(off >> cb, kind):
+            gc = off >> cb
+            entry, kind = self._entry(gc)
+            if kind in _ZEROS or (kind is Kind.UNALLOCATED and self._rest_reads_zero(off, n)):
+                self._zero_cluster(gc, entry, kind, unmap)
                 continue
             if no_fallback:
                 raise OSError(errno.ENOTSUP, "qcow2: partial-cluster write_zeroes needs a "
                               "fallback write")
-            self._write(off, n, [aligned_buffer(n)])  # zeroed, aligned for O_DIRECT
+            self._write_zero_data(off, n)
         for gc in range(first, end):
             entry, kind = self._entry(gc)
-            if self._reads_zero(gc, kind) and not (unmap and kind is Kind.ZERO_ALLOC):
+            self._zero_cluster(gc, entry, kind, unmap)
+
+    def _zero_cluster(self, gc: int, entry: int, kind: Kind, unmap: bool) -> None:
+        """QEMU's zero_in_l2_slice for one cluster: the zero flag set; the host cluster
+        dropped for a compressed cluster or, with ``unmap``, an allocated one; nothing
+        written when the entry does not change."""
+        drop = kind is Kind.COMPRESSED or (unmap and kind in (Kind.NORMAL, Kind.ZERO_ALLOC))
+        new = ZERO if drop or kind is Kind.UNALLOCATED else entry | ZERO
+        if new == entry:
+            return
+        l2_off, i2 = self._l2_for_write(gc)
+        self.tables.set_l2_entry(l2_off, i2, new)
+        if drop:
+            self._free(entry, kind, discard=unmap)
+
+    def _rest_reads_zero(self, offset: int, length: int) -> bool:
+        """Whether the parts of ``[offset, offset+length)``'s cluster (unallocated here)
+        outside it read as zeroes: no backing data there (QEMU asks block status, which for a
+        backing file that has data, or a raw one, does not say zero)."""
+        cs = self.cluster_size
+        start = offset & ~(cs - 1)
+        parts = [(start, offset - start), (offset + length, start + cs - offset - length)]
+        b = self.backing
+        for off, n in parts:
+            if n <= 0 or b is None or off >= self._backing_len:
                 continue
-            if not v3:
-                if no_fallback:
-                    raise OSError(errno.ENOTSUP, "qcow2 v2 has no zero clusters")
-                if kind is Kind.NORMAL and entry & COPIED:
-                    self._write(gc * cs, cs, [aligned_buffer(cs)])
-                else:
-                    self._write_alloc(gc, 0, cs, None, entry, kind)
-                continue
-            keep = not unmap and kind is Kind.NORMAL and entry & COPIED
-            new = (entry & OFFSET_MASK) | COPIED | ZERO if keep else ZERO
-            l2_off, i2 = self._l2_for_write(gc)
-            self.tables.set_l2_entry(l2_off, i2, new)
-            if not keep:
-                self._free(entry, kind, discard=unmap)
+            if not isinstance(b, Qcow2Node):  # QEMU: a raw file's status never says zero here
+                return False
+            st = b.block_status(off, min(n, self._backing_len - off))
+            if not st.zero or st.offset + st.length < min(off + n, self._backing_len):
+                return False
+        return True
+
+    def _write_zero_data(self, offset: int, length: int) -> None:
+        """The fallback of a zero write: zeroes written as data, a megabyte at a time."""
+        chunk = min(length, 1 << 20)
+        buf = aligned_buffer(chunk)  # zeroed, aligned for O_DIRECT
+        done = 0
+        while done < length:
+            n = min(chunk, length - done)
+            self._write(offset + done, n, [buf[:n]])
+            done += n
 
     def _discard(self, offset: int, length: int) -> None:
         try:
@@ -769,9 +958,11 @@ class Qcow2Node(Node):
 
     def _discard_clusters(self, offset: int, length: int) -> None:
         """QEMU's discard request: whole clusters only; v3 leaves zero clusters (reads zeroes),
-        v2 unallocated ones (reads the backing file again)."""
+        v2 unallocated ones, and nothing over a backing file (it would show), as QEMU."""
         first, end = self._whole(offset, length)
         v3 = self.tables.version >= 3
+        if not v3 and self.backing is not None:
+            return  # v2 cannot drop a cluster without showing the backing data: QEMU's ENOTSUP
         for gc in range(first, end):
             entry, kind = self._entry(gc)
             if kind is Kind.ZERO_PLAIN or (kind is Kind.UNALLOCATED and (

@@ -32,6 +32,11 @@ class MetaIO:
         #: Cluster index -> the kinds of metadata living there (several when tables overlap).
         self.meta: dict[int, int] = {}
 
+    def emit(self, event: str) -> None:
+        """A blkdebug event down the ``file`` child's chain (QEMU's ``BLKDBG_EVENT(bs->file,
+        EV)``)."""
+        self.file.emit(event)
+
     # ----------------------------------------------------------------- checks
     def corrupt(self, what: str) -> CorruptImageError:
         return CorruptImageError(self.path, what)

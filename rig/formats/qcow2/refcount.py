@@ -18,10 +18,12 @@ header is switched to it, and the old table's clusters are queued for freeing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import struct
 from collections.abc import Callable
 
+from rig.errors import RigError
 from rig.formats.qcow2.metaio import MetaIO
 from rig.formats.qcow2.overlap import Ol
 
@@ -61,13 +63,20 @@ class Refcounts:
             off = value & OFFSET_MASK
             if value & ~OFFSET_MASK & ((1 << 64) - 1):
                 raise io.corrupt(f"refcount table entry {i} has reserved bits set")
-            if off % cs:
-                raise io.corrupt(f"refcount block {i} offset 0x{off:x} is not cluster aligned")
-            io.claim(off, cs, Ol.REFCOUNT_BLOCK)
+            io.claim(off, cs, Ol.REFCOUNT_BLOCK)  # unaligned: found when used (QEMU's way)
 
     # ------------------------------------------------------------ entries
     def _table_entry(self, index: int) -> int:
         return int(struct.unpack_from(">Q", self.table, index * 8)[0]) & OFFSET_MASK
+
+    def _block_offset(self, index: int) -> int:
+        """Refcount table entry ``index`` about to be used (0: no block): an unaligned block
+        is a corruption event, as in QEMU (which opens such an image and signals it here)."""
+        off = self._table_entry(index)
+        if off % self.io.cluster_size:
+            raise self.io.event(f"Refblock offset {_c_hex(off)} unaligned (reftable index: "
+                                f"{_c_hex(index)})")
+        return off
 
     def _block(self, offset: int) -> bytearray:
         block = self._blocks.get(offset)
@@ -104,18 +113,31 @@ class Refcounts:
         bi, i = divmod(cluster, self.per_block)
         if bi >= self.entries:
             return 0
-        off = self._table_entry(bi)
+        off = self._block_offset(bi)
         return self._get_in(self._block(off), i) if off else 0
 
     def _set(self, cluster: int, value: int) -> None:
         bi, i = divmod(cluster, self.per_block)
-        if bi >= self.entries:
-            self._grow(cluster)
-        off = self._table_entry(bi)
-        if not off:
-            off = self._new_block(bi, cluster)
+        off = self._block_for_update(bi, cluster)
         self._put_in(self._block(off), i, value)
         self.dirty.add(off)
+
+    def _block_for_update(self, bi: int, cluster: int) -> int:
+        """The offset of refcount block ``bi``, created (and the table grown) if needed: QEMU's
+        alloc_refcount_block, with its events (``refblock_alloc``, then ``refblock_load`` for
+        an existing block)."""
+        emit = self.io.emit
+        emit("refblock_alloc")
+        off = self._block_offset(bi) if bi < self.entries else 0
+        if off:
+            emit("refblock_load")
+            return off
+        if bi >= self.entries:
+            self._grow(cluster)
+        off = self._block_offset(bi)
+        if not off:
+            off = self._new_block(bi, cluster)
+        return off
 
     # --------------------------------------------------------- public api
     def update(self, cluster: int, delta: int) -> int:
@@ -135,13 +157,46 @@ class Refcounts:
 
     def alloc(self) -> int:
         """Allocate one cluster (refcount 1); its byte offset."""
+        self.io.emit("cluster_alloc")
         c = self._find_free(self.hint)
         self.hint = c + 1
         self._set(c, 1)
         return c << self.io.cluster_bits
 
+    def alloc_clusters(self, count: int) -> int:
+        """Allocate ``count`` contiguous clusters (QEMU's qcow2_alloc_clusters of a table);
+        the byte offset of the first."""
+        self.io.emit("cluster_alloc")
+        c = self._find_free(self.hint)
+        while True:
+            # the blocks describing the run first: a new one may land inside it
+            for bi in range(c // self.per_block, (c + count - 1) // self.per_block + 1):
+                self._block_for_update(bi, c)
+            busy = next((j for j in range(count) if self.get(c + j)), None)
+            if busy is None:
+                break
+            c = self._find_free(c + busy + 1)
+        done = 0
+        try:
+            for j in range(count):
+                self._set(c + j, 1)
+                done += 1
+        except BaseException:
+            with contextlib.suppress(OSError, RigError):
+                for j in range(done):
+                    self.update(c + j, -1)
+            raise
+        self.hint = c + count
+        return c << self.io.cluster_bits
+
     def defer_free(self, cluster: int) -> None:
         self.deferred.append(cluster)
+
+    def free_now(self, cluster: int) -> None:
+        """QEMU's qcow2_free_clusters for a cluster nothing durable references (an allocation
+        given back): the decrement at once, in the cached block."""
+        self.io.emit("cluster_free")
+        self.update(cluster, -1)
 
     def apply_deferred(self) -> list[int]:
         """Apply the queued decrements (in memory); the clusters that became free."""
@@ -149,6 +204,7 @@ class Refcounts:
         todo, self.deferred = self.deferred, []
         for i, c in enumerate(todo):
             try:
+                self.io.emit("cluster_free")
                 if self.update(c, -1) == 0:
                     freed.append(c)
             except BaseException:
@@ -158,19 +214,23 @@ class Refcounts:
 
     def write_dirty(self) -> None:
         for off in sorted(self.dirty):
+            self.io.emit("refblock_update_part")
             self.io.write(off, self._blocks[off], ignore=Ol.REFCOUNT_BLOCK)
             self.dirty.discard(off)
 
     def alloc_run(self, want: int) -> tuple[int, int]:
         """Allocate up to ``want`` contiguous clusters (at least one); (byte offset, count).
         The run stays inside one existing refcount block, whose entries are written at once."""
+        self.io.emit("cluster_alloc")
         c = self._find_free(self.hint)
         bi, i = divmod(c, self.per_block)
-        off = self._table_entry(bi) if bi < self.entries else 0
+        off = self._block_offset(bi) if bi < self.entries else 0
         if not off or want == 1:
             self.hint = c + 1
             self._set(c, 1)
             return c << self.io.cluster_bits, 1
+        self.io.emit("refblock_alloc")
+        self.io.emit("refblock_load")
         block = self._block(off)
         n = 1
         limit = min(want, self.per_block - i)
@@ -194,7 +254,7 @@ class Refcounts:
         c = start
         while True:
             bi, i = divmod(c, self.per_block)
-            off = self._table_entry(bi) if bi < self.entries else 0
+            off = self._block_offset(bi) if bi < self.entries else 0
             if off:
                 found = self._first_zero(self._block(off), i)
                 if found is None:
@@ -236,17 +296,21 @@ class Refcounts:
         off = c << self.io.cluster_bits
         block = bytearray(self.io.cluster_size)
         self._put_in(block, c - first, 1)
+        self.io.emit("refblock_alloc_write")
         self.io.write(off, block, ignore=Ol.REFCOUNT_BLOCK)
         self.io.file.flush()  # the block is on disk before the table points at it
+        self.io.emit("refblock_alloc_hookup")
         self._set_table_entry(bi, off)
         self._blocks[off] = block
         self.io.claim(off, self.io.cluster_size, Ol.REFCOUNT_BLOCK)
+        self.io.file.flush()  # QEMU's bdrv_pwrite_sync of the table entry
         return off
 
     def _grow(self, pending: int) -> None:
         """Move to a larger refcount table placed past everything in use (and ``pending``)."""
         cs = self.io.cluster_size
         bits = self.io.cluster_bits
+        self.io.emit("reftable_grow")
         file_clusters = -(-self.io.file_end // cs)
         start = max(pending + 1, self.entries * self.per_block, file_clusters,
                     max(self.io.meta, default=0) + 1)
@@ -278,17 +342,30 @@ class Refcounts:
                 todo.append(next_free)
                 next_free += 1
             self._put_in(block, i, 1)
+        # QEMU's qcow2_refcount_area: blocks, table, header, each written and flushed; nothing
+        # in memory changes until the header names the new table
+        self.io.emit("refblock_alloc_write_blocks")
         for c, block in new_blocks.values():
             self.io.write(c << bits, block, ignore=Ol.REFCOUNT_BLOCK)
-            self._blocks[c << bits] = block
-            self.io.claim(c << bits, cs, Ol.REFCOUNT_BLOCK)
-        old_offset, old_clusters = self.table_offset, self.table_clusters
+        self.io.file.flush()
+        self.io.emit("refblock_alloc_write_table")
         self.io.write(start << bits, table, ignore=Ol.REFCOUNT_TABLE)
         self.io.file.flush()  # the new table and blocks are on disk before the header says so
+        old_offset, old_clusters = self.table_offset, self.table_clusters
+        self.io.emit("refblock_alloc_switch_table")
         self._set_table(start << bits, n)
+        for c, block in new_blocks.values():
+            self._blocks[c << bits] = block
+            self.io.claim(c << bits, cs, Ol.REFCOUNT_BLOCK)
         self.io.release(old_offset, old_clusters * cs, Ol.REFCOUNT_TABLE)
         self.io.claim(start << bits, n * cs, Ol.REFCOUNT_TABLE)
         self.table, self.table_offset, self.table_clusters, self.entries = (
             table, start << bits, n, entries)
         for k in range(old_clusters):
             self.defer_free((old_offset >> bits) + k)
+        self.io.file.flush()  # QEMU's bdrv_pwrite_sync of the header
+
+
+def _c_hex(value: int) -> str:
+    """C's ``%#x``: ``0x1f``, but ``0`` for zero."""
+    return f"{value:#x}" if value else "0"

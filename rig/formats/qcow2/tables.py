@@ -129,6 +129,15 @@ class Tables:
         entry: int = _U64.unpack_from(self.l1, index * 8)[0]
         return entry
 
+    def replace_l1(self, offset: int, size: int, table: bytearray) -> None:
+        """Switch to a new L1 table (grown: QEMU's qcow2_grow_l1_table), already on disk."""
+        io = self.io
+        if self.l1_size:
+            io.release(self.l1_offset, self.l1_size * 8, Ol.ACTIVE_L1)
+        io.claim(offset, size * 8, Ol.ACTIVE_L1)
+        self.l1, self.l1_offset, self.l1_size = table, offset, size
+        self.l1_dirty.clear()
+
     def set_l1_entry(self, index: int, value: int) -> None:
         struct.pack_into(">Q", self.l1, index * 8, value)
         self.l1_dirty.add(index)
@@ -147,7 +156,7 @@ class Tables:
             self._l2.move_to_end(l2_offset)
             self._last = (l2_offset, table)
             return table
-        self.io.file.emit("l2_load")
+        self.io.emit("l2_load")
         table = self.io.read(l2_offset, self.io.cluster_size)
         self._cache(l2_offset, table)
         return table
@@ -169,18 +178,27 @@ class Tables:
         self._cache(l2_offset, table)
         self.dirty_l2.add(l2_offset)
 
+    def drop_l2(self, l2_offset: int) -> None:
+        """Forget a cached table (a new table whose allocation failed)."""
+        self._l2.pop(l2_offset, None)
+        self.dirty_l2.discard(l2_offset)
+        if self._last is not None and self._last[0] == l2_offset:
+            self._last = None
+
     @property
     def dirty_bytes(self) -> int:
         return len(self.dirty_l2) * self.io.cluster_size
 
     def write_l2s(self) -> None:
         for off in sorted(self.dirty_l2):
+            self.io.emit("l2_update")
             self.io.write(off, self._l2[off], ignore=Ol.ACTIVE_L2)
             self.dirty_l2.discard(off)
 
     def write_l1(self) -> None:
         if self.l1_dirty:
             lo, hi = min(self.l1_dirty), max(self.l1_dirty)
+            self.io.emit("l1_update")
             self.io.write_slice(self.l1_offset, self.l1, lo * 8, hi * 8 + 8,
                                 ignore=Ol.ACTIVE_L1)
             self.l1_dirty.clear()
@@ -188,8 +206,8 @@ class Tables:
     def l2_entry(self, guest_cluster: int) -> int:
         """The L2 entry of a guest cluster (0 when its L2 table is not allocated)."""
         i1, i2 = divmod(guest_cluster, self.l2_entries)
-        if i1 >= self.l1_size:
-            raise self.io.corrupt(f"guest cluster {guest_cluster} is beyond the L1 table")
+        if i1 >= self.l1_size:  # the vmstate area past the L1 table (open checked the disk)
+            return 0
         l2_offset = _U64.unpack_from(self.l1, i1 * 8)[0] & OFFSET_MASK
         if not l2_offset:
             return 0
@@ -212,9 +230,9 @@ class Tables:
         """:meth:`l2_entry_run` without the reserved-bit check (at least one entry): for a
         walk that checks, with :meth:`check_l2`, only the entries it would have looked at."""
         i1, i2 = divmod(guest_cluster, self.l2_entries)
-        if i1 >= self.l1_size:
-            raise self.io.corrupt(f"guest cluster {guest_cluster} is beyond the L1 table")
         count = max(1, min(count, self.l2_entries - i2))
+        if i1 >= self.l1_size:  # the vmstate area past the L1 table: unallocated
+            return [0] * count
         l2_offset = _U64.unpack_from(self.l1, i1 * 8)[0] & OFFSET_MASK
         if not l2_offset:
             return [0] * count
