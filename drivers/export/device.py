@@ -1,8 +1,9 @@
 """Export a rig graph as a real block device: a FUSE-served file with a loop device on top.
 
 :func:`export` mounts one file (the backend's size) from a FUSE server running in a thread of this
-process (mfusepy over libfuse3, multithreaded with ``threads`` workers, or single-threaded), then
-binds a loop device to it with the settings that never lose a write error (``docs/export.md``):
+process (libfuse3's low-level API through ctypes, multithreaded with ``threads`` workers, or
+single-threaded), then binds a loop device to it with the settings that never lose a write error
+(``docs/export.md``):
 FUSE direct_io on every open, loop direct I/O, and the loop queue's ``max_sectors_kb`` capped to
 FUSE's ``max_write``.
 
@@ -29,10 +30,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
 
 from rig.core.backend import BlockBackend
-from rig.drivers.export.fuse_ops import FILE_NAME, ExportOperations
+from rig.drivers.export.fuse_ops import FILE_NAME, ExportOperations, fuse_library
+from rig.drivers.export.lowlevel import Session
 from rig.drivers.ffi.ioctls import ioctl
 from rig.drivers.loop import LoopDevice
 from rig.drivers.procs import KILL_OWNED, DeathWatch, pid_alive
@@ -49,8 +50,8 @@ MOUNT_TIMEOUT = 10.0
 #: docs/export.md), and the most an export takes.
 DEFAULT_THREADS = 8
 MAX_THREADS = 64
-_NEED_FUSE = ("exports need /dev/fuse, fusermount3 and libfuse3 with mfusepy "
-              "(apt-get install fuse3 libfuse3-3; pip install mfusepy)")
+_NEED_FUSE = ("exports need /dev/fuse, fusermount3 and libfuse3 3.12 or later "
+              "(apt-get install fuse3 libfuse3-3)")
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,22 @@ def load_mfusepy() -> ModuleType:
     return module
 
 
+def load_libfuse() -> None:
+    """Check that libfuse3 loads and has the low-level loop of 3.12 and later (what the export
+    serves with), or raise RigError."""
+    try:
+        lib = fuse_library()
+        lib["fuse_session_loop_mt_312"]
+    except (OSError, AttributeError) as e:
+        raise RigError(f"{_NEED_FUSE}: {e}") from None
+
+
 def fuse_available() -> bool:
-    """True if :func:`export` can work here (root, /dev/fuse, fusermount3, mfusepy+libfuse3)."""
+    """True if :func:`export` can work here (root, /dev/fuse, fusermount3, libfuse3 >= 3.12)."""
     if not (os.path.exists("/dev/fuse") and shutil.which("fusermount3")):
         return False
     try:
-        load_mfusepy()
+        load_libfuse()
     except RigError:
         return False
     return True
@@ -289,8 +300,9 @@ def within_kernel_timeout(request_timeout: float, kernel_timeout: int) -> float:
 
 # ------------------------------------------------------------------------------ serving
 class _Server:
-    """libfuse's loop (``fuse_main``), in a daemon thread of this process: multithreaded with up
-    to ``threads`` workers, or single-threaded (``-s``) for ``threads=1``."""
+    """libfuse's low-level loop (:class:`~rig.drivers.export.lowlevel.Session`), in a daemon
+    thread of this process: multithreaded with up to ``threads`` workers, or single-threaded for
+    ``threads=1``."""
 
     def __init__(self, ops: ExportOperations, mountpoint: str, threads: int) -> None:
         self.ops = ops
@@ -302,18 +314,14 @@ class _Server:
                                        daemon=True)
 
     def _serve(self) -> None:
-        mfusepy = load_mfusepy()
-        options: dict[str, Any] = {"foreground": True, "raw_fi": True, "fsname": "blockrig",
-                                   "subtype": "blockrig", "auto_unmount": True}
-        if self.threads == 1:
-            options["nothreads"] = True
-        else:
-            options["max_threads"] = self.threads
-            # Said explicitly: libfuse 3.14 logs "Ignoring invalid max threads value
-            # 4294967295" for its own "unset" value of max_idle_threads on every mount.
-            options["max_idle_threads"] = self.threads
         try:
-            mfusepy.FUSE(self.ops, self.mountpoint, **options)
+            session = Session(fuse_library(), self.ops, self.mountpoint, self.threads,
+                              "auto_unmount,fsname=blockrig,subtype=blockrig")
+            try:
+                session.mount()
+                session.loop()
+            finally:
+                session.close()
         except BaseException as e:  # reported by start()/stop()
             self.error = e
 
@@ -363,7 +371,7 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     if request_timeout < 0:
         raise ConfigError(f"request_timeout must be 0 (none) or a positive number of seconds, "
                           f"got {request_timeout}")
-    load_mfusepy()
+    load_libfuse()
     sweep_stale()
     request_timeout = within_kernel_timeout(request_timeout, kernel_request_timeout())
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")

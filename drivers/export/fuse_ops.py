@@ -1,25 +1,26 @@
 """The FUSE side of an export: one file, ``/disk``, whose bytes are a :class:`BlockBackend`.
 
-mfusepy (ctypes over libfuse3) calls these methods from libfuse's worker threads. An ``OSError``
-raised by the backend goes back to the kernel as ``-errno`` (mfusepy's wrapper does that), so
-ENOSPC, ENODATA, ETIMEDOUT, EAGAIN and EOPNOTSUPP reach the program; the block layer turns the rest
-into EIO (``docs/export.md``).
+libfuse3's **low-level** API calls these methods (through :mod:`.lowlevel`) from its worker
+threads, one call per kernel request, and each method answers its request itself with a
+``fuse_reply_*`` call: no path lookup, no high-level layer, no wrapper in between. An
+``OSError`` from the backend goes back to the kernel as its errno (EINVAL for one without an
+errno, as mfusepy did), so ENOSPC, ENODATA, ETIMEDOUT, EAGAIN and EOPNOTSUPP reach the program;
+the block layer turns the rest into EIO (``docs/export.md``). Every request is answered exactly
+once, whatever is raised: an unanswered request would hang its program.
 
-mfusepy registers every attribute whose name is a FUSE operation as a callback, so this class
-keeps its state in underscore names only (a ``self.lock`` would become the ``lock`` op).
-
-Data goes through ``read_buf``/``write_buf``, not ``read``/``write``, so that no request makes
-fresh memory or copies in Python: a READ is read by the backend straight into page-aligned
-memory (``posix_memalign``) that libfuse sends and frees; a WRITE's data is copied once, by
-libfuse's ``fuse_buf_copy`` without the GIL, into a pooled page-aligned buffer that the backend
-writes as is. Each libfuse worker keeps its Python thread state (:meth:`ExportOperations._pin`).
+No request makes fresh memory or copies in Python. Each worker thread owns one page-aligned
+buffer of FUSE's largest request (made on its first request, together with pinning the thread's
+Python thread state: :meth:`ExportOperations._first_request`). A READ is read by the backend
+straight into it and sent from it (``fuse_reply_buf``, GIL released); a WRITE's data is copied
+into it once by libfuse's ``fuse_buf_copy`` (from the request buffer or the splice pipe, GIL
+released) and the backend writes it as is.
 
 With ``request_timeout`` set, every data request runs on a pool of the export's own and the FUSE
 thread waits at most that long for it: a graph that stalls (a breakpoint never resumed, a hung
 host device) answers ETIMEDOUT, which the block layer passes to the program unchanged, instead
 of blocking it forever (the kernel's own FUSE request timeout is 0, that is none, here). The
-stalled call itself goes on in its pool thread; a write that timed out may still land later,
-as with a disk whose command timed out.
+stalled call itself goes on in its pool thread, with the worker's buffer (the worker takes a new
+one); a write that timed out may still land later, as with a disk whose command timed out.
 """
 
 from __future__ import annotations
@@ -37,48 +38,43 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from rig.core.backend import BlockBackend
-from rig.core.buffers import PAGE_SIZE, BufferPool, aligned_buffer, buffer_address
-from rig.drivers.ffi import libc
-from rig.drivers.ffi.calls import bind
+from rig.core.buffers import aligned_buffer, buffer_address
+from rig.drivers.ffi.calls import bind, library
 from rig.drivers.ffi.libc import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from rig.drivers.ffi.libfuse import LIBFUSE, FuseBufvec
+from rig.drivers.ffi.libfuse import (
+    FI_DIRECT_IO,
+    FI_KEEP_CACHE,
+    FUSE_SET_ATTR_GID,
+    FUSE_SET_ATTR_MODE,
+    FUSE_SET_ATTR_SIZE,
+    FUSE_SET_ATTR_UID,
+    LIBFUSE,
+    LIBFUSE_LOWLEVEL,
+    FuseBufvec,
+    FuseConnInfo,
+    FuseEntryParam,
+    FuseFileInfo,
+    Stat,
+    Statvfs,
+)
 
 FILE_NAME = "disk"
-_PATH = "/" + FILE_NAME
+#: Inode numbers: the root directory is FUSE_ROOT_ID.
+ROOT_INO = 1
+FILE_INO = 2
+#: Seconds the kernel may cache the file's attributes and name (as libfuse's high level did).
+_TTL = 1.0
 #: Pool threads for timed requests: libfuse's ``max_threads`` plus room for stalled ones.
 _TIMED_WORKERS = 16
 _T = TypeVar("_T")
-#: Pooled write buffers: FUSE's largest WRITE with libfuse3 (a larger one gets a fresh buffer).
-_WRITE_BUF = 1 << 20
+#: Each worker's buffer: FUSE's largest READ or WRITE with libfuse3 (a larger one, which only a
+#: reader of the FUSE file itself could ask for, gets a fresh buffer).
+_WORKER_BUF = 1 << 20
 
 
-class _Native:
-    """The C functions the zero-copy paths call: libc's allocator (libfuse frees what a
-    ``read_buf`` hands it with ``free``) and libfuse's ``fuse_buf_copy``/``fuse_buf_size``, as
-    bound from their tables (:mod:`rig.drivers.ffi`), called directly. ctypes releases the GIL
-    around each call."""
-
-    def __init__(self, libfuse: Any) -> None:
-        self.posix_memalign = libc.function("posix_memalign")
-        self.malloc = libc.function("malloc")
-        self.free = libc.function("free")
-        fuse = bind(libfuse, LIBFUSE)
-        self.buf_copy = fuse["fuse_buf_copy"]
-        self.buf_size = fuse["fuse_buf_size"]
-
-    def aligned_alloc(self, size: int) -> int:
-        """``posix_memalign(PAGE_SIZE, size)``: memory libfuse may ``free``."""
-        ptr = ctypes.c_void_p()
-        if self.posix_memalign(ctypes.byref(ptr), PAGE_SIZE, max(size, 1)) or not ptr.value:
-            raise OSError(errno.ENOMEM, "out of memory for a read reply")
-        return ptr.value
-
-
-def _address(buf: memoryview) -> int:
-    addr = buffer_address(buf)
-    if addr is None:
-        raise ValueError("a pooled buffer must be writable")
-    return addr
+def fuse_library() -> ctypes.CDLL:
+    """libfuse3 (``libfuse3.so.3``), loaded once per process."""
+    return library("fuse3")
 
 
 class _TimedOut(OSError):
@@ -117,10 +113,18 @@ class _DaemonPool:
             self._tasks.put(None)
 
 
-class ExportOperations:
-    """mfusepy operations (``raw_fi=True``) serving ``backend`` as the single file ``/disk``."""
+def _stat(mode: int, nlink: int, size: int, ino: int, t_ns: int) -> Stat:
+    st = Stat(st_ino=ino, st_mode=mode, st_nlink=nlink, st_size=size,
+              st_blocks=(size + 511) // 512, st_blksize=4096)
+    for ts in (st.st_atim, st.st_mtim, st.st_ctim):
+        ts.tv_sec, ts.tv_nsec = divmod(t_ns, 10**9)
+    return st
 
-    use_ns = True
+
+class ExportOperations:
+    """libfuse3 low-level callbacks serving ``backend`` as the single file ``/disk``: each
+    method is one ``struct fuse_lowlevel_ops`` slot (:data:`~rig.drivers.ffi.libfuse.CALLBACKS`
+    has their C signatures) and answers its ``req``."""
 
     def __init__(self, backend: BlockBackend, *, max_write: int = 0,
                  request_timeout: float = 0.0) -> None:
@@ -136,24 +140,39 @@ class ExportOperations:
         self.internal_errors = 0
         self._reported: set[str] = set()
         self._size = backend.getlength()
-        self._mtime = time.time_ns()
-        #: What the kernel and libfuse agreed on (set in init_with_config); 0 until mounted.
+        #: What the kernel and libfuse agreed on (set in ``init``); 0 until mounted.
         self.negotiated_max_write = 0
+        #: The capabilities libfuse asked the kernel for (``fuse_conn_info.want``).
+        self.negotiated_want = 0
         #: FUSE fsync requests seen (each is one backend flush).
         self.fsync_count = 0
-        from rig.drivers.export.device import load_mfusepy
-
-        self._native = _Native(load_mfusepy()._libfuse)
-        #: Page-aligned buffers that WRITE data is copied into (reused: no fresh memory).
-        self._write_bufs = BufferPool(_WRITE_BUF, keep=16)
-        self._threads = threading.local()
+        fuse = bind(fuse_library(), {**LIBFUSE, **LIBFUSE_LOWLEVEL})
+        self._reply_err = fuse["fuse_reply_err"]
+        self._reply_buf = fuse["fuse_reply_buf"]
+        self._reply_write = fuse["fuse_reply_write"]
+        self._reply_none = fuse["fuse_reply_none"]
+        self._reply_entry = fuse["fuse_reply_entry"]
+        self._reply_attr = fuse["fuse_reply_attr"]
+        self._reply_open = fuse["fuse_reply_open"]
+        self._reply_statfs = fuse["fuse_reply_statfs"]
+        self._add_direntry = fuse["fuse_add_direntry"]
+        self._buf_copy = fuse["fuse_buf_copy"]
+        self._buf_size = fuse["fuse_buf_size"]
+        t = time.time_ns()
+        self._file_attr = _stat(stat.S_IFREG | 0o600, 1, self._size, FILE_INO, t)
+        self._dir_attr = _stat(stat.S_IFDIR | 0o700, 2, 0, ROOT_INO, t)
+        self._entry = FuseEntryParam(ino=FILE_INO, attr=self._file_attr, attr_timeout=_TTL,
+                                     entry_timeout=_TTL)
+        self._file_attr_p = ctypes.addressof(self._file_attr)
+        self._dir_attr_p = ctypes.addressof(self._dir_attr)
+        self._entry_p = ctypes.addressof(self._entry)
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ lifecycle
     def _call(self, what: str, fn: Callable[..., _T], *args: Any,
               abandon: Callable[[], None] | None = None) -> _T:
         """``fn(*args)``, or ETIMEDOUT (:class:`_TimedOut`) after ``request_timeout`` seconds if
-        one is set. A timed-out call goes on; ``abandon`` then runs once it has ended (it gives
-        back the buffers the call still uses)."""
+        one is set. A timed-out call goes on; ``abandon`` then runs once it has ended."""
         try:
             if self._pool is None:
                 return fn(*args)
@@ -175,7 +194,7 @@ class ExportOperations:
         except Exception as e:
             raise self._internal_error(what, e) from None
 
-    def _internal_error(self, what: str, e: Exception) -> OSError:
+    def _internal_error(self, what: str, e: BaseException) -> OSError:
         """A bug in the graph (not a data-path OSError) fails the request with EIO and says so
         in one line on stderr (once per kind of error), instead of a traceback from the FUSE
         layer and EINVAL for the program."""
@@ -187,149 +206,220 @@ class ExportOperations:
                              "failed with EIO\n")
         return OSError(errno.EIO, f"internal error in {what}")
 
+    def _fail(self, req: int, what: str, e: BaseException) -> None:
+        """Answer ``req`` with the error ``e`` stands for."""
+        if isinstance(e, _TimedOut):
+            # The stalled call goes on with this worker's buffer: the worker takes a new one.
+            self._local.__dict__.pop("buf", None)
+        if not isinstance(e, OSError):
+            e = self._internal_error(what, e)
+        code = e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EINVAL
+        self._reply_err(req, code)
+
     def stop_timed_requests(self) -> None:
         """Stop taking timed requests (stalled ones go on; their threads are not joined)."""
         if self._pool is not None:
             self._pool.shutdown()
 
-    def init_with_config(self, conn: Any, config: Any) -> None:
-        """Lower ``max_write`` if asked, record it; keep the kernel from caching data."""
-        if conn is not None:
+    def init(self, userdata: int, conn_p: int) -> None:
+        """Lower ``max_write`` if asked and record what was negotiated."""
+        try:
+            conn = FuseConnInfo.from_address(conn_p)
             if self._max_write_wanted and conn.max_write > self._max_write_wanted:
                 conn.max_write = self._max_write_wanted
             self.negotiated_max_write = int(conn.max_write)
-        if config is not None:
-            config.direct_io = 1
-            config.kernel_cache = 0
-            config.auto_cache = 0
+            self.negotiated_want = int(conn.want)
+        except BaseException as e:  # nothing to answer: say it, do not raise into C
+            self._internal_error("init", e)
+
+    def destroy(self, userdata: int) -> None:
+        pass
 
     # ------------------------------------------------------------------ namespace
-    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        t = self._mtime
-        if path == "/":
-            return {"st_mode": stat.S_IFDIR | 0o700, "st_nlink": 2,
-                    "st_atime": t, "st_mtime": t, "st_ctime": t}
-        if path == _PATH:
-            return {"st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": self._size,
-                    "st_blocks": (self._size + 511) // 512,
-                    "st_atime": t, "st_mtime": t, "st_ctime": t}
-        raise OSError(errno.ENOENT, "no such file")
+    def lookup(self, req: int, parent: int, name: bytes) -> None:
+        if parent == ROOT_INO and name == FILE_NAME.encode():
+            self._reply_entry(req, self._entry_p)
+        else:
+            self._reply_err(req, errno.ENOENT)
 
-    def readdir(self, path: str, fh: int) -> list[str]:
-        if path != "/":
-            raise OSError(errno.ENOTDIR, "not a directory")
-        return [".", "..", FILE_NAME]
+    def forget(self, req: int, ino: int, nlookup: int) -> None:
+        self._reply_none(req)
 
-    def open(self, path: str, fi: Any) -> int:
+    def getattr(self, req: int, ino: int, fi: int) -> None:
+        if ino == FILE_INO:
+            self._reply_attr(req, self._file_attr_p, _TTL)
+        elif ino == ROOT_INO:
+            self._reply_attr(req, self._dir_attr_p, _TTL)
+        else:
+            self._reply_err(req, errno.ENOENT)
+
+    def setattr(self, req: int, ino: int, attr: int, to_set: int, fi: int) -> None:
+        """Only the size can be "set", to what it is (the export has a fixed size); times are
+        ignored; mode and owner are not supported."""
+        if ino != FILE_INO:
+            self._reply_err(req, errno.EPERM)
+        elif to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID):
+            self._reply_err(req, errno.ENOSYS)
+        elif to_set & FUSE_SET_ATTR_SIZE and Stat.from_address(attr).st_size != self._size:
+            self._reply_err(req, errno.EPERM)
+        else:
+            self._reply_attr(req, self._file_attr_p, _TTL)
+
+    def open(self, req: int, ino: int, fi_p: int) -> None:
         """Every open gets FOPEN_DIRECT_IO: no FUSE page cache can hide a fault."""
-        if path != _PATH:
-            raise OSError(errno.ENOENT, "no such file")
-        fi.direct_io = 1
-        fi.keep_cache = 0
+        if ino != FILE_INO:
+            self._reply_err(req, errno.EISDIR if ino == ROOT_INO else errno.ENOENT)
+            return
+        fi = FuseFileInfo.from_address(fi_p)
+        fi.bits = (fi.bits | FI_DIRECT_IO) & ~FI_KEEP_CACHE
         fi.fh = 0
-        return 0
+        self._reply_open(req, fi_p)
 
-    def truncate(self, path: str, length: int, fh: Any = None) -> int:
-        if length != self._size:
-            raise OSError(errno.EPERM, "the export has a fixed size")
-        return 0
+    def opendir(self, req: int, ino: int, fi_p: int) -> None:
+        if ino != ROOT_INO:
+            self._reply_err(req, errno.ENOTDIR)
+        else:
+            self._reply_open(req, fi_p)
+
+    def readdir(self, req: int, ino: int, size: int, off: int, fi_p: int) -> None:
+        """``.``, ``..`` and ``disk``, from entry ``off`` on, as many as fit in ``size``."""
+        if ino != ROOT_INO:
+            self._reply_err(req, errno.ENOTDIR)
+            return
+        names = ((b".", self._dir_attr), (b"..", self._dir_attr), (FILE_NAME.encode(),
+                                                                   self._file_attr))
+        buf = ctypes.create_string_buffer(max(size, 1))
+        used = 0
+        for i in range(max(off, 0), len(names)):
+            name, attr = names[i]
+            need = self._add_direntry(req, None, 0, name, None, 0)
+            if used + need > size:
+                break
+            self._add_direntry(req, ctypes.addressof(buf) + used, size - used, name,
+                               ctypes.addressof(attr), i + 1)
+            used += need
+        self._reply_buf(req, buf, used)
+
+    def releasedir(self, req: int, ino: int, fi: int) -> None:
+        self._reply_err(req, 0)
+
+    def flush(self, req: int, ino: int, fi: int) -> None:
+        """FUSE ``flush`` is close(2), not a cache flush: nothing to do."""
+        self._reply_err(req, 0)
+
+    def release(self, req: int, ino: int, fi: int) -> None:
+        self._reply_err(req, 0)
+
+    def statfs(self, req: int, ino: int) -> None:
+        blocks = self._size // 4096
+        st = Statvfs(f_bsize=4096, f_frsize=4096, f_blocks=blocks, f_namemax=255)
+        self._reply_statfs(req, ctypes.addressof(st))
 
     # ------------------------------------------------------------------ data
-    def _pin(self) -> None:
-        """Keep the calling libfuse worker's Python thread state for good.
-
-        ctypes makes a thread state for each callback on a thread Python did not start and
-        deletes it on return; one more ``PyGILState_Ensure``, never released, keeps it (one
-        per worker thread: a few KiB each, left when the worker ends). Saves that per request,
-        and the thread's ``threading.local`` data then lasts (it marks the pinned threads)."""
-        local = self._threads
+    def _first_request(self) -> memoryview:
+        """This worker thread's buffer, made on its first request (or after a timed-out request
+        kept the last one). On the first, the thread's Python thread state is pinned for good:
+        ctypes makes one for each callback on a thread Python did not start and deletes it on
+        return; one more ``PyGILState_Ensure``, never released, keeps it (a few KiB per worker,
+        left when the worker ends). That saves the making per request, and lets the worker's
+        ``threading.local`` data (the buffer) last."""
+        local = self._local
         if not getattr(local, "pinned", False):
             ctypes.pythonapi.PyGILState_Ensure()
             local.pinned = True
+        buf = aligned_buffer(_WORKER_BUF)
+        local.buf = buf
+        local.addr = buffer_address(buf)
+        dst = local.dst = FuseBufvec(1, 0, 0)
+        dst.buf[0].fd = -1
+        local.dst_p = ctypes.addressof(dst)
+        return buf
 
-    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fh: Any) -> int:
-        """READ into page-aligned memory handed to libfuse, which sends it and frees it: the
-        backend reads straight into the reply (no bounce, no copy in Python)."""
-        self._pin()
-        n = max(0, min(size, self._size - offset))
-        native = self._native
-        mem = native.aligned_alloc(n)
+    def read(self, req: int, ino: int, size: int, off: int, fi: int) -> None:
+        """READ: the backend reads into this worker's buffer, and libfuse sends it from there."""
+        local = self._local
         try:
-            if n:
-                view = memoryview((ctypes.c_char * n).from_address(mem)).cast("B")
-                self._call("read", self._backend.preadv, offset, [view],
-                           abandon=lambda: native.free(mem))
-            vec = native.malloc(ctypes.sizeof(FuseBufvec))
-            if not vec:
-                raise OSError(errno.ENOMEM, "out of memory for a read reply")
-        except _TimedOut:
-            raise  # the read goes on into mem: freed when it ends
-        except BaseException:
-            native.free(mem)
-            raise
-        v = FuseBufvec.from_address(vec)
-        v.count, v.idx, v.off = 1, 0, 0
-        b = v.buf[0]
-        b.size, b.flags, b.mem, b.fd, b.pos = n, 0, mem, -1, 0
-        ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = vec
-        return 0
+            buf = local.buf
+        except AttributeError:
+            buf = self._first_request()
+        try:
+            n = self._size - off
+            if n > size:
+                n = size
+            if n <= 0:
+                self._reply_buf(req, None, 0)
+                return
+            if n > _WORKER_BUF:
+                buf = aligned_buffer(n)
+                addr = buffer_address(buf)
+            else:
+                addr = local.addr
+            if self._pool is None:
+                self._backend.preadv(off, [buf[:n]])
+            else:
+                self._call("read", self._backend.preadv, off, [buf[:n]])
+            self._reply_buf(req, addr, n)
+        except BaseException as e:
+            self._fail(req, "read", e)
 
-    def write_buf(self, path: str, buf: Any, offset: int, fh: Any) -> int:
-        """WRITE: libfuse copies the data (from its buffer or its splice pipe) into a pooled
-        page-aligned buffer, without the GIL; the backend writes that without a bounce."""
-        self._pin()
-        native = self._native
-        size = int(native.buf_size(buf))
-        if offset + size > self._size:
-            raise OSError(errno.ENOSPC, "write beyond the end of the export")
-        pool = self._write_bufs
-        whole = pool.get() if size <= pool.size else aligned_buffer(size)
-        give_back: Callable[[], None] = (lambda: pool.put(whole)) if size <= pool.size \
-            else (lambda: None)
+    def write_buf(self, req: int, ino: int, bufv: int, off: int, fi: int) -> None:
+        """WRITE: libfuse copies the data into this worker's buffer (no GIL); the backend writes
+        it from there."""
+        local = self._local
         try:
-            dst = FuseBufvec(1, 0, 0)
-            dst.buf[0].size, dst.buf[0].mem, dst.buf[0].fd = size, _address(whole), -1
-            copied = int(native.buf_copy(ctypes.byref(dst), buf, 0))
+            buf = local.buf
+        except AttributeError:
+            buf = self._first_request()
+        try:
+            size = self._buf_size(bufv)
+            if off + size > self._size:
+                raise OSError(errno.ENOSPC, "write beyond the end of the export")
+            dst = local.dst
+            if size > _WORKER_BUF:
+                buf = aligned_buffer(size)
+                dst = FuseBufvec(1, 0, 0)
+                dst.buf[0].fd = -1
+                dst.buf[0].mem = buffer_address(buf)
+                dst_p = ctypes.addressof(dst)
+            else:
+                dst.buf[0].mem = local.addr
+                dst.idx = dst.off = 0
+                dst_p = local.dst_p
+            dst.buf[0].size = size
+            copied = self._buf_copy(dst_p, bufv, 0)
             if copied != size:
                 err = -copied if copied < 0 else errno.EIO
                 raise OSError(err, f"could not take the WRITE's data ({copied} of {size} bytes)")
-            self._call("write", self._backend.pwritev, offset, [whole[:size]],
-                       abandon=give_back)
-        except _TimedOut:
-            raise  # the write goes on from the buffer: given back when it ends
-        except BaseException:
-            give_back()
-            raise
-        give_back()
-        return size
+            if self._pool is None:
+                self._backend.pwritev(off, [buf[:size]])
+            else:
+                self._call("write", self._backend.pwritev, off, [buf[:size]])
+            self._reply_write(req, size)
+        except BaseException as e:
+            self._fail(req, "write", e)
 
-    def fsync(self, path: str, datasync: int, fh: Any) -> int:
+    def fsync(self, req: int, ino: int, datasync: int, fi: int) -> None:
         """A block-device fsync arrives here (datasync=0): one flush of the graph."""
-        self._pin()
-        self.fsync_count += 1
-        self._call("flush", self._backend.flush)
-        return 0
+        try:
+            if not hasattr(self._local, "buf"):
+                self._first_request()
+            self.fsync_count += 1
+            self._call("flush", self._backend.flush)
+            self._reply_err(req, 0)
+        except BaseException as e:
+            self._fail(req, "flush", e)
 
-    def flush(self, path: str, fh: Any) -> int:
-        """FUSE ``flush`` is close(2), not a cache flush: nothing to do."""
-        return 0
-
-    def release(self, path: str, fh: Any) -> int:
-        return 0
-
-    def fallocate(self, path: str, mode: int, offset: int, size: int, fh: Any) -> int:
+    def fallocate(self, req: int, ino: int, mode: int, offset: int, size: int, fi: int) -> None:
         """Loop's discard (punch hole) and write-zeroes (zero range) map to the backend."""
-        if offset < 0 or offset + size > self._size:
-            raise OSError(errno.EINVAL, "range beyond the end of the export")
-        if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
-            self._call("discard", self._backend.discard, offset, size)
-        elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
-            self._call("write-zeroes", self._backend.write_zeroes, offset, size)
-        elif mode & ~FALLOC_FL_KEEP_SIZE:
-            raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
-        return 0
-
-    def statfs(self, path: str) -> dict[str, int]:
-        blocks = self._size // 4096
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": 0,
-                "f_bavail": 0, "f_namemax": 255}
+        try:
+            if offset < 0 or offset + size > self._size:
+                raise OSError(errno.EINVAL, "range beyond the end of the export")
+            if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+                self._call("discard", self._backend.discard, offset, size)
+            elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
+                self._call("write-zeroes", self._backend.write_zeroes, offset, size)
+            elif mode & ~FALLOC_FL_KEEP_SIZE:
+                raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
+            self._reply_err(req, 0)
+        except BaseException as e:
+            self._fail(req, "fallocate", e)
