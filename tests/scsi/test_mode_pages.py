@@ -154,3 +154,20 @@ def test_saved_values_and_broken_answers_are_errors(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ScsiDataError, match="cut short") as bad:
         assert node.write_cache
     one_line(bad.value)
+
+
+@pytest.mark.parametrize(("argv", "status", "message"), [
+    (["--save", "/dev/null"], 1, "rig sg wce: --save goes with --on or --off"),
+    (["/nonexistent/sg9"], 15, "rig sg wce: cannot open /nonexistent/sg9: No such file"),
+    (["--on", "--off", "/dev/null"], 2, "not allowed with argument"),
+])
+def test_rig_sg_wce_bad_input_is_one_line(argv: list[str], status: int, message: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from rig.cli.main import main
+
+    try:
+        got = main(["sg", "wce", *argv])
+    except SystemExit as e:  # argparse's own errors
+        got = int(e.code or 0)
+    err = capsys.readouterr().err.strip()
+    assert got == status and message in err and len(err.splitlines()) == 1, err
