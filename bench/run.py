@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import startup as start_up  # bench/startup.py (this directory is on sys.path when run)
+
 MiB = 1 << 20
 KiB = 1 << 10
 
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default="/var/tmp",
                    help="where the loop backing file and the raw file go (ext4, O_DIRECT)")
     p.add_argument("--seed", type=int, default=1, help="RNG seed for random offsets")
-    p.add_argument("--only", choices=("fio", "qemu"), help="run only one part")
+    p.add_argument("--only", choices=("fio", "qemu", "startup"), help="run only one part")
     p.add_argument("--as-is", action="store_true",
                    help="run rig io with the environment unchanged (by default a bytecode cache "
                    "in a scratch directory is enabled, see README)")
@@ -391,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         log(f"bench: missing tools: {', '.join(missing)}")
         return 2
-    if os.geteuid() != 0 and args.only != "qemu":
+    if os.geteuid() != 0 and args.only not in ("qemu", "startup"):
         log("bench: part 1 needs root (loop devices); run as root or pass --only qemu")
         return 2
     log(environment())
     p1: list[FioCase] = []
     p2: list[QemuCase] = []
     startup: Series | None = None
+    p3 = ""
     with scratch_tmp() as tmp:
         if not args.as_is:
             # A normal installation has bytecode caches. Enable them for rig io even when the
@@ -412,7 +415,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "qemu"):
             log("part 2: rig io vs qemu-io on a raw file")
             p2 = part2(args, tmp, log)
+        if args.only in (None, "startup"):
+            log("part 3: start-up, rig io vs qemu-io (bench/startup.py)")
+            p3 = start_up.report(start_up.measure_in(args.dir, max(10, args.reps), CHILD_ENV))
     print_report(p1, startup, p2)
+    if p3:
+        print()
+        print("3. start-up: -c 'read 0 4k' on a 16 MiB raw file, whole process, interleaved")
+        print("\n".join("   " + line for line in p3.splitlines()))
     return 0
 
 
