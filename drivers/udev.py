@@ -277,7 +277,9 @@ def medium_size(path: str) -> int:
 def wait_until_ready(path: str, timeout: float = 10.0, *, poll_interval: float = 0.5) -> int:
     """Wait until block device ``path`` has a medium (a size above 0) and opens for reading;
     return its size. Woken by its uevents, and checks every ``poll_interval`` s too (a drive
-    whose kernel does not poll for media sends no event). TimeoutError names what was missing."""
+    whose kernel does not poll for media sends no event). Where a udevd runs, it then waits for
+    udev to take in the new medium (:func:`settle`, within what is left of ``timeout``).
+    TimeoutError names what was missing."""
     deadline = time.monotonic() + timeout
     with BlockEvents([path], source="kernel") as events:
         while True:
@@ -289,6 +291,7 @@ def wait_until_ready(path: str, timeout: float = 10.0, *, poll_interval: float =
                 os.close(fd)
             size = medium_size(path)
             if size and fd >= 0:
+                settle(path, max(deadline - time.monotonic(), 1.0))
                 return size
             left = deadline - time.monotonic()
             if left <= 0:

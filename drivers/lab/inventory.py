@@ -208,12 +208,17 @@ class Resolved:
 
 
 def _whole_disks() -> Iterator[tuple[str, tuple[int, int]]]:
+    """Every whole disk with a medium (an unbound loop device or an empty drive, size 0, can be
+    no lab disk: skipping them saves reading their identity)."""
     try:
         names = sorted(os.listdir("/sys/block"))
     except OSError:
         return
     for name in names:
         try:
+            with open(f"/sys/block/{name}/size") as f:
+                if int(f.read()) == 0:
+                    continue
             with open(f"/sys/block/{name}/dev") as f:
                 major, minor = (int(x) for x in f.read().split(":"))
         except (OSError, ValueError):
