@@ -45,6 +45,7 @@ _QUERY_TIMEOUT_S = 60.0
 _POLL_S = 2.0
 _ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
 _TAG = re.compile(r"[A-Za-z0-9_-]+")
+_HOLDER = re.compile(r"already acquired by (\S+?)\.?(?:\s|$)")
 _ERROR_LINE = re.compile(r"^(?:labgrid-client: )?(?:Error|Server error): (.*)$", re.MULTILINE)
 
 
@@ -91,8 +92,13 @@ class Place:
     resources: tuple[Resource, ...] = field(default=())
 
     def identity(self) -> dict[str, str]:
-        """The disk's identity tags (wwn, serial, by_id, by_path, model)."""
-        return {k: self.tags[k] for k in IDENTITY_TAGS if self.tags.get(k)}
+        """The disk's identity tags (wwn, serial, by_id, by_path, model); a PlaceError if it
+        has none (its host could not tell its disk from another)."""
+        found = {k: self.tags[k] for k in IDENTITY_TAGS if self.tags.get(k)}
+        if not found:
+            raise PlaceError(f"place {self.name}: no identity tag ({', '.join(IDENTITY_TAGS)}):"
+                             f" labgrid-client -p {self.name} set-tags wwn=0x...")
+        return found
 
     def ssh(self) -> SshTarget:
         """The host's ssh access, from the place's ``NetworkService``."""
@@ -229,8 +235,10 @@ class Coordinator:
         proc = self._client("-p", name, "acquire")
         if proc.returncode != 0:
             why = error_line(proc.stderr)
-            cls = PlaceBusyError if "already acquired" in why else PlaceError
-            raise cls(f"place {name}: {why}")
+            holder = _HOLDER.search(why)
+            if holder:
+                raise PlaceBusyError(f"place {name} is held by {holder.group(1)}")
+            raise PlaceError(f"place {name}: {why}")
 
     def release(self, name: str) -> None:
         proc = self._client("-p", name, "release-from", self.who)

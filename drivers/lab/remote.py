@@ -64,6 +64,7 @@ def remote_script(run: RemoteRun) -> str:
               + shlex.join([*run.pytest_args, *run.nodeids]))
     return "\n".join([
         "exec 3<&0",
+        "trap '' PIPE",  # a client gone: the report's echo fails, the EXIT trap still runs
         'd=$(mktemp -d /tmp/blockrig-lab.XXXXXX) || exit 125',
         'trap \'rm -rf "$d"\' EXIT',
         f'echo {inventory} | base64 -d > "$d/lab.toml" || exit 125',
@@ -73,7 +74,8 @@ def remote_script(run: RemoteRun) -> str:
         # Their stdout goes to our stderr: stdout carries only the report.
         f"setsid {pytest} </dev/null 3<&- 1>&2 &",
         "p=$!",
-        '{ cat >/dev/null; kill -KILL -- "-$p"; } <&3 >/dev/null 2>&1 &',
+        # (No "--" for kill: dash's kill takes "-PID" as a group without it, and not with it.)
+        '{ cat >/dev/null; kill -9 "-$p"; } <&3 >/dev/null 2>&1 &',
         "exec 3<&-",
         'wait "$p"; rc=$?',
         f"echo {q(REPORT_MARK)}",

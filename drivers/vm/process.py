@@ -18,10 +18,10 @@ from pathlib import Path
 from rig.drivers.ffi import libc
 
 
-def spawn(argv: Sequence[str], log: Path, stdin: int = subprocess.DEVNULL
-          ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a new process group with a SIGKILL death signal; stdout and stderr go
-    to ``log``; ``stdin`` is /dev/null unless given (``subprocess.PIPE``)."""
+def spawn(argv: Sequence[str], log: Path, stdin: int = subprocess.DEVNULL,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (in ``cwd``) in a new process group with a SIGKILL death signal; stdout
+    and stderr go to ``log``; ``stdin`` is /dev/null unless given (``subprocess.PIPE``)."""
     parent = os.getpid()
 
     def child_setup() -> None:  # runs in the child between fork and exec
@@ -31,7 +31,7 @@ def spawn(argv: Sequence[str], log: Path, stdin: int = subprocess.DEVNULL
 
     with open(log, "wb") as out:
         return subprocess.Popen(
-            list(argv), stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+            list(argv), stdin=stdin, stdout=out, cwd=cwd, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=child_setup,
         )
 
