@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rig.core.backend import BlockBackend
 from rig.core.cache import parse_cache_mode
@@ -17,6 +16,9 @@ from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
 from rig.qemuio import commands
 from rig.qemuio.session import OpenOptions, Session
+
+if TYPE_CHECKING:
+    import argparse
 
 DESCRIPTION = """\
 Run qemu-io commands (-c, or one per line on standard input) against IMAGE: a file, a block
@@ -205,6 +207,29 @@ def run(args: Any) -> int:
         return 1
 
 
+def qemu_stdio() -> None:
+    """Buffer standard output as qemu-io's C stdio does, whatever PYTHONUNBUFFERED says: in
+    blocks of the file's st_blksize unless it is a terminal, so on a pipe stderr's lines come
+    before the stdout written ahead of them (qemu-iotests' reference output holds that order,
+    026). Standard error stays unbuffered."""
+    import io
+    import os
+
+    old = sys.__stdout__
+    if old is None or sys.stdout is not old:
+        return  # replaced by a caller (pytest's capture): its business
+    try:
+        if old.isatty():
+            return
+        size = os.fstat(1).st_blksize or 4096
+        binary = io.BufferedWriter(io.FileIO(1, "w", closefd=False), buffer_size=size)
+    except (OSError, ValueError, AttributeError):
+        return  # no usable fd 1: leave it as it is
+    old.flush()
+    sys.stdout = io.TextIOWrapper(binary, encoding=old.encoding, errors=old.errors,
+                                  write_through=True)
+
+
 def main(argv: list[str]) -> int:
     """``rig io ARGS``: qemu-io's own command line (:mod:`rig.qemuio.cmdline`), not argparse, so
     an unknown option gets qemu-io's message and usage, and nothing else is parsed first."""
@@ -232,6 +257,7 @@ def main(argv: list[str]) -> int:
     if args.fmt and args.image_opts:
         sys.stderr.write(f"{name}: --image-opts and -f are mutually exclusive\n")
         return 1
+    qemu_stdio()
     try:
         return run(args)
     except KeyboardInterrupt:
@@ -239,6 +265,8 @@ def main(argv: list[str]) -> int:
 
         return INTERRUPTED
     except (RigError, OSError) as e:
+        import argparse  # only here: rig io parses its own command line (start-up, issue 19)
+
         from rig.cli.status import report
 
         return report(e, argparse.Namespace(rig_prog="rig io"))

@@ -1,18 +1,28 @@
-"""The ``raw`` format: guest data maps 1:1 onto the ``file`` child.
+"""The ``raw`` format: guest data maps 1:1 onto the ``file`` child, or onto a window of it
+(QEMU's ``offset`` and ``size`` options).
 
 Like QEMU's raw-format it emits ``read_aio`` / ``write_aio`` to its child's chain before data
-reads and writes, which is what a blkdebug node below it reacts to.
+reads and writes, which is what a blkdebug node below it reacts to. Its length is the child's
+rounded up to 512 bytes, as QEMU's block layer counts whole sectors: the tail of a 320-byte file
+reads as zeroes (the file node fills reads past its end with zeroes).
 """
 
 from __future__ import annotations
 
 import errno
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from rig.core.node import Iov, ReqFlags
+from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.registry import register_driver
+from rig.errors import ConfigError
 from rig.filters.base import Filter
 from rig.formats import QCOW2_MAGIC
+
+if TYPE_CHECKING:
+    from rig.core.graph import OpenContext
+    from rig.core.options import Options
+
+SECTOR = 512
 
 
 @register_driver("raw")
@@ -26,18 +36,67 @@ class RawFormat(Filter):
 
     #: Set on nodes the CLI created by probing (qemu-io without ``-f``).
     probed: bool = False
+    #: Where the guest's byte 0 is in the child (QEMU's ``offset``), and the fixed guest size
+    #: (``size``; None: the child's length minus the offset).
+    offset: int = 0
+    size: int | None = None
+
+    @classmethod
+    def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
+        offset = opts.size("offset", 0)
+        size = opts.size("size", -1) if opts.has("size") else None
+        node = cls(**ctx.node_kwargs())
+
+        def window() -> None:
+            real = node.child.getlength()
+            if offset > real:
+                raise ConfigError(f"Offset ({offset}) cannot be greater than size of the "
+                                  f"containing file ({real})")
+            if size is not None and real - offset < size:
+                raise ConfigError(f"The sum of offset ({offset}) and size ({size}) has to be "
+                                  f"smaller or equal to the  actual size of the containing "
+                                  f"file ({real})")
+            if size is not None and size % SECTOR:
+                raise ConfigError(f"Specified size is not multiple of {SECTOR}")
+            node.offset, node.size = offset, size
+
+        return node.open_child(ctx, window)
 
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         if not (flags and flags & ReqFlags.PADDING):  # cheap when flag-less (the common case)
             self.emit_below("read_aio")
-        self.child.preadv(offset, length, iov, flags)
+        self.child.preadv(offset + self.offset, length, iov, flags)
 
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         if self.probed and offset < 512 and _looks_like_image_header(offset, iov):
             raise OSError(errno.EPERM, "write to block 0 of a probed raw image would change "
                           "its format (specify the format explicitly)")
         self.emit_below("write_aio")
-        self.child.pwritev(offset, length, iov, flags)
+        self.child.pwritev(offset + self.offset, length, iov, flags)
+
+    def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        self.child.write_zeroes(offset + self.offset, length, flags)
+
+    def _discard(self, offset: int, length: int) -> None:
+        self.child.discard(offset + self.offset, length)
+
+    def _block_status(self, offset: int, length: int) -> BlockStatus:
+        if not self.offset:
+            return self.child.block_status(offset, length)
+        st = self.child.block_status(offset + self.offset, length)
+        return BlockStatus(offset, st.length, data=st.data, zero=st.zero,
+                           allocated=st.allocated)
+
+    def _getlength(self) -> int:
+        if self.size is not None:
+            return self.size
+        length = self.child.getlength() - self.offset
+        return -(-length // SECTOR) * SECTOR
+
+    def _truncate(self, length: int) -> None:
+        if self.size is not None:
+            raise OSError(errno.ENOTSUP, "Cannot resize fixed-size raw disks")
+        self.child.truncate(length + self.offset)
 
 
 def _looks_like_image_header(offset: int, iov: Iov) -> bool:

@@ -196,6 +196,11 @@ def _apply(args: Args, key: str, value: str | None) -> None:
     # "T": tracing is accepted and ignored: the rig has no trace points
 
 
+def _stops(args: Args) -> bool:
+    """-h or -V was seen: qemu-io acts on it there, the rest is not parsed."""
+    return bool(args.help or args.version)
+
+
 def parse(argv: list[str], argv0: str | None = None) -> Args:
     """Parse ``argv`` (without the program name) into :class:`Args`.
 
@@ -208,7 +213,7 @@ def parse(argv: list[str], argv0: str | None = None) -> Args:
     args = Args()
     operands: list[str] = []
     rest = list(argv)
-    while rest and not (args.help or args.version):
+    while rest and not _stops(args):
         word = rest.pop(0)
         if word == "--":
             operands += rest
@@ -229,7 +234,7 @@ def parse(argv: list[str], argv0: str | None = None) -> Args:
                     _apply(args, ch, value)
                     break
                 _apply(args, ch, None)
-                if args.help or args.version:
+                if _stops(args):
                     break
         else:
             operands.append(word)

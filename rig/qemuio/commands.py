@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from rig.core.buffers import aligned_buffer
 from rig.core.node import ReqFlags
-from rig.qemuio import debug_cmds  # noqa: F401  (its commands register in the table)
+from rig.qemuio import (  # noqa: F401  (their commands register in the table)
+    debug_cmds,
+    reopen_cmd,
+)
 from rig.qemuio.format import cvtstr, dump_buffer, report
 from rig.qemuio.getopt import GetoptError, Parsed, getopt
 from rig.qemuio.numbers import sleep_seconds, strtol, strtosz
@@ -277,7 +280,7 @@ def _split(buf: memoryview, sizes: list[int]) -> list[memoryview]:
 
 @command("write", "[-bcCfnquz] [-P pattern | -s source_file] off len",
          "writes a number of bytes at a specified offset", alt="w", argmin=2, argmax=-1,
-         opts="bcCfnpP:qs:uz")
+         opts="bcCfnpP:qs:uz", writes=True)
 def write_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
     flags = ReqFlags.NONE
@@ -396,7 +399,8 @@ def _read_source(s: Session, path: str, buf: memoryview) -> None:
 
 
 @command("writev", "[-Cfq] [-P pattern] off len [len..]",
-         "writes a number of bytes at a specified offset", argmin=2, argmax=-1, opts="CfqP:")
+         "writes a number of bytes at a specified offset", argmin=2, argmax=-1, opts="CfqP:",
+         writes=True)
 def writev_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
     flags = ReqFlags.FUA if p.has("f") else ReqFlags.NONE
@@ -467,7 +471,8 @@ def aio_read_cmd(s: Session, p: Parsed) -> int:
 
 
 @command("aio_write", "[-Cfiquz] [-P pattern] off len [len..]",
-         "asynchronously writes a number of bytes", argmin=2, argmax=-1, opts="CfiqP:uz")
+         "asynchronously writes a number of bytes", argmin=2, argmax=-1, opts="CfiqP:uz",
+         writes=True)
 def aio_write_cmd(s: Session, p: Parsed) -> int:
     blk = s.blk
     assert blk is not None
@@ -540,7 +545,7 @@ def flush_cmd(s: Session, p: Parsed) -> int:
 
 
 @command("discard", "[-Cq] off len", "discards a number of bytes at a specified offset",
-         alt="d", argmin=2, argmax=-1, opts="Cq")
+         alt="d", argmin=2, argmax=-1, opts="Cq", writes=True)
 def discard_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
     if len(p.args) != 2:
@@ -623,7 +628,7 @@ def alloc_cmd(s: Session, p: Parsed) -> int:
 
 
 @command("truncate", "[-m prealloc_mode] off", "truncates the current file at the given offset",
-         alt="t", argmin=1, argmax=3, opts="m:")
+         alt="t", argmin=1, argmax=3, opts="m:", writes=True)
 def truncate_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
     if len(p.args) != 1:
@@ -631,8 +636,8 @@ def truncate_cmd(s: Session, p: Parsed) -> int:
     size = cvtnum(s, p.args[0])
     try:
         s.blk.truncate(size)
-    except OSError as e:
-        s.out.write(f"truncate: {os.strerror(e.errno or errno.EIO)}\n")
+    except OSError as e:  # qemu-io: error_report_err of blk_truncate's message
+        s.err.write(f"{s.prog}: {e.strerror or os.strerror(e.errno or errno.EIO)}\n")
         return -(e.errno or errno.EIO)
     return 0
 
@@ -752,6 +757,9 @@ def run(s: Session, line: str) -> tuple[int, bool]:
             expect = f"between {cmd.argmin} and {cmd.argmax} arguments"
         s.err.write(f"bad argument count {argc} to {name}, expected {expect}\n")
         return -errno.EINVAL, False
+    if cmd.writes and s.blk is not None and s.blk.read_only and s.blk.root.is_inserted():
+        s.err.write(f"{s.prog}: Block node is read-only\n")
+        return -errno.EPERM, False
     if cmd.optstring == "":
         # qemu-io's commands without options never call getopt: "sleep -1" is an argument.
         parsed = Parsed(args=words[1:])

@@ -5,7 +5,9 @@ their own copy of the same image and compares stdout, stderr and the exit status
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,7 @@ def both(tmp_path: Path, args: list[str], *, image: bytes | None = None, qcow2: 
     file holding ``image``, or with ``qcow2`` a new qcow2 image of that size."""
     results = []
     for name, argv0 in (("q", ["qemu-io"]), ("r", [*RIG, "io"])):
-        d = tmp_path / name
-        d.mkdir()
+        d = Path(tempfile.mkdtemp(prefix=name, dir=tmp_path))
         img = d / "t.img"
         if qcow2:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), str(qcow2)],
@@ -120,3 +121,73 @@ def test_rig_io_help_is_qemu_ios_usage() -> None:
     r = run([*RIG, "io", "--help"], env=NAME)
     assert r.rc == 0
     assert r.out.startswith("Usage: qemu-io [OPTIONS]... [-c STRING]... [file]\n")
+
+
+# ---------------------------------------------------------------- behaviour
+def test_read_past_the_end_of_a_short_raw_file(tmp_path: Path) -> None:
+    """qemu-iotests 101: a 320-byte file is 512 bytes long, its tail reads as zeroes."""
+    r = same(tmp_path, ["-f", "raw", "-c", "read -P 0 0 512", "-c", "length", "-c",
+                        "read 512 1", "IMG"], image=bytes(320))
+    assert "512 bytes\n" in r.out
+
+
+RAW_WINDOW = ('json:{"driver": "raw", "offset": "512", "size": "1024", '
+              '"file": {"driver": "file", "filename": "IMG"}}')
+
+
+@pytest.mark.parametrize("script", [
+    ["write -P 10 0 1024", "read -P 10 0 1024", "write 1023 2", "read 1024 1", "length",
+     "map", "discard 0 512", "truncate 2048"],
+], ids=["window"])
+def test_raw_offset_and_size(tmp_path: Path, script: list[str]) -> None:
+    """qemu-iotests 171: raw's offset and size options make a window on the file."""
+    args = [a for line in script for a in ("-c", line)]
+    same(tmp_path, [*args, RAW_WINDOW], image=bytes(4096))
+    same(tmp_path, ["-c", "read -v 500 32", "-f", "raw", "IMG"], image=bytes(range(256)) * 16)
+
+
+@pytest.mark.parametrize("spec", [
+    RAW_WINDOW.replace('"512"', '"8192"'), RAW_WINDOW.replace('"1024"', '"4000"'),
+    RAW_WINDOW.replace('"1024"', '"1000"'),
+], ids=["offset-past-end", "too-big", "not-sectors"])
+def test_raw_window_errors(tmp_path: Path, spec: str) -> None:
+    same(tmp_path, ["-c", "read 0 1", spec], image=bytes(4096))
+
+
+def test_write_to_read_only_image(tmp_path: Path) -> None:
+    """qemu-iotests 187: the write permission is checked before the command runs."""
+    same(tmp_path, ["-r", "-f", "raw", "-c", "write 0 1", "-c", "write", "-c", "discard 0 1",
+                    "-c", "writev 0 1", "-c", "aio_write 0 1", "-c", "truncate 0",
+                    "-c", "read 0 1", "IMG"])
+
+
+@pytest.mark.parametrize("script", [
+    ["reopen -w", "write 0 64k", "reopen -r", "write 0 64k", "read -P 0xcd 0 64k"],
+    ["reopen -o node-name=foo", "reopen -o file.driver=qcow2", "reopen -o driver=qcow2",
+     "reopen -o file.driver=file", "reopen -r -o read-only=on", "reopen -w -o read-only=on",
+     "reopen -c none -o cache.direct=on", "reopen -c directsync -o cache.no-flush=on",
+     "reopen -o read-only=foo", "reopen -o cache.no-flush=bar", "reopen -o cache.direct=baz",
+     "reopen -o auto-read-only=qux", "reopen x", "reopen -r -w", "reopen -c sometimes",
+     "reopen -c none", "write -P 1 0 4k", "reopen -c writeback", "read -P 1 0 4k"],
+], ids=["read-write", "checks"])
+def test_reopen(tmp_path: Path, script: list[str]) -> None:
+    """qemu-iotests 133 and 187."""
+    args = [a for line in script for a in ("-c", line)]
+    ro = ["-r"] if script[0] == "reopen -w" else []
+    same(tmp_path, [*ro, "-f", "qcow2", *args, "IMG"], qcow2=64 << 20)
+
+
+def test_stdout_is_block_buffered_on_a_pipe(tmp_path: Path) -> None:
+    """qemu-io's C stdio: on a pipe, stderr's lines come before stdout written ahead of them
+    (even with PYTHONUNBUFFERED set, as it is for some test runners)."""
+    img = tmp_path / "t.img"
+    img.write_bytes(bytes(1 << 16))
+    argv = ["-f", "raw", "-c", "read 0 1", "-c", "bogus", str(img)]
+    outs = []
+    for prog in (["qemu-io"], [*RIG, "io"]):
+        p = subprocess.run([*prog, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env={**os.environ, **NAME, "PYTHONUNBUFFERED": "1"},
+                           check=False)
+        outs.append(normalise(p.stdout))
+    assert outs[0].startswith('command "bogus" not found\nread 1/1')
+    assert outs[1] == outs[0]
