@@ -45,13 +45,22 @@ class Program:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "TMPDIR": str(tmpdir), **(env or {})})
         self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr = ""
+        self._stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
+        # Read as it comes: a process the command left behind may hold the pipe open after
+        # the command exits, and a read to EOF would wait for it.
+        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self._err_reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.put(line.strip())
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
 
     def line(self, timeout: float = 20.0) -> str:
         try:
@@ -61,9 +70,9 @@ class Program:
                                  f"{self._err()}") from None
 
     def _err(self) -> str:
-        if self.proc.poll() is not None and self.proc.stderr is not None:
-            self.stderr += self.proc.stderr.read()
-        return self.stderr
+        if self.proc.poll() is not None:
+            self._err_reader.join(timeout=5)
+        return "".join(self._stderr)
 
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None
@@ -83,7 +92,7 @@ class Program:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(timeout=30)
 
 
 def connect(path: Path) -> Any:
