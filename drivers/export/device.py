@@ -330,12 +330,16 @@ class _Server:
         file = os.path.join(self.mountpoint, FILE_NAME)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while time.monotonic() < deadline:
-            if self.mountpoint in fuse_mounts(self.mountpoint) and os.path.exists(file):
-                self.watchers = _watcher_pids(self.mountpoint)
-                return
             if not self.thread.is_alive():
                 raise RigError(f"the FUSE server did not mount ({self.error or 'no error'}): "
                                f"{_NEED_FUSE}")
+            # The stat is a FUSE request to this very process: only once libfuse has answered
+            # INIT (its loop serves), else a server that died after mounting would leave this
+            # thread waiting in the kernel for good (and the process unkillable).
+            if self.ops.negotiated_max_write and \
+                    self.mountpoint in fuse_mounts(self.mountpoint) and os.path.exists(file):
+                self.watchers = _watcher_pids(self.mountpoint)
+                return
             time.sleep(0.01)
         raise RigError(f"the FUSE mount on {self.mountpoint} did not appear within "
                        f"{MOUNT_TIMEOUT:.0f} s")
