@@ -78,7 +78,7 @@ CASES = [
 @pytest.mark.parametrize("event,errno,once,vm", CASES)
 def test_026_event_errors(tmp_path: Path, event: str, errno: int, once: str, vm: str) -> None:
     prepare = [f"write {vm} 0 512"] if event == "l2_update" else None
-    q, r, qimg, rimg = both(tmp_path, ["-o", "cluster_size=1024", "1G"],
+    q, r, _qimg, rimg = both(tmp_path, ["-o", "cluster_size=1024", "1G"],
                             ["-t", "writethrough", "-f", "qcow2", "-c", f"write {vm} 0 128k",
                              "IMG"], conf(event, errno, once), prepare)
     same(q, r)
@@ -105,7 +105,7 @@ def test_026_l2_load_then_read(tmp_path: Path) -> None:
                                         ("refblock_alloc_switch_table", "on")])
 def test_026_refcount_table_growth(tmp_path: Path, event: str, once: str) -> None:
     """512-byte clusters: a 64 MiB write needs new refcount blocks and a larger table."""
-    q, r, qimg, rimg = both(tmp_path, ["-o", "cluster_size=512", "1G"],
+    q, r, _qimg, rimg = both(tmp_path, ["-o", "cluster_size=512", "1G"],
                             ["-t", "writethrough", "-f", "qcow2", "-c", "write 0 64M", "IMG"],
                             conf(event, 28, once))
     same(q, r)
@@ -116,7 +116,7 @@ def test_026_refcount_table_growth(tmp_path: Path, event: str, once: str) -> Non
                                    "l1_grow_activate_table"])
 def test_026_l1_growth(tmp_path: Path, event: str) -> None:
     """VM state lives past the disk: the L1 table grows for it."""
-    q, r, qimg, rimg = both(tmp_path, ["-o", "cluster_size=1024", "1G"],
+    q, r, _qimg, rimg = both(tmp_path, ["-o", "cluster_size=1024", "1G"],
                             ["-t", "writethrough", "-f", "qcow2", "-c", "write -b 0 64k",
                              "IMG"], conf(event, 5, "off"))
     same(q, r)
@@ -161,7 +161,7 @@ def test_discard_v2_over_backing_keeps_data(tmp_path: Path) -> None:
     base = tmp_path / "base.qcow2"
     run("qemu-img", "create", "-q", "-f", "qcow2", base, "128k")
     run("qemu-io", "-f", "qcow2", "-c", "write -P 0xff 0 128k", base)
-    q, r, qimg, rimg = both(tmp_path, ["-o", "compat=0.10", "-b", str(base), "-F", "qcow2",
+    q, r, _qimg, _rimg = both(tmp_path, ["-o", "compat=0.10", "-b", str(base), "-F", "qcow2",
                                        "128k"],
                             ["-f", "qcow2", "-c", "write -P 1 0 128k", "-c", "discard 0 128k",
                              "-c", "read -P 1 0 128k", "IMG"])

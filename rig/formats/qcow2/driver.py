@@ -49,6 +49,7 @@ from rig.formats.qcow2.tables import (
     compressed_span,
     decompress,
 )
+from rig.formats.qcow2.truncate import truncate
 
 if TYPE_CHECKING:
     from rig.core.graph import OpenContext
@@ -670,17 +671,17 @@ class Qcow2Node(Node):
             raise
         return new
 
-    def _grow_l1(self, min_size: int) -> None:
-        """QEMU's qcow2_grow_l1_table (not exact: 1.5 times at a time): a larger L1 table in
-        new clusters, written and flushed, then the header switched to it (flushed); the old
-        table's clusters are freed after the next flush. Only the vmstate area, past the
-        guest's size, needs it."""
+    def _grow_l1(self, min_size: int, *, exact: bool = False) -> None:
+        """QEMU's qcow2_grow_l1_table: a larger L1 table (``exact``ly ``min_size`` entries, or
+        1.5 times at a time) in new clusters, written and flushed, then the header switched to
+        it (flushed); the old table's clusters are freed after the next flush. Needed by the
+        vmstate area (past the guest's size) and by truncate."""
         t, io, h = self.tables, self._io, self.header
         assert io is not None and h is not None
         cs = self.cluster_size
         size = max(t.l1_size, 1)
         while size < min_size:
-            size = -(-size * 3 // 2)
+            size = min_size if exact else -(-size * 3 // 2)
         if size * 8 > MAX_L1_BYTES:
             raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         self._write_tables()  # the entries the new table copies point at durable tables
@@ -1076,7 +1077,13 @@ class Qcow2Node(Node):
         return self.header.size
 
     def _truncate(self, length: int) -> None:
-        raise OSError(errno.ENOTSUP, "qcow2: resizing is not supported")
+        try:
+            with self._lock:
+                self._writable()
+                truncate(self, length)
+                self._maybe_flush_metadata()
+        except CorruptImageError as e:
+            raise self._fail(e) from None
 
 
 _ZEROS = (Kind.ZERO_PLAIN, Kind.ZERO_ALLOC)

@@ -195,10 +195,11 @@ class Tables:
             self.io.write(off, self._l2[off], ignore=Ol.ACTIVE_L2)
             self.dirty_l2.discard(off)
 
-    def write_l1(self) -> None:
+    def write_l1(self, *, event: bool = True) -> None:
         if self.l1_dirty:
             lo, hi = min(self.l1_dirty), max(self.l1_dirty)
-            self.io.emit("l1_update")
+            if event:
+                self.io.emit("l1_update")
             self.io.write_slice(self.l1_offset, self.l1, lo * 8, hi * 8 + 8,
                                 ignore=Ol.ACTIVE_L1)
             self.l1_dirty.clear()
