@@ -118,8 +118,20 @@ class RigCommands:
 
     def add_rule(self, rule: dict[str, Any], node_name: str | None = None,
                  first: bool = False) -> dict[str, Any]:
-        node = self._node(FaultsFilter, node_name)
-        return {"name": node.add_rule(rule_from_dict(rule), first=first)}
+        """Arm a rule; a graph with no faults node gets one on top first (as
+        ``block_set_io_throttle`` adds a throttle), so rules can be armed on any export."""
+        parsed = rule_from_dict(rule)
+        with self._lock:
+            if node_name is None and not self._nodes(FaultsFilter):
+                self._insert_faults()
+            node = self._node(FaultsFilter, node_name)
+        return {"name": node.add_rule(parsed, first=first)}
+
+    def _insert_faults(self) -> None:
+        blk = self.backend
+        node = FaultsFilter(node_name="")
+        node.attach_child(node.child_role, blk.root)
+        blk.root = node
 
     def remove_rule(self, name: str, node_name: str | None = None) -> dict[str, Any]:
         self._node(FaultsFilter, node_name).remove_rule(name)

@@ -171,9 +171,7 @@ def _garbage_clients(sock: Path) -> list[bytes]:
 
 def test_qmp_drives_a_running_program(tmp_path: Path, run_dir: Path) -> None:
     sock = tmp_path / "qmp.sock"
-    rules = tmp_path / "none.toml"
-    rules.write_text("rules = []\n")
-    prog = Program(["run", "--qmp", str(sock), "--faults", str(rules), "--size", "16M", "--",
+    prog = Program(["run", "--qmp", str(sock), "--size", "16M", "--",
                     sys.executable, PROGRAM], run_dir)
     try:
         assert prog.line() == "ready"
@@ -188,7 +186,8 @@ def test_qmp_drives_a_running_program(tmp_path: Path, run_dir: Path) -> None:
         assert after["wr_highest_offset"] == 256 * KiB
         assert after["wr_total_time_ns"] > 0 and after["failed_wr_operations"] == 0
 
-        # Arm a write error on [1 MiB, 1 MiB + 4 KiB): exactly the write over it fails.
+        # Arm a write error on [1 MiB, 1 MiB + 4 KiB): exactly the write over it fails (the
+        # graph had no faults node: the first rule puts one on top).
         name = qmp.cmd("x-rig-add-rule", rule={
             "name": "bad", "action": "error", "op": "write", "start": MiB,
             "end": MiB + 4 * KiB, "errno": "EIO"})["name"]
@@ -387,11 +386,9 @@ def test_sqlite_on_ext4_survives_a_stop_and_cont(tmp_path: Path, run_dir: Path) 
     with open(img, "wb") as f:
         f.truncate(32 * MiB)
     sock = tmp_path / "qmp.sock"
-    rules = tmp_path / "none.toml"
-    rules.write_text("rules = []\n")
     load = str(Path(PROGRAM).with_name("sqlite_load.py"))
-    prog = Program(["run", "--qmp", str(sock), "--on-write-error=stop", "--faults", str(rules),
-                    str(img), "--", sys.executable, load, "200"], run_dir)
+    prog = Program(["run", "--qmp", str(sock), "--on-write-error=stop", str(img), "--",
+                    sys.executable, load, "200"], run_dir)
     try:
         assert prog.line(60) == "ready"
         qmp = connect(sock)

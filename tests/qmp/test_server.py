@@ -308,3 +308,21 @@ def test_a_client_that_reads_nothing_is_disconnected_past_the_bound() -> None:
     states.append(client.closed)
     assert states == [False, True]
     theirs.close()
+
+
+def test_a_rule_armed_on_a_graph_without_a_faults_node(tmp_path: Path) -> None:
+    with rig.open({"driver": "memory", "size": 1 << 20}) as b, \
+            serve(str(tmp_path / "s"), b):
+        q = _qmp(tmp_path / "s")
+        assert q.cmd("x-rig-query-rules") == []
+        q.cmd("x-rig-add-rule", rule={"name": "w", "action": "error", "op": "write",
+                                       "errno": "EROFS"})
+        with pytest.raises(OSError) as e:
+            b.pwrite(0, b"x" * 512)
+        assert e.value.errno == errno.EROFS
+        [node] = q.cmd("x-rig-query-rules")
+        assert (node["driver"], node["rules"][0]["fired"]) == ("faults", 1)
+        q.cmd("x-rig-remove-rule", name="w")
+        b.pwrite(0, b"x" * 512)
+        assert b.pread(0, 512) == b"x" * 512
+        q.close()
