@@ -30,7 +30,7 @@ from rig.core.registry import register_driver
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
 from rig.formats.qcow2 import header as hdr
-from rig.formats.qcow2 import overlap
+from rig.formats.qcow2 import overlap, runtime_opts
 from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
 from rig.formats.qcow2.metaio import INT64_MAX, MetaIO
@@ -111,6 +111,9 @@ class Qcow2Node(Node):
             node._checks = overlap.parse(opts)
             node.attach_child("file", ctx.open_child("file"))
             node._open_image()
+            assert node.header is not None
+            rt = runtime_opts.parse(opts, node.cluster_size, node.header.size)
+            node.tables.l2_cap = rt.l2_cache_tables
             node._open_backing(opts, ctx)
             node._clear_autoclear()
         except BaseException:

@@ -113,7 +113,8 @@ class Tables:
         cluster walk asks for the same table many times: no reordering needed)."""
         self.dirty_l2: set[int] = set()
         self.l1_dirty: set[int] = set()
-        self._l2_cap = max(4, L2_CACHE_BYTES // cs)
+        self.l2_cap = max(4, L2_CACHE_BYTES // cs)
+        """How many L2 tables stay cached (dirty ones are never evicted)."""
         raw = _u64s(l1_size).unpack_from(self.l1) if l1_size else ()
         for i, entry in ((i, e) for i, e in enumerate(raw) if e):  # one C loop skips the zeroes
             if entry & L1_RESERVED:
@@ -167,7 +168,7 @@ class Tables:
         # a new key is the newest entry (and never the one evicted); a replaced one keeps its
         # place, so the next l2_table moves it
         self._last = (l2_offset, table) if fresh else None
-        if len(self._l2) > self._l2_cap:
+        if len(self._l2) > self.l2_cap:
             for off in self._l2:
                 if off not in self.dirty_l2 and off != l2_offset:
                     del self._l2[off]
