@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rig.qmp.framing import Garbage, Splitter
-from tests.fuzzing import fuzz
+from tests.fuzzing import EXAMPLES, fuzz, profile
 
 
 def split(data: bytes, **kw: int) -> list[bytes | Garbage]:
@@ -55,7 +55,7 @@ _VALUES = _SCALARS | st.lists(_SCALARS, max_size=3) | st.dictionaries(st.text(ma
 
 @given(st.lists(st.dictionaries(st.text(max_size=5), _VALUES, max_size=3), max_size=3),
        st.data())
-@fuzz
+@settings(fuzz, max_examples=max(50, EXAMPLES[profile()] // 4))  # valid input: fewer needed
 def test_json_objects_come_out_whole_in_any_chunks(objs: list[dict[str, object]],
                                                    data: st.DataObject) -> None:
     stream = b"".join(json.dumps(o).encode() + b"\n" for o in objs)
