@@ -71,7 +71,7 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
         flat: dict[str, Any] = dict(parse_keyval(path))
         probed = False
     elif path is None:
-        raise ConfigError("no image given (give IMAGE, or --loop SIZE)")
+        return _spec_from_options(o, err)
     elif path.startswith("json:"):
         flat = spec_to_flat(path)
         probed = False
@@ -90,6 +90,27 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
     return flat, probed
 
 
+def _spec_from_options(o: OpenOptions, err: Any) -> tuple[dict[str, Any], bool]:
+    """``open -o driver=file,filename=X``: the whole graph is in the options. Without a driver
+    the format is probed from ``file.filename``, as QEMU does."""
+    flat: dict[str, Any] = {}
+    for extra in o.extra:
+        flat.update(parse_keyval(extra))
+    if not flat:
+        raise ConfigError("no image given (give IMAGE, or --loop SIZE)")
+    probed = False
+    if "driver" not in flat:
+        if not any(k == "file" or k.startswith("file.") for k in flat):
+            raise ConfigError("Must specify either driver or file")
+        name = flat.get("file.filename") or flat.get("file")
+        fmt = probe_format(name) if isinstance(name, str) else "raw"
+        probed = fmt == "raw"
+        if probed:
+            err.write(PROBE_WARNING.format(name))
+        flat["driver"] = fmt
+    return flat, probed
+
+
 def make_opener(allow: list[str], err: Any) -> Any:
     def opener(path: str | None, o: OpenOptions) -> BlockBackend:
         mode = parse_cache_mode(o.cache)
@@ -105,9 +126,19 @@ def make_opener(allow: list[str], err: Any) -> Any:
             flat.setdefault(key, ",".join(allow))
         if o.aio != "threads":
             flat.setdefault("file.aio", o.aio)
+        if o.copy_on_read and o.read_only:
+            raise ConfigError("Can't use copy-on-read on read-only device")
+        for wanted, driver in ((o.snapshot, "overlay"), (o.copy_on_read, "copy-on-read")):
+            if wanted:  # QEMU's -s and -C: an implicit node on top of the image
+                flat = {"driver": driver, **{f"file.{k}": v for k, v in flat.items()}}
         root = open_node(flat, defaults=defaults)
+        image = root
+        for wanted in (o.copy_on_read, o.snapshot):
+            if wanted:
+                image.implicit = True  # type: ignore[attr-defined]
+                image = image.children["file"]
         if probed:
-            root.probed = True  # type: ignore[attr-defined]
+            image.probed = True  # type: ignore[attr-defined]
         # qemu-io's observable behaviour includes QEMU 7.2 swallowing a failed RMW read.
         return BlockBackend(root, write_cache=mode.writeback, read_only=o.read_only or None,
                             swallow_rmw_read_errors=True)
@@ -185,7 +216,9 @@ def run(args: Any) -> int:
     aio = "native" if args.native_aio else args.aio
     defaults = OpenOptions(fmt=args.fmt, cache=cache, read_only=args.read_only,
                            discard=args.discard, aio=aio, image_opts=args.image_opts,
-                           force_share=args.force_share, extra=tuple(args.options))
+                           force_share=args.force_share, extra=tuple(args.options),
+                           copy_on_read=getattr(args, "copy_on_read", False),
+                           snapshot=getattr(args, "snapshot", False))
     try:
         with loop_device(args) as loop_path:
             image = args.image
@@ -195,6 +228,7 @@ def run(args: Any) -> int:
             allow = list(args.allow) + ([loop_path] if loop_path else [])
             session = Session(opener=make_opener(allow, err), out=out, err=err,
                               defaults=defaults, misalign=args.misalign, prog=name)
+            session.verbose_errors = getattr(args, "verbose_errors", False)
             if image is not None and session.open(image) < 0:
                 return 1
             try:

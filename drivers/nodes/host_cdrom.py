@@ -35,8 +35,8 @@ class HostCdromNode(RemovableMedia, PosixNode):
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
         filename, aio = cls.parse_common(opts, ctx)
-        safety.stat_device_node(filename, f"'host_cdrom' driver requires '{filename}' to be a "
-                                "CD/DVD block device")
+        safety.stat_device_node(filename, f"'host_cdrom' driver requires '{filename}' to be "
+                                "either a character or block device")  # QEMU's words
         if not ctx.read_only:
             raise ConfigError("'host_cdrom' is read-only: open it read-only")
         node = cls(filename, aio=aio, **ctx.node_kwargs())

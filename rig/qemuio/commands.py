@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rig.core.buffers import aligned_buffer
+from rig.core.cache import CACHE_MODES
 from rig.core.node import ReqFlags
 from rig.qemuio import (  # noqa: F401  (their commands register in the table)
     debug_cmds,
@@ -21,7 +22,7 @@ from rig.qemuio import (  # noqa: F401  (their commands register in the table)
 from rig.qemuio.format import cvtstr, dump_buffer, report
 from rig.qemuio.getopt import GetoptError, Parsed, getopt
 from rig.qemuio.numbers import sleep_seconds, strtol, strtosz
-from rig.qemuio.session import OpenOptions, Session
+from rig.qemuio.session import OpenOptions, Session, image_node
 from rig.qemuio.table import COMMANDS, Command, command, find
 
 if TYPE_CHECKING:  # concurrent.futures loads with the first aio command
@@ -573,7 +574,7 @@ def length_cmd(s: Session, p: Parsed) -> int:
 @command("info", "", "prints information about the current file")
 def info_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
-    root = s.blk.root
+    root = image_node(s.blk.root)
     s.out.write(f"format name: {root.format_name or root.driver_name}\n")
     s.out.write("cluster size: 0 bytes\nvm state offset: 0 bytes\n")
     return 0
@@ -643,24 +644,44 @@ def truncate_cmd(s: Session, p: Parsed) -> int:
 
 
 @command("open", "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
-         "open the file specified by path", alt="o", argmin=1, argmax=-1, opts="rsCnkUt:d:o:f:",
+         "open the file specified by path", alt="o", argmin=1, argmax=-1, opts="rsCnkUt:d:o:i:",
          nofile_ok=True)
 def open_cmd(s: Session, p: Parsed) -> int:
-    opts = s.defaults
+    # qemu-io's open starts from its own defaults (writethrough, no format: probed), not from
+    # the command line's; only --image-opts carries over.
+    opts = OpenOptions(image_opts=s.defaults.image_opts)
     extra: list[str] = []
     for o, a in p.opts:
         if o == "r":
             opts = _replace(opts, read_only=True)
+        elif o == "s":
+            opts = _replace(opts, snapshot=True)
+        elif o == "C":
+            opts = _replace(opts, copy_on_read=True)
+        elif o == "k":
+            opts = _replace(opts, aio="native")
+        elif o == "i":
+            if a not in ("threads", "native", "io_uring"):
+                s.err.write(f"{s.prog}: Invalid aio option: {a}\n")
+                return -errno.EINVAL
+            opts = _replace(opts, aio=a)
         elif o == "n":
             opts = _replace(opts, cache="none")
         elif o == "t":
+            if a not in CACHE_MODES:
+                s.err.write(f"{s.prog}: Invalid cache option: {a}\n")
+                return -errno.EINVAL
             opts = _replace(opts, cache=a)
         elif o == "d":
+            if a not in ("ignore", "off", "unmap", "on"):
+                s.err.write(f"{s.prog}: Invalid discard option: {a}\n")
+                return -errno.EINVAL
             opts = _replace(opts, discard=a)
         elif o == "o":
+            if opts.image_opts:
+                s.out.write("--image-opts and 'open -o' are mutually exclusive\n")
+                return -errno.EINVAL
             extra.append(a)
-        elif o == "f":
-            opts = _replace(opts, fmt=a)
         elif o == "U":
             opts = _replace(opts, force_share=True)
     if extra:

@@ -20,7 +20,7 @@ from rig.core.cache import CACHE_MODES
 from rig.core.options import parse_keyval
 from rig.errors import ConfigError, RigError
 from rig.qemuio.getopt import Parsed
-from rig.qemuio.session import Session
+from rig.qemuio.session import Session, image_node
 from rig.qemuio.table import COMMANDS, command
 
 #: Options QEMU parses as booleans before it reopens anything (bdrv_reopen_prepare).
@@ -86,7 +86,7 @@ def reopen_cmd(s: Session, p: Parsed) -> int:
     for key, value in changes.items():
         *where, name = key.split(".")
         if name in _FIXED:
-            node = _node_at(blk.root, where)
+            node = _node_at(image_node(blk.root), where)
             if node is not None and value != _current(node, name):
                 return _error(s, f"Cannot change the option '{name}'")
         if key in _BOOLS and value not in _BOOL_WORDS:
@@ -95,8 +95,8 @@ def reopen_cmd(s: Session, p: Parsed) -> int:
         read_only = changes["read-only"] in ("on", "yes", "true", "y")
     again = opts.replace(read_only=read_only, cache=cache, extra=opts.extra + tuple(extra))
     if again.fmt is None and not again.image_opts and not (path or "").startswith("json:"):
-        again = again.replace(fmt=blk.root.driver_name)  # no second probe (nor its warning)
-    probed = getattr(blk.root, "probed", False)
+        again = again.replace(fmt=image_node(blk.root).driver_name)  # no probe, no warning
+    probed = getattr(image_node(blk.root), "probed", False)
     s.reap(wait=True)
     with contextlib.suppress(OSError):  # a failed flush is reported by the next flush
         blk.flush()
@@ -109,6 +109,6 @@ def reopen_cmd(s: Session, p: Parsed) -> int:
         s.blk = s.opener(path, opts.replace(fmt=again.fmt))  # the image as it was
         return _error(s, " ".join(msg.split()))
     if probed:
-        s.blk.root.probed = True  # type: ignore[attr-defined]
+        image_node(s.blk.root).probed = True
     s.opened = (path, again)
     return 0

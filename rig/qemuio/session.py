@@ -29,14 +29,19 @@ class OpenOptions:
     force_share: bool
     extra: tuple[str, ...]
     """``-o key=value,...`` strings."""
+    copy_on_read: bool
+    """``-C``: a copy-on-read filter on top (QEMU's BDRV_O_COPY_ON_READ)."""
+    snapshot: bool
+    """``-s``: writes go to a throw-away overlay, never to the image (BDRV_O_SNAPSHOT)."""
 
     def __init__(self, fmt: str | None = None, cache: str = "writethrough",
                  read_only: bool = False, discard: str = "unmap", aio: str = "threads",
                  image_opts: bool = False, force_share: bool = False,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), copy_on_read: bool = False,
+                 snapshot: bool = False) -> None:
         self.__dict__.update(fmt=fmt, cache=cache, read_only=read_only, discard=discard,
                              aio=aio, image_opts=image_opts, force_share=force_share,
-                             extra=extra)
+                             extra=extra, copy_on_read=copy_on_read, snapshot=snapshot)
 
     def replace(self, **changes: Any) -> OpenOptions:
         """A copy with ``changes`` (``dataclasses.replace``)."""
@@ -84,6 +89,8 @@ class Session:
         self.prog = prog
         #: How ``sleep`` waits (tests give a recorder instead of waiting).
         self.sleep: Callable[[float], None] = _sleep if sleep is None else sleep
+        #: ``--verbose-errors``: an unknown driver's message is followed by the known ones.
+        self.verbose_errors = False
         #: What the open image was opened from (``reopen`` opens it again with changes).
         self.opened: tuple[str | None, OpenOptions] | None = None
 
@@ -104,7 +111,10 @@ class Session:
             where = f"device {path}" if path and not opts.image_opts else ""
             msg = str(e) if isinstance(e, RigError) else os.strerror(e.errno or errno.EIO)
             msg = " ".join(msg.split("\n")).strip()
+            msg, sep, known = msg.partition(" (known drivers: ")
             self.err.write(f"{self.prog}: can't open{' ' + where if where else ''}: {msg}\n")
+            if sep and self.verbose_errors:  # QEMU's one line, then the rig's help
+                self.err.write(f"{self.prog}: known drivers: {known.rstrip(')')}\n")
             return -errno.EINVAL
         return 0
 
@@ -135,6 +145,14 @@ class Session:
         if self.blk is not None:
             self.blk.close()
             self.blk = None
+
+
+def image_node(root: Any) -> Any:
+    """The image under the nodes ``-C`` and ``-s`` put on top (marked ``implicit``): what
+    ``info`` and ``reopen`` mean by the image, as QEMU's flags add no node of their own."""
+    while getattr(root, "implicit", False):
+        root = root.children["file"]
+    return root
 
 
 def _sleep(seconds: float) -> None:

@@ -191,3 +191,58 @@ def test_stdout_is_block_buffered_on_a_pipe(tmp_path: Path) -> None:
         outs.append(normalise(p.stdout))
     assert outs[0].startswith('command "bogus" not found\nread 1/1')
     assert outs[1] == outs[0]
+
+
+def _backed(tmp_path: Path) -> Path:
+    """A qcow2 base with 1 MiB of 7s at 0, and the directory for overlays on it."""
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "4M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P 7 0 1M", str(base)],
+                   check=True)
+    return base
+
+
+@pytest.mark.parametrize("args", [
+    ["-C", "-c", "read -P 7 0 64k", "-c", "read 0 0", "-c", "map", "-c", "read -P 7 0 4k"],
+    ["-C", "-r", "-c", "read 0 1"],
+    ["-s", "-c", "write -P 9 0 64k", "-c", "read -P 9 0 64k", "-c", "map"],
+    ["-s", "-C", "-c", "read -P 7 64k 64k", "-c", "map"],
+    ["-c", "open -C -s IMG", "-c", "read -P 7 1M 4k", "-c", "map"],
+], ids=["C", "C-read-only", "s", "s-C", "open-C-s"])
+def test_copy_on_read_and_snapshot(tmp_path: Path, args: list[str]) -> None:
+    """qemu-io's -C (copy-on-read into the top image, 197, 215) and -s (writes to a throw-away
+    overlay, 052): the same output, and afterwards the same image."""
+    base = _backed(tmp_path)
+    maps = []
+    for prog in (["qemu-io"], [*RIG, "io"]):
+        top = tmp_path / "top.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                        str(base), str(top)], check=True)
+        argv = [a.replace("IMG", str(top)) for a in args]
+        r = run([*prog, "-f", "qcow2", *argv, *([] if "open" in args[1] else [str(top)])],
+                env=NAME)
+        after = run(["qemu-io", "-f", "qcow2", "-c", "map", str(top)])
+        maps.append((normalise(r.out), r.err.replace(str(top), "IMG"), r.rc, after.out))
+    assert maps[1] == maps[0]
+
+
+@pytest.mark.parametrize("script", [
+    ["open -o driver=raw,file.driver=file,file.filename=IMG", "read 0 512"],
+    ["open -o file.filename=IMG", "read 0 512"],
+    ["open -o foo=bar"],
+    ["open -r -o driver=file,filename=IMG", "read 0 1", "write 0 1"],
+    ["open -t sometimes IMG"],
+    ["open -d maybe IMG"],
+    ["open -f raw IMG", "close", "open -i posix IMG"],
+], ids=["graph", "probed", "no-driver", "file", "bad-cache", "bad-discard", "bad-aio"])
+def test_open_with_the_image_in_its_options(tmp_path: Path, script: list[str]) -> None:
+    """qemu-iotests 226, 072: 'open -o' alone names the image; open's own defaults."""
+    same(tmp_path, ["-f", "raw", *[a for line in script for a in ("-c", line)]])
+
+
+def test_unknown_driver_and_cdrom_messages(tmp_path: Path) -> None:
+    same(tmp_path, ["-f", "host_floppy", "-c", "read 0 1", "IMG"])
+    same(tmp_path, ["-c", "open -r -o driver=host_cdrom,filename=IMG"])
+    r = run([*RIG, "io", "--verbose-errors", "-f", "host_floppy", str(tmp_path / "x")],
+            env=NAME)
+    assert r.err.splitlines()[1].startswith("qemu-io: known drivers: ")
