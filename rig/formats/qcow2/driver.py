@@ -26,11 +26,11 @@ from rig.core.buffers import aligned_buffer, iov_copy_in, iov_copy_out, iov_slic
 from rig.core.limits import BlockLimits
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.options import Options, flatten
-from rig.core.registry import register_driver
+from rig.core.registry import driver_class, register_driver
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
 from rig.formats.qcow2 import header as hdr
-from rig.formats.qcow2 import overlap, runtime_opts
+from rig.formats.qcow2 import overlap, runtime_opts, snapshots
 from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
 from rig.formats.qcow2.metaio import INT64_MAX, MetaIO
@@ -102,6 +102,7 @@ class Qcow2Node(Node):
         self._zbuf: tuple[int, bytes] = (0, b"")
         self._discard_after: set[int] = set()
         self._head_used = 0
+        self.snapshots: list[snapshots.Snapshot] = []
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -186,6 +187,7 @@ class Qcow2Node(Node):
         self._refs = Refcounts(io, h.refcount_order, h.refcount_table_offset,
                                h.refcount_table_clusters, self._set_reftable)
         self._tables = Tables(io, h.version, h.l1_table_offset, h.l1_size)
+        self.snapshots = snapshots.read_table(io, h.snapshots_offset, h.nb_snapshots)[0]
         self.refresh_limits()
 
     def _clear_autoclear(self) -> None:
@@ -200,8 +202,6 @@ class Qcow2Node(Node):
         path = self.path
         if h.crypt_method:
             raise UnsupportedImageError(path, f"encryption (method {h.crypt_method})")
-        if h.nb_snapshots:
-            raise UnsupportedImageError(path, f"internal snapshots ({h.nb_snapshots})")
         bits = h.incompatible_features
         unknown = bits & ~(hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT | hdr.INCOMPAT_DATA_FILE
                            | hdr.INCOMPAT_COMPRESSION | hdr.INCOMPAT_EXTL2)
@@ -256,6 +256,11 @@ class Qcow2Node(Node):
             else:
                 if not os.path.isabs(name):
                     name = os.path.join(os.path.dirname(self.path), name)
+                if fmt is not None:  # QEMU names a format it does not know before the file
+                    try:
+                        driver_class(fmt)
+                    except ConfigError as e:
+                        raise ConfigError(f"Could not open backing file: {e}") from None
                 flat = flatten(_file_spec(name, fmt))
             child_opts = Options(flat, "backing.", inherited)
         if child_opts is None:
@@ -644,24 +649,31 @@ class Qcow2Node(Node):
         off = l1e & OFFSET_MASK
         if off and l1e & COPIED:
             return off, i2
-        if off:
-            rc = self.refs.get(off >> self.cluster_bits)
-            if rc != 1:
-                raise io.corrupt(f"L2 table {i1} is shared (refcount {rc}); internal "
-                                 "snapshots are not supported")
+        if off and self.refs.get(off >> self.cluster_bits) == 1:
             t.set_l1_entry(i1, off | COPIED)
             return off, i2
-        return self._l2_allocate(i1, l1e), i2
+        # no table, or one a snapshot shares: the active image gets its own
+        new = self._l2_allocate(i1, l1e)
+        if off:  # QEMU frees the shared table's reference right after (qcow2_free_clusters)
+            io.release(off, self.cluster_size, overlap.Ol.ACTIVE_L2)
+            self.refs.defer_free(off >> self.cluster_bits)
+        return new, i2
 
     def _l2_allocate(self, i1: int, old: int) -> int:
-        """QEMU's l2_allocate: a new (empty) L2 table for L1 entry ``i1``, made durable at
-        once, in order: the refcount blocks, the table, the L1 entry, each flushed. On failure
-        nothing points at it and its cluster is given back."""
+        """QEMU's l2_allocate: a new L2 table for L1 entry ``i1`` (empty, or a copy of the
+        shared table ``old`` points at), made durable at once, in order: the refcount blocks,
+        the table, the L1 entry, each flushed. On failure nothing points at it and its cluster
+        is given back."""
         t, io = self.tables, self._io
         assert io is not None
         new = self.refs.alloc()
+        if old & OFFSET_MASK:
+            self.emit_below("l2_alloc_cow_read")
+            table = bytearray(t.l2_table(old & OFFSET_MASK))
+        else:
+            table = bytearray(self.cluster_size)
         io.claim(new, self.cluster_size, overlap.Ol.ACTIVE_L2)
-        t.put_l2(new, bytearray(self.cluster_size))
+        t.put_l2(new, table)
         t.set_l1_entry(i1, new | COPIED)
         try:
             self._write_tables(l2_alloc=True)

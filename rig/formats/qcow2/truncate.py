@@ -12,7 +12,9 @@ then the size is written. As QEMU, the L1 table keeps its size, and a partial la
 its data. Not done: cutting the file's tail (QEMU truncates the file to its last used cluster;
 the rig leaves the freed clusters in the file, which ``qemu-img check`` does not mind).
 
-Refused, with QEMU's words: a size that is not a multiple of 512, and a read-only image.
+Refused, with QEMU's words: a size that is not a multiple of 512, a v2 image with internal
+snapshots, and a read-only image. A v3 image with snapshots resizes (they keep their own L1
+tables and sizes).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def truncate(node: Qcow2Node, length: int) -> None:
     old = h.size
     if length == old:
         return
+    if h.nb_snapshots and h.version < 3:  # v2 did not have to store snapshot sizes
+        raise _fail(errno.ENOTSUP, "Can't resize a v2 image which has snapshots")
     span = node.cluster_size * (node.cluster_size // 8)
     l1_needed = -(-length // span)
     if length < old:
@@ -52,7 +56,11 @@ def truncate(node: Qcow2Node, length: int) -> None:
         except OSError as e:
             raise _fail(e.errno or errno.EIO, "Failed to grow the L1 table: "
                         f"{os.strerror(e.errno or errno.EIO)}") from None
-    _set_size(node, length)
+    try:
+        _set_size(node, length)
+    except OSError as e:
+        raise _fail(e.errno or errno.EIO, "Failed to update the image size: "
+                    f"{os.strerror(e.errno or errno.EIO)}") from None
     if length > old and node.backing is not None and node._backing_len > old:
         node._zeroes(old, length - old, ReqFlags.NONE)
 
