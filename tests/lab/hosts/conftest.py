@@ -50,8 +50,11 @@ class World:
     directory: Path
 
     def client_args(self) -> list[str]:
+        # The cases need neither Hypothesis nor xdist: their plugins' imports cost a TCG
+        # guest seconds.
         return [f"--rig-lab-coordinator={self.coordinator.address}",
-                f"--rig-lab-ssh-key={self.key}", f"--rig-lab-known-hosts={self.known_hosts}"]
+                f"--rig-lab-ssh-key={self.key}", f"--rig-lab-known-hosts={self.known_hosts}",
+                "--rig-lab-remote-arg=-pno:hypothesispytest", "--rig-lab-remote-arg=-pno:xdist"]
 
 
 def missing() -> str | None:
