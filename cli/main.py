@@ -9,19 +9,16 @@ command is parsed, so ``rig io`` does not pay for ``rig vm`` (issue 19: start-up
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rig import __version__
-from rig.cli.errors import OneLineParser
 from rig.cli.status import BAD_INPUT, INTERRUPTED, report
 from rig.errors import RigError
 
-Run = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:  # argparse loads with the parser (cli/parser.py): rig io does without it
+    import argparse
 
 
 class Command:
@@ -63,60 +60,11 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def load_command(parser: argparse.ArgumentParser, name: str) -> None:
-    """Import command ``name``'s module and give its sub-parser ``parser`` its arguments."""
-    command = COMMANDS[name]
-    module: Any = importlib.import_module(command.module)
-    if command.description is not None:
-        parser.description = getattr(module, command.description)
-    if command.raw:
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    module.add_arguments(parser)
-    if command.has_run:
-        parser.set_defaults(run=module.run, rig_prog=f"rig {name}")
-
-
-class _Parsers(dict[str, Any]):
-    """Command name -> its sub-parser, made (and its module imported) on first lookup; until
-    then the name maps to None, so ``rig --help`` and argparse's choice check need no module."""
-
-    def __init__(self, parser_class: type[argparse.ArgumentParser], prog: str) -> None:
-        super().__init__()
-        self.parser_class = parser_class
-        self.prog = prog
-
-    def __getitem__(self, name: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser | None = super().__getitem__(name)
-        if parser is None:
-            parser = self.parser_class(prog=f"{self.prog} {name}")
-            self[name] = parser
-            load_command(parser, name)
-        return parser
-
-
-class LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """The commands of :data:`COMMANDS`: each is a name and a help line until it is parsed
-    (argparse makes every sub-parser up front, each costing gettext look-ups)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._name_parser_map = self.choices = _Parsers(self._parser_class, self._prog_prefix)
-
-    def add_command(self, name: str, help: str) -> None:
-        self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
-        dict.__setitem__(self._name_parser_map, name, None)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="rig", description="blockrig: block storage test and "
-                           "fault-injection rig")
-    parser.add_argument("--version", action="version", version=f"rig {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser,
-                                action=LazySubParsers)
-    assert isinstance(sub, LazySubParsers)
-    for name, command in COMMANDS.items():
-        sub.add_command(name, command.help)
-    return parser
+    """The parser of every command but ``rig io`` (:mod:`rig.cli.parser`, argparse)."""
+    from rig.cli.parser import build_parser as build
+
+    return build(COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,10 +17,13 @@ status").
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from rig.errors import ConfigError, DeviceNotFoundError, UnsafeDeviceError
+
+if TYPE_CHECKING:
+    import argparse
 
 OK = 0
 FAILURE = 1

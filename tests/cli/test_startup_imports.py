@@ -4,8 +4,8 @@
 costs each start. These tests run the real command in a fresh interpreter and check which
 modules it loaded (names, never timings): the heavy rooms (qcow2, exports, SCSI, the VM lab,
 the fault engines...) and the costly standard modules (dataclasses with inspect, ctypes,
-concurrent.futures with logging, importlib.metadata, json, tomllib) stay out of a plain read of
-a raw file, and come in when they are used.
+concurrent.futures with logging, importlib.metadata, json, tomllib, argparse) stay out of a
+plain read of a raw file, and come in when they are used.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ NOT_FOR_A_RAW_READ = (
     "rig.filters.blkdebug", "rig.cli.crash_cmd", "rig.cli.vm_cmd", "rig.cli.export_cmd",
     "rig.cli.sg_cmd", "rig.cli.devices_cmd", "hypothesis", "pytest", "mfusepy",
     "dataclasses", "inspect", "ctypes", "concurrent.futures", "logging", "importlib.metadata",
-    "json", "tomllib", "subprocess",
+    "json", "tomllib", "subprocess", "argparse", "rig.cli.parser",
 )
 
 
