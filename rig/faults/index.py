@@ -95,3 +95,29 @@ class RangeIndex(Generic[T]):
                         out.append(band.items[i])
                     i += 1
         return () if out is None else out
+
+
+class Coverage:
+    """The union of many ``[start, end)`` ranges as sorted disjoint intervals: whether a request
+    touches any of them is one ``bisect`` (C speed) and one comparison, whatever the count.
+
+    The faults filter keeps one per op, made from every rule's span, to skip the rule engine
+    (its lock, its index, its trigger checks) for a request that no rule's range can reach."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self, spans: Iterator[tuple[int, int]] | Sequence[tuple[int, int]]) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for start, end in sorted(s for s in spans if s[1] > s[0]):
+            if self.ends and start <= self.ends[-1]:
+                if end > self.ends[-1]:
+                    self.ends[-1] = end
+            else:
+                self.starts.append(start)
+                self.ends.append(end)
+
+    def touches(self, lo: int, hi: int) -> bool:
+        """True if ``[lo, hi)`` overlaps any range (never for an empty request)."""
+        i = bisect_left(self.starts, hi) - 1
+        return hi > lo and i >= 0 and self.ends[i] > lo

@@ -13,8 +13,13 @@ From Python, ``f = backend.root`` (or any node of the graph that is a :class:`Fa
 docs/filters/faults.md.
 
 Every request gets a sequence number (``seq``, from 1). With no armed rules for a request's op the
-filter does only that and forwards (the fast path). ``modifies_data`` is True (corrupt, torn), so
-every data verb is overridden here.
+filter does only that and forwards (the fast path). With only ranged rules for the op (the usual
+case with thousands of rules) a request that no rule's span touches also forwards without
+asking the engine: the filter keeps each op's rule spans merged into a
+:class:`~rig.faults.index.Coverage` (one ``bisect`` per request), made again whenever the engine
+republishes ``armed`` (every rule change). The coverage holds every rule, enabled or not, so it
+can only send a request to the engine that need not go there, never the other way round.
+``modifies_data`` is True (corrupt, torn), so every data verb is overridden here.
 
 Flush: the rules are asked in the :meth:`~rig.core.node.Node._flush` hook, before this node's
 flush sequence and its children's. A lying flush returns without ``super()._flush()``, so
@@ -34,6 +39,7 @@ from rig.core.registry import register_driver
 from rig.errors import ConfigError, StateError
 from rig.faults.engine import Clock, FaultEngine
 from rig.faults.fault_replay import Replayer
+from rig.faults.index import Coverage
 from rig.faults.load import load_rules, rules_from_flat
 from rig.faults.log import FaultEventLog
 from rig.faults.rules import Op, Rule, Torn, injected_error
@@ -83,6 +89,9 @@ class FaultsFilter(Filter):
         #: concurrent requests get distinct numbers at the cost of itertools.count (a lock costs
         #: ~5 % of a request); a range iterator knows how many numbers it has left.
         self._numbers = iter(range(1, _SEQ_END))
+        #: ``(armed, {op: Coverage})``: the spans of the rules as of the engine's ``armed``
+        #: object it was made for; an op missing from the map always asks the engine.
+        self._cover: tuple[frozenset[str] | None, dict[str, Coverage]] = (None, {})
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -170,13 +179,45 @@ class FaultsFilter(Filter):
         """Undo ``gone``: the device answers again."""
         self.engine.revive()
 
+    # ----------------------------------------------------------------- pre-check
+    def _covers(self, armed: frozenset[str], op: str, offset: int, length: int) -> bool:
+        """False when no rule can match the request: it has only ranged rules for ``op`` and
+        none of their spans touches ``[offset, offset + length)``. True: ask the engine."""
+        cover = self._cover
+        if cover[0] is not armed:
+            cover = self._recover(armed)
+        spans = cover[1].get(op)
+        return spans is None or spans.touches(offset, offset + length)
+
+    def _recover(self, armed: frozenset[str]) -> tuple[frozenset[str], dict[str, Coverage]]:
+        """The coverage for the engine's rules now (made when ``armed`` is a new object, that is
+        after a rule change). None for a replay, a gone device, or an op with unranged rules."""
+        maps: dict[str, Coverage] = {}
+        source = self.source
+        if isinstance(source, FaultEngine) and source.gone is None:
+            spans: dict[str, list[tuple[int, int]]] = {op: [] for op in armed}
+            for rule in source.rules():
+                for op in rule.ops:
+                    mine = spans.get(op.value)
+                    if mine is None:
+                        continue
+                    if rule.ranged:
+                        mine.append(rule.span)
+                    else:  # matches any range: the engine decides every request
+                        del spans[op.value]
+            maps = {op: Coverage(s) for op, s in spans.items()}
+        cover = (armed, maps)
+        self._cover = cover
+        return cover
+
     # ----------------------------------------------------------------- data verbs
     # The fast path (nothing armed for the op) is a counter bump, a set lookup and the forward:
     # ``self._child`` caches ``self.child`` (set by attach_child) to keep it that small.
     def _preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         seq = next(self._numbers)
         source = self.source
-        if _READ not in source.armed:
+        armed = source.armed
+        if _READ not in armed or not self._covers(armed, _READ, offset, length):
             self._child.preadv(offset, length, iov, flags)
             return
         v = source.decide(seq, _READ, offset, length)
@@ -189,7 +230,8 @@ class FaultsFilter(Filter):
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
         seq = next(self._numbers)
         source = self.source
-        if _WRITE not in source.armed:
+        armed = source.armed
+        if _WRITE not in armed or not self._covers(armed, _WRITE, offset, length):
             self._child.pwritev(offset, length, iov, flags)
             return
         v = source.decide(seq, _WRITE, offset, length)
@@ -211,7 +253,8 @@ class FaultsFilter(Filter):
         goes on to the child (False when the rules drop it)."""
         seq = next(self._numbers)
         source = self.source
-        if op in source.armed:
+        armed = source.armed
+        if op in armed and self._covers(armed, op, offset, length):
             v = source.decide(seq, op, offset, length)
             if v.kind == FAIL:
                 raise injected_error(v.errno)
