@@ -17,6 +17,7 @@ from rig.core.cache import CACHE_MODES
 from rig.core.node import ReqFlags
 from rig.qemuio import (  # noqa: F401  (their commands register in the table)
     debug_cmds,
+    process_cmds,
     reopen_cmd,
 )
 from rig.qemuio.format import cvtstr, dump_buffer, report
@@ -288,6 +289,7 @@ def write_cmd(s: Session, p: Parsed) -> int:
     pattern = 0xCD
     source: str | None = None
     csv = quiet = zero = has_pattern = may_unmap = no_fallback = vmstate = False
+    compressed = False
     for o, a in p.opts:
         if o == "q":
             quiet = True
@@ -311,14 +313,13 @@ def write_cmd(s: Session, p: Parsed) -> int:
         elif o == "b":
             vmstate = True
         elif o == "c":
-            s.out.write("compressed writes are not supported by rig io\n")
-            return -errno.ENOTSUP
+            compressed = True
     if len(p.args) != 2:
         return usage(s, COMMANDS["write"])
     if vmstate and zero:
         s.out.write("-b and -z cannot be specified at the same time\n")
         return -errno.EINVAL
-    if vmstate and flags & ReqFlags.FUA:
+    if (vmstate or compressed) and flags & ReqFlags.FUA:
         s.out.write("-f and -b or -c cannot be specified at the same time\n")
         return -errno.EINVAL
     if zero + has_pattern + (source is not None) > 1:
@@ -332,7 +333,7 @@ def write_cmd(s: Session, p: Parsed) -> int:
         return -errno.EINVAL
     offset = cvtnum(s, p.args[0])
     count = length_arg(s, p.args[1])
-    if vmstate and not sector_aligned(s, offset, count):
+    if (vmstate or compressed) and not sector_aligned(s, offset, count):
         return -errno.EINVAL
     t1 = time.perf_counter()
     try:
@@ -340,6 +341,8 @@ def write_cmd(s: Session, p: Parsed) -> int:
             vmstate_io(s, offset, io_buffer(s, count, pattern), save=True)
         elif zero:
             s.blk.write_zeroes(offset, count, flags)
+        elif compressed:
+            compressed_write(s, offset, io_buffer(s, count, pattern))
         else:
             if source is not None:
                 buf = io_buffer(s, count, pattern)
@@ -385,6 +388,22 @@ def vmstate_io(s: Session, pos: int, buf: memoryview, *, save: bool) -> None:
             s.blk.root.flush()
     else:
         node.load_vmstate(pos, [buf])
+
+
+def compressed_write(s: Session, offset: int, buf: memoryview) -> None:
+    """QEMU's blk_pwrite_compressed (``write -c``): the first node down the primary children
+    that writes compressed clusters (qcow2) does it; none: ENOTSUP."""
+    assert s.blk is not None
+    if offset < 0 or offset + buf.nbytes > s.blk.getlength():
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    node: Any = s.blk.root
+    while node is not None and not hasattr(node, "write_compressed"):
+        node = node.primary_child
+    if node is None:
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
+    node.write_compressed(offset, [buf])
+    if not s.blk.write_cache:
+        s.blk.root.flush()
 
 
 def _read_source(s: Session, path: str, buf: memoryview) -> None:
@@ -576,8 +595,38 @@ def info_cmd(s: Session, p: Parsed) -> int:
     assert s.blk is not None
     root = image_node(s.blk.root)
     s.out.write(f"format name: {root.format_name or root.driver_name}\n")
-    s.out.write("cluster size: 0 bytes\nvm state offset: 0 bytes\n")
+    if root.driver_name in _PROTOCOL_NAMES:  # QEMU prints a protocol's name twice
+        s.out.write(f"format name: {root.driver_name}\n")
+    header = getattr(root, "header", None) if root.format_name == "qcow2" else None
+    cluster = vm_state = 0
+    if header is not None:
+        cluster = header.cluster_size
+        unit = 1 << (2 * header.cluster_bits - 3)  # what one L2 table maps
+        vm_state = -(-s.blk.getlength() // unit) * unit
+    s.out.write(f"cluster size: {cvtstr(cluster)}\nvm state offset: {cvtstr(vm_state)}\n")
+    if header is not None:
+        s.out.write(_qcow2_specific(header))
     return 0
+
+
+#: Drivers QEMU gives a protocol name besides the format name (``info`` prints both).
+_PROTOCOL_NAMES = frozenset({"file", "host_device", "host_cdrom", "blkdebug"})
+
+
+def _qcow2_specific(h: Any) -> str:
+    """qemu-io info's "Format specific information" of a qcow2 header (QEMU 7.2's order)."""
+    lines = ["Format specific information:"]
+    compression = "zlib" if h.compression_type == 0 else "zstd"
+    if h.version == 2:
+        lines += ["compat: 0.10", f"compression type: {compression}",
+                  f"refcount bits: {1 << h.refcount_order}"]
+    else:
+        lines += ["compat: 1.1", f"compression type: {compression}",
+                  f"lazy refcounts: {str(bool(h.compatible_features & 1)).lower()}",
+                  f"refcount bits: {1 << h.refcount_order}",
+                  f"corrupt: {str(bool(h.incompatible_features & 2)).lower()}",
+                  f"extended l2: {str(bool(h.incompatible_features & 16)).lower()}"]
+    return "\n    ".join(lines) + "\n"
 
 
 def _allocated_run(s: Session, offset: int, length: int) -> tuple[bool, int]:

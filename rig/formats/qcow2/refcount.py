@@ -163,6 +163,11 @@ class Refcounts:
         self._set(c, 1)
         return c << self.io.cluster_bits
 
+    def find_free(self) -> int:
+        """The first free cluster at or after the hint, not allocated (QEMU's
+        alloc_clusters_noref of one cluster)."""
+        return self._find_free(self.hint)
+
     def alloc_clusters(self, count: int) -> int:
         """Allocate ``count`` contiguous clusters (QEMU's qcow2_alloc_clusters of a table);
         the byte offset of the first."""
