@@ -227,10 +227,16 @@ class Node:
             sink.debug_event(event)
 
     def emit_below(self, event: str) -> None:
-        """QEMU's ``BLKDBG_EVENT(bs->file, ev)``: the event goes to the primary child's chain."""
-        child = self.primary_child
+        """QEMU's ``BLKDBG_EVENT(bs->file, ev)``: the event goes to the primary child's chain
+        (``primary_child.emit(event)``, written out: raw calls this on every request)."""
+        children = self.children
+        child = children.get("file")
+        if child is None:
+            child = children.get("image")
         if child is not None:
-            child.emit(event)
+            sink = child._event_sink
+            if sink is not None:
+                sink.debug_event(event)
 
     def debug_event(self, event: str) -> None:
         """Event hook; only nodes with ``handles_events`` receive calls: the events emitted at

@@ -85,9 +85,11 @@ class BlockStats:
             self.by_op[kind].invalid += 1
 
     def account(self, kind: str, nbytes: int, elapsed_ns: int, ok: bool,
-                end_offset: int = 0) -> None:
+                end_offset: int = 0, done_ns: int = 0) -> None:
+        """Count one request; ``done_ns``: when it ended (``time.monotonic_ns()``, which on
+        Linux is the clock of ``time.perf_counter_ns()``, so the caller's end time does)."""
         with self._lock:
-            self.last_done_ns = time.monotonic_ns()
+            self.last_done_ns = done_ns or time.monotonic_ns()
             s = self.by_op[kind]
             s.total_ns += elapsed_ns
             if ok:
