@@ -52,6 +52,9 @@ class FakeScsiTarget:
         self.wce_changeable = True
         self.mode_sense_reply: bytes | None = None
         """When set, MODE SENSE answers exactly these bytes (a broken device)."""
+        self.ua_after_select = False
+        """Report "mode parameters changed" (06/2A/01) to the next command after a MODE SELECT,
+        as scsi_debug does."""
 
     # ------------------------------------------------------------ host side (like QMP)
     def change_medium(self, data: bytes | None) -> None:
@@ -192,6 +195,8 @@ class FakeScsiTarget:
                                                  strict=True)):
             raise _Refused((0x05, 0x26, 0x00))
         self.wce = bool(pages[2] & 0x04)
+        if self.ua_after_select:
+            self.pending_ua.append((0x06, 0x2A, 0x01))
 
 
 class _Refused(Exception):

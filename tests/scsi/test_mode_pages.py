@@ -121,6 +121,16 @@ def test_write_cache_read_set_and_read_back_on_a_fake_disk(
     assert target.wce is True and node.caching().wce
 
 
+def test_a_unit_attention_after_the_change_is_read_past(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = FakeScsiTarget()
+    target.ua_after_select = True  # scsi_debug's "mode parameters changed"
+    node = open_fake_node(monkeypatch, target, read_only=False)
+    node.allow = AllowList(paths=frozenset({os.path.abspath("FAKE")}))
+    node.set_write_cache(False)
+    assert target.wce is False and not target.pending_ua
+    assert target.commands[-2:] == [0x5A, 0x5A]  # the read-back, refused once, then again
+
+
 def test_write_cache_changes_are_refused_before_anything_is_sent(
         monkeypatch: pytest.MonkeyPatch) -> None:
     target = FakeScsiTarget()

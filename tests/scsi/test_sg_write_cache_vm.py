@@ -2,7 +2,7 @@
 sd): ``rig sg wce`` reads the Caching page as sg3_utils' ``sg_modes`` does and sets it both
 ways; the saved values QEMU cannot keep are refused before anything is sent; and the kernel's
 view (``queue/write_cache``) goes stale after a MODE SELECT unless sd is told to rescan, which
-``set_write_cache`` does."""
+``set_write_cache`` does. scsi_debug's page round-trips too."""
 
 from __future__ import annotations
 
@@ -63,3 +63,24 @@ def test_the_kernel_sees_a_change_only_after_a_rescan(rig_sg: Callable[..., SgDi
     node.set_write_cache(False)
     node.set_write_cache(True)
     assert node.kernel_write_cache() == "write back"
+
+
+@pytest.mark.rig_needs("scsi_debug")
+def test_scsi_debug_write_cache_round_trips(rig_scsi_debug: Callable[..., str]) -> None:
+    """A second implementation: scsi_debug's Caching page (WCE=1 by default, changeable), which
+    reports "mode parameters changed" (06/2A/01) to the command after a MODE SELECT."""
+    import rig
+    from rig.fixtures.scsi_fixtures import generic_node
+
+    disk = rig_scsi_debug(dev_size_mb=8)
+    generic = generic_node(disk)
+    assert generic is not None
+    with rig.open({"driver": "sg", "filename": generic, "x-allow": disk}, cache="none") as blk:
+        node = blk.root
+        assert node.write_cache is True and node.kernel_write_cache() == "write back"
+        node.set_write_cache(False)
+        assert node.write_cache is False and node.kernel_write_cache() == "write through"
+        blk.pwrite(0, b"\x11" * 512)  # the next commands are not upset by the unit attention
+        assert blk.pread(0, 512) == b"\x11" * 512
+        node.set_write_cache(True)
+        assert node.write_cache is True and node.kernel_write_cache() == "write back"
