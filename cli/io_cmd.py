@@ -75,12 +75,14 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
     elif path.startswith("json:"):
         flat = spec_to_flat(path)
         probed = False
+    elif o.fmt is None and "driver" in (named := _extras(o)):
+        return named, _place_filename(path, named, err)
     else:
         proto = spec_to_flat(path)
         fmt = o.fmt
         probed = fmt is None
         if fmt is None:
-            fmt = probe_format(path)
+            fmt = probe_format(_probed_file(path))
             probed = fmt == "raw"  # qemu-io warns (and guards block 0) only for raw
             if probed:
                 err.write(PROBE_WARNING.format(path))
@@ -90,12 +92,52 @@ def build_spec(path: str | None, o: OpenOptions, err: Any) -> tuple[dict[str, An
     return flat, probed
 
 
-def _spec_from_options(o: OpenOptions, err: Any) -> tuple[dict[str, Any], bool]:
-    """``open -o driver=file,filename=X``: the whole graph is in the options. Without a driver
-    the format is probed from ``file.filename``, as QEMU does."""
+#: Drivers that take the filename themselves; a format or filter hands it to its ``file``
+#: child, blkdebug to its ``image`` child (QEMU's x-image), as QEMU's bdrv_fill_options does.
+_PROTOCOLS = frozenset({"file", "host_device", "host_cdrom", "sg"})
+
+
+def _extras(o: OpenOptions) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for extra in o.extra:
         flat.update(parse_keyval(extra))
+    return flat
+
+
+def _probed_file(path: str) -> str:
+    """The file a format probe reads: the image of ``blkdebug:CONFIG:IMAGE``, else ``path``."""
+    if path.startswith("blkdebug:") and path.count(":") >= 2:
+        return path.split(":", 2)[2]
+    return path
+
+
+def _place_filename(path: str, flat: dict[str, Any], err: Any) -> bool:
+    """Put IMAGE where QEMU puts a filename given with ``-o driver=...``: down the chain of
+    named drivers to the node that takes a filename (probing the format of a node left without
+    a driver). Whether a raw format was probed."""
+    prefix = ""
+    while True:
+        driver = flat.get(prefix + "driver")
+        if driver is None and prefix:  # a child: QEMU probes only the protocol there
+            flat.setdefault(prefix + "filename", path)
+            return False
+        if driver is None:
+            fmt = probe_format(_probed_file(path))
+            flat[prefix + "driver"] = fmt
+            flat.setdefault(prefix + "file.filename", path)
+            if fmt == "raw":
+                err.write(PROBE_WARNING.format(path))
+            return fmt == "raw"
+        if driver in _PROTOCOLS:
+            flat.setdefault(prefix + "filename", path)
+            return False
+        prefix += "image." if driver == "blkdebug" else "file."
+
+
+def _spec_from_options(o: OpenOptions, err: Any) -> tuple[dict[str, Any], bool]:
+    """``open -o driver=file,filename=X``: the whole graph is in the options. Without a driver
+    the format is probed from ``file.filename``, as QEMU does."""
+    flat = _extras(o)
     if not flat:
         raise ConfigError("no image given (give IMAGE, or --loop SIZE)")
     probed = False

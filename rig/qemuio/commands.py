@@ -597,14 +597,17 @@ def info_cmd(s: Session, p: Parsed) -> int:
     s.out.write(f"format name: {root.format_name or root.driver_name}\n")
     if root.driver_name in _PROTOCOL_NAMES:  # QEMU prints a protocol's name twice
         s.out.write(f"format name: {root.driver_name}\n")
-    header = getattr(root, "header", None) if root.format_name == "qcow2" else None
+    node = root  # a filter (blkdebug) answers with what the format below it has
+    while node.format_name != "qcow2" and not node.format_name and node.primary_child:
+        node = node.primary_child
+    header = getattr(node, "header", None) if node.format_name == "qcow2" else None
     cluster = vm_state = 0
     if header is not None:
         cluster = header.cluster_size
         unit = 1 << (2 * header.cluster_bits - 3)  # what one L2 table maps
         vm_state = -(-s.blk.getlength() // unit) * unit
     s.out.write(f"cluster size: {cvtstr(cluster)}\nvm state offset: {cvtstr(vm_state)}\n")
-    if header is not None:
+    if header is not None and node is root:
         s.out.write(_qcow2_specific(header))
     return 0
 

@@ -246,3 +246,45 @@ def test_unknown_driver_and_cdrom_messages(tmp_path: Path) -> None:
     r = run([*RIG, "io", "--verbose-errors", "-f", "host_floppy", str(tmp_path / "x")],
             env=NAME)
     assert r.err.splitlines()[1].startswith("qemu-io: known drivers: ")
+
+
+@pytest.mark.parametrize(("script", "status"), [
+    (["write -P 0x5a 0 512", "sigraise 9", "read 0 1"], -9),
+    (["sigraise 99", "sigraise x", "sigraise 65", "sigraise 0", "read 0 1"], 1),
+    (["write 0 1", "abort", "read 0 1"], -6),
+], ids=["kill", "bad", "abort"])
+def test_sigraise_and_abort(tmp_path: Path, script: list[str], status: int) -> None:
+    """qemu-iotests 039: the process dies of the signal with stdout flushed (abort: not)."""
+    r = same(tmp_path, ["-f", "raw", *[a for line in script for a in ("-c", line)], "IMG"])
+    assert r.rc == status
+
+
+@pytest.mark.parametrize("create", [None, "compat=0.10", "lazy_refcounts=on,cluster_size=4k"])
+def test_info_on_qcow2(tmp_path: Path, create: str | None) -> None:
+    """qemu-iotests 089: format name, cluster size, vm state offset, qcow2's details."""
+    outs = []
+    for prog in (["qemu-io"], [*RIG, "io"]):
+        img = tmp_path / f"{prog[0].rsplit('/', 1)[-1]}.qcow2"
+        opts = ["-o", create] if create else []
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *opts, str(img), "100M"],
+                       check=True)
+        outs.append(run([*prog, "-c", "info", str(img)]).out)
+    assert outs[1] == outs[0]
+
+
+@pytest.mark.parametrize("spec", [["-f", "raw", "IMG"],
+                                  ['json:{"driver": "file", "filename": "IMG"}']],
+                         ids=["raw", "file"])
+def test_info(tmp_path: Path, spec: list[str]) -> None:
+    """A protocol's name is printed twice, as QEMU's format and protocol name."""
+    same(tmp_path, ["-c", "info", *spec])
+
+
+def test_blkdebug_with_the_image_named_outside_its_options(tmp_path: Path) -> None:
+    """qemu-iotests 197: 'open -o driver=blkdebug,image.driver=qcow2 IMG': IMG is the qcow2
+    node's file, and blkdebug:: probes the format of the image under it."""
+    conf = tmp_path / "blkdebug.conf"
+    conf.write_text("# no rules\n")
+    same(tmp_path, ["-c", f"open -o driver=blkdebug,config={conf},image.driver=qcow2 IMG",
+                    "-c", "read 0 4k", "-c", "info"], qcow2=4 << 20)
+    same(tmp_path, ["-c", "read 0 4k", "-c", "info", "blkdebug::IMG"], qcow2=4 << 20)
