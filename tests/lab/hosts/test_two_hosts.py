@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from rig.drivers.identity import norm_wwn
 from rig.drivers.lab.places import Hold
+from rig.fixtures import lab_remote
 from tests.lab.hosts.conftest import World
 
 pytestmark = [pytest.mark.rig_needs("vm"), pytest.mark.xdist_group("lab-hosts"),
@@ -138,6 +140,11 @@ def test_a_killed_client_leaves_no_place_held_and_no_process(world: World) -> No
             break
         assert time.monotonic() < deadline, (held, left_here, left_there)
         time.sleep(1)
+    # Its run directory is removed by the next run (it cannot remove it itself).
+    leftover = list(Path(tempfile.gettempdir()).glob(f"blockrig-lab-run-{pid}-*"))
+    assert leftover
+    lab_remote._reap_stale()
+    assert not any(d.exists() for d in leftover)
 
 
 def _processes_of(pid: int, port: int) -> list[str]:
