@@ -131,6 +131,10 @@ def _place_filename(path: str, flat: dict[str, Any], err: Any) -> bool:
         if driver in _PROTOCOLS:
             flat.setdefault(prefix + "filename", path)
             return False
+        if driver == "blkdebug" and path.startswith("blkdebug:") and path.count(":") >= 2:
+            config, path = path[len("blkdebug:"):].split(":", 1)  # blkdebug:CONFIG:IMAGE
+            if config:
+                flat.setdefault(prefix + "config", config)
         prefix += "image." if driver == "blkdebug" else "file."
 
 

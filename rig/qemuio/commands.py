@@ -665,9 +665,13 @@ def alloc_cmd(s: Session, p: Parsed) -> int:
     offset = cvtnum(s, p.args[0])
     count = cvtnum(s, p.args[1]) if len(p.args) > 1 else 512
     remaining, pos, allocated = count, offset, 0
+    size = s.blk.getlength()
     try:
         while remaining > 0:
-            alloc, n = _allocated_run(s, pos, remaining)
+            if pos >= size:  # QEMU's block status says 0 bytes there: the count shrinks
+                count -= remaining
+                break
+            alloc, n = _allocated_run(s, pos, min(remaining, size - pos))
             n = min(n, remaining)
             if alloc:
                 allocated += n

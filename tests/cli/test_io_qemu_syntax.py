@@ -288,3 +288,13 @@ def test_blkdebug_with_the_image_named_outside_its_options(tmp_path: Path) -> No
     same(tmp_path, ["-c", f"open -o driver=blkdebug,config={conf},image.driver=qcow2 IMG",
                     "-c", "read 0 4k", "-c", "info"], qcow2=4 << 20)
     same(tmp_path, ["-c", "read 0 4k", "-c", "info", "blkdebug::IMG"], qcow2=4 << 20)
+
+
+def test_alloc_past_the_end_and_blkdebug_filename_with_options(tmp_path: Path) -> None:
+    """qemu-iotests 177, 204: 'open -o driver=blkdebug,image.driver=qcow2,align=4k
+    blkdebug::IMG' (blkdebug parses its filename, image.* still apply); alloc counts only up
+    to the end of the image."""
+    same(tmp_path, ["-c", "open -o driver=blkdebug,image.driver=qcow2,align=4k blkdebug::IMG",
+                    "-c", "write -P 3 1000 8k", "-c", "read -P 3 1000 8k", "-c", "alloc 1 1",
+                    "-c", "alloc 3m 5P", "-c", "alloc 4m 1", "-c", "alloc 100m", "-c", "map"],
+         qcow2=4 << 20)
