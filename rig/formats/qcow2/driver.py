@@ -677,12 +677,17 @@ class Qcow2Node(Node):
             table = bytearray(self.cluster_size)
         io.claim(new, self.cluster_size, overlap.Ol.ACTIVE_L2)
         t.put_l2(new, table)
+        was_dirty = i1 in t.l1_dirty
         t.set_l1_entry(i1, new | COPIED)
+        written = False
         try:
             self._write_tables(l2_alloc=True)
+            written = True
             self.file.flush()  # QEMU's bdrv_pwrite_sync of the L1 entry
         except BaseException:
             t.set_l1_entry(i1, old)
+            if not written and not was_dirty:  # the disk still has ``old``
+                t.l1_dirty.discard(i1)
             t.drop_l2(new)
             io.release(new, self.cluster_size, overlap.Ol.ACTIVE_L2)
             self._unalloc(new)
@@ -805,11 +810,15 @@ class Qcow2Node(Node):
         self._write_tables()
         self._write_frees()
 
-    def _write_tables(self, *, l2_alloc: bool = False) -> None:
+    def _write_tables(self, *, l2_alloc: bool = False, tables_only: bool = False) -> None:
         """Steps 1-3 of the metadata flush: refcount increments, flush, L2 tables, flush, L1
-        (``l2_alloc``: the new L2 table QEMU's l2_allocate writes, with its event)."""
+        (``l2_alloc``: the new L2 table QEMU's l2_allocate writes, with its event;
+        ``tables_only``: nothing when no table is dirty, as QEMU's L2 cache flush writes the
+        refcount blocks only as a dependency of a dirty table)."""
         t, r = self.tables, self.refs
         if not (r.dirty or t.dirty_l2 or t.l1_dirty):
+            return
+        if tables_only and not (t.dirty_l2 or t.l1_dirty):
             return
         r.write_dirty()
         if t.dirty_l2 or t.l1_dirty:
@@ -857,7 +866,7 @@ class Qcow2Node(Node):
         with self._lock:
             with contextlib.suppress(OSError, RigError):
                 self.flush()
-            self._flush_reporting("L2 table", self._write_tables)
+            self._flush_reporting("L2 table", lambda: self._write_tables(tables_only=True))
             self._flush_reporting("refcount block", self._write_refcounts)
 
     def _write_refcounts(self) -> None:

@@ -10,6 +10,7 @@ as QEMU's ``overlap-check`` does, and a table pointing into metadata is reported
 from __future__ import annotations
 
 import errno
+import os
 
 from rig.core.buffers import aligned_buffer
 from rig.core.node import Node
@@ -31,6 +32,9 @@ class MetaIO:
         """The overlap checks to run before each write (the ``overlap-check`` option)."""
         #: Cluster index -> the kinds of metadata living there (several when tables overlap).
         self.meta: dict[int, int] = {}
+        self.inactive_l2_errno = 0
+        """Set when a snapshot's L1 table is invalid: QEMU's inactive-L2 check cannot read it
+        and fails every write it runs for with this errno (EINVAL, or EFBIG: too large)."""
 
     def emit(self, event: str) -> None:
         """A blkdebug event down the ``file`` child's chain (QEMU's ``BLKDBG_EVENT(bs->file,
@@ -102,6 +106,9 @@ class MetaIO:
         hit = self.overlaps(offset, length, ignore)
         if hit:
             raise self.event(f"Preventing invalid write on metadata (overlaps with {name(hit)})")
+        code = self.inactive_l2_errno
+        if code and self.checks & ~ignore & Ol.INACTIVE_L2 and length > 0:
+            raise OSError(code, os.strerror(code))
 
     # --------------------------------------------------------------------- io
     def _in_range(self, offset: int, length: int) -> None:

@@ -17,6 +17,7 @@ bytes.
 
 from __future__ import annotations
 
+import errno
 import struct
 from typing import NamedTuple
 
@@ -58,8 +59,14 @@ def read_table(io: MetaIO, offset: int, count: int) -> tuple[list[Snapshot], int
         io.claim(offset, length, Ol.SNAPSHOT_TABLE)
     cs = io.cluster_size
     for s in snaps:
-        if not s.l1_size or s.l1_offset % cs or s.l1_size * 8 > MAX_L1_BYTES:
-            continue  # QEMU finds these when the snapshot is used; the node never uses it
+        if s.l1_size * 8 > MAX_L1_BYTES:  # QEMU's qcow2_validate_table, as the overlap check
+            io.inactive_l2_errno = io.inactive_l2_errno or errno.EFBIG
+            continue
+        if s.l1_offset % cs or s.l1_offset > INT64_MAX - s.l1_size * 8:
+            io.inactive_l2_errno = io.inactive_l2_errno or errno.EINVAL
+            continue
+        if not s.l1_size:
+            continue
         io.claim(s.l1_offset, s.l1_size * 8, Ol.INACTIVE_L1)
         raw = io.read(s.l1_offset, s.l1_size * 8)
         for (entry,) in struct.iter_unpack(">Q", raw):
