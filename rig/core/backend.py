@@ -420,14 +420,29 @@ class BlockBackend:
 
     def pwritev(self, offset: int, iov: Sequence[Any], flags: ReqFlags = ReqFlags.NONE) -> None:
         views, length = _byte_views(iov)
-        self._check(offset, length, True)
-        if int(flags) & ~int(_WRITE_FLAGS):  # IntFlag's ~ keeps only known bits
+        if (self.closed or self.read_only or offset < 0 or length < 0
+                or offset + length > self._length):
+            self._check(offset, length, True)  # raises the error for what is wrong
+        if flags and int(flags) & ~int(_WRITE_FLAGS):  # IntFlag's ~ keeps only known bits
             raise ValueError(f"pwritev accepts only FUA, got {flags!r}")
         if not self.write_cache:
             flags |= ReqFlags.FUA
         try:
-            self._run("write", offset, length, offset + length, self._do_write, offset, length,
-                      views, flags)
+            if self._paused:
+                self._run("write", offset, length, offset + length, self._do_write, offset,
+                          length, views, flags)
+                return
+            # _run's loop written out for a running backend, as in preadv.
+            start = _perf_counter_ns()
+            try:
+                self._do_write(offset, length, views, flags)
+            except OSError as e:
+                if self._failed("write", offset, length, start, e):
+                    self._run("write", offset, length, offset + length, self._do_write, offset,
+                              length, views, flags)
+                return
+            done = _perf_counter_ns()
+            self.stats.account("write", length, done - start, True, offset + length, done)
         finally:
             if self.bitmaps:
                 self._mark_dirty(offset, length)
