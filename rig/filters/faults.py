@@ -16,9 +16,11 @@ Every request gets a sequence number (``seq``, from 1). With no armed rules for 
 filter does only that and forwards (the fast path). With only ranged rules for the op (the usual
 case with thousands of rules) a request that no rule's span touches also forwards without
 asking the engine: the filter keeps each op's rule spans merged into a
-:class:`~rig.faults.index.Coverage` (one ``bisect`` per request), made again whenever the engine
-republishes ``armed`` (every rule change). The coverage holds every rule, enabled or not, so it
-can only send a request to the engine that need not go there, never the other way round.
+:class:`~rig.faults.index.Coverage` (one ``bisect`` per request), for the engine's current
+``state``: a rule that asks for another state cannot fire (nor count a hit), so it is left out.
+The coverages are made again whenever the engine republishes ``armed`` (every rule change), and
+kept per state. They hold every other rule, enabled or not, so they can only send a request to
+the engine that need not go there, never the other way round.
 ``modifies_data`` is True (corrupt, torn), so every data verb is overridden here.
 
 Flush: the rules are asked in the :meth:`~rig.core.node.Node._flush` hook, before this node's
@@ -89,9 +91,13 @@ class FaultsFilter(Filter):
         #: concurrent requests get distinct numbers at the cost of itertools.count (a lock costs
         #: ~5 % of a request); a range iterator knows how many numbers it has left.
         self._numbers = iter(range(1, _SEQ_END))
-        #: ``(armed, {op: Coverage})``: the spans of the rules as of the engine's ``armed``
-        #: object it was made for; an op missing from the map always asks the engine.
-        self._cover: tuple[frozenset[str] | None, dict[str, Coverage]] = (None, {})
+        #: ``(armed, state, {op: Coverage})``: the spans of the rules that can fire in engine
+        #: state ``state``, as of the engine's ``armed`` object; an op missing from the map
+        #: always asks the engine. ``state`` None: a replay (no coverage).
+        self._cover: tuple[frozenset[str] | None, int | None, dict[str, Coverage]] = \
+            (None, None, {})
+        #: The coverages of other states for the same ``armed`` (rules that step through states).
+        self._covers_by_state: dict[int, dict[str, Coverage]] = {}
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -184,29 +190,43 @@ class FaultsFilter(Filter):
         """False when no rule can match the request: it has only ranged rules for ``op`` and
         none of their spans touches ``[offset, offset + length)``. True: ask the engine."""
         cover = self._cover
-        if cover[0] is not armed:
+        if cover[0] is not armed or (cover[1] is not None and cover[1] != self.source.state):
             cover = self._recover(armed)
-        spans = cover[1].get(op)
+        spans = cover[2].get(op)
         return spans is None or spans.touches(offset, offset + length)
 
-    def _recover(self, armed: frozenset[str]) -> tuple[frozenset[str], dict[str, Coverage]]:
-        """The coverage for the engine's rules now (made when ``armed`` is a new object, that is
-        after a rule change). None for a replay, a gone device, or an op with unranged rules."""
-        maps: dict[str, Coverage] = {}
+    def _recover(self, armed: frozenset[str]
+                 ) -> tuple[frozenset[str], int | None, dict[str, Coverage]]:
+        """The coverage for the engine's rules and state now (made when ``armed`` is a new
+        object, that is after a rule change, or kept from the last time in this state). No
+        coverage for a replay, a gone device, or an op with unranged rules."""
         source = self.source
-        if isinstance(source, FaultEngine) and source.gone is None:
-            spans: dict[str, list[tuple[int, int]]] = {op: [] for op in armed}
-            for rule in source.rules():
-                for op in rule.ops:
-                    mine = spans.get(op.value)
-                    if mine is None:
-                        continue
-                    if rule.ranged:
-                        mine.append(rule.span)
-                    else:  # matches any range: the engine decides every request
-                        del spans[op.value]
-            maps = {op: Coverage(s) for op, s in spans.items()}
-        cover = (armed, maps)
+        if not isinstance(source, FaultEngine):
+            cover: tuple[frozenset[str], int | None, dict[str, Coverage]] = (armed, None, {})
+            self._cover = cover
+            return cover
+        state = source.state
+        if self._cover[0] is not armed:
+            self._covers_by_state = {}
+        maps = self._covers_by_state.get(state)
+        if maps is None:
+            maps = {}
+            if source.gone is None:
+                spans: dict[str, list[tuple[int, int]]] = {op: [] for op in armed}
+                for rule in source.rules():
+                    if rule.state is not None and rule.state != state:
+                        continue  # cannot fire (nor count a hit) in this state
+                    for op in rule.ops:
+                        mine = spans.get(op.value)
+                        if mine is None:
+                            continue
+                        if rule.ranged:
+                            mine.append(rule.span)
+                        else:  # matches any range: the engine decides every request
+                            del spans[op.value]
+                maps = {op: Coverage(s) for op, s in spans.items()}
+            self._covers_by_state[state] = maps
+        cover = (armed, state, maps)
         self._cover = cover
         return cover
 

@@ -65,7 +65,7 @@ def test_requests_outside_every_span_skip_the_engine_and_rule_changes_are_seen()
     with blk:
         for i in range(100):  # 4 KiB rules every 8 KiB in the first 800 KiB, never firing
             f.add_rule(Rule(Error("EIO"), name=f"r{i}", op=["read", "write"],
-                            start=i * 8192, end=i * 8192 + 4096, state=2))
+                            start=i * 8192, end=i * 8192 + 4096, nth=1_000_000))
         assert fails(blk, 900 * 1024) == 0 and fails(blk, 900 * 1024, write=True) == 0
         assert asked == []  # beyond every span: the engine was not asked
         assert fails(blk, 8192) == 0 and asked == [8192]  # a span: asked, did not fire
@@ -100,3 +100,19 @@ def test_request_numbers_and_hits_are_as_without_the_pre_check(write: bool) -> N
         assert results == [0, 0, 0, 0, errno.EIO, 0]  # the third request on its span
         assert f.seq == 6 and f.counters() == {"third": 1}
         assert asked == [0, 0, 0, 0]
+
+
+def test_rules_for_another_state_are_not_asked_until_the_state_comes() -> None:
+    blk, f, asked = graph()
+    with blk:
+        f.add_rule(Rule(Error("EIO"), name="later", op="read", start=0, end=4096, state=2))
+        f.add_rule(Rule(Error("EIO"), name="flip", op="write", start=8192, end=12288,
+                        new_state=2, once=True))
+        assert fails(blk, 0) == 0 and asked == []  # state 1: the rule cannot fire
+        assert fails(blk, 8192, write=True) == errno.EIO  # fires and sets state 2
+        assert fails(blk, 0) == errno.EIO and asked == [8192, 0]
+        f.state = 1
+        assert fails(blk, 0) == 0 and asked == [8192, 0]  # the coverage of state 1, kept
+        f.state = 2
+        assert fails(blk, 0) == errno.EIO
+        assert f.engine.hits()["later"] == 2
