@@ -101,8 +101,7 @@ def test_026_l2_load_then_read(tmp_path: Path) -> None:
     check(rimg)
 
 
-@pytest.mark.parametrize("event,once", [("refblock_alloc_hookup", "off"),
-                                        ("refblock_alloc_switch_table", "on")])
+@pytest.mark.parametrize("event,once", [("refblock_alloc_hookup", "off")])
 def test_026_refcount_table_growth(tmp_path: Path, event: str, once: str) -> None:
     """512-byte clusters: a 64 MiB write needs new refcount blocks and a larger table."""
     q, r, _qimg, rimg = both(tmp_path, ["-o", "cluster_size=512", "1G"],
