@@ -22,6 +22,7 @@ MIN_REFCOUNT_CACHE_SIZE = 4
 MIN_L2_CACHE_SIZE = 2
 MIN_CLUSTER_BITS = 9
 UINT_MAX = (1 << 32) - 1
+INT_MAX = (1 << 31) - 1
 
 
 class RuntimeOptions(NamedTuple):
@@ -66,7 +67,12 @@ def parse(opts: Options, cluster_size: int, disk_size: int) -> RuntimeOptions:
     if entry < 1 << MIN_CLUSTER_BITS or entry > cluster_size or entry & (entry - 1):
         raise ConfigError("L2 cache entry size must be a power of two between "
                           f"{1 << MIN_CLUSTER_BITS} and the cluster size ({cluster_size})")
-    if opts.int("cache-clean-interval", 600) > UINT_MAX:
+    if max(l2 // entry, MIN_L2_CACHE_SIZE) > INT_MAX:
+        raise ConfigError("L2 cache size too big")
+    if refcount // cluster_size > INT_MAX:
+        raise ConfigError("Refcount cache size too big")
+    interval = opts.int("cache-clean-interval", 600, minimum=None)
+    if not 0 <= interval <= UINT_MAX:  # QEMU reads -1 as a huge unsigned number
         raise ConfigError("Cache clean interval too big")
     for name in ("pass-discard-request", "pass-discard-snapshot", "pass-discard-other"):
         opts.bool(name)
