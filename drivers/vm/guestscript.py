@@ -135,12 +135,22 @@ def _device_waits(plan: BootPlan) -> list[str]:
 _IGNORE_CHROOT = "SYSTEMD_IGNORE_CHROOT=1"
 
 
+#: udev rules masked in the guest (in its tmpfs overlay, never on the host): 60-block.rules turns
+#: on a 2 s media poll and a watch that rescans a disk each time a writer closes it; cdrom_id
+#: locks the tray and ejects on an eject request. The guest's other tests expect the devices as
+#: they are without udev; identity comes from 60-persistent-storage.rules, which stays.
+MASKED_RULES = ("60-block.rules", "60-cdrom_id.rules")
+
+
 def _udev_start() -> list[str]:
     """Shell that starts udevd in the guest's root and waits until it has processed every
     block device (its database in /run/udev/data, the /dev/disk links)."""
     udevd = "/lib/systemd/systemd-udevd"
+    rules = "/newroot/etc/udev/rules.d"
     return [
         f"chroot /newroot test -x {udevd} || die 'no {udevd}: apt-get install udev on the host'",
+        f"mkdir -p {rules} || die 'cannot mask udev rules'",
+        *(f"ln -sf /dev/null {rules}/{name}" for name in MASKED_RULES),
         f"chroot /newroot /bin/sh -c '{_IGNORE_CHROOT} {udevd} --daemon"
         f" && {_IGNORE_CHROOT} udevadm trigger --action=add --subsystem-match=block"
         f" && {_IGNORE_CHROOT} udevadm settle -t 30' >/dev/null 2>&1"

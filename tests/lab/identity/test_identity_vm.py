@@ -102,7 +102,8 @@ def test_an_inventory_finds_each_disk_by(tmp_path: Path, disks: list[str], key: 
 
 def test_a_model_alone_is_not_an_identity_here(tmp_path: Path, disks: list[str]) -> None:
     lab = lab_of(tmp_path, entry("model", "QEMU_HARDDISK"))
-    with pytest.raises(UnsafeDeviceError, match=rf"matches {disks[0]}, {disks[1]}; make the "):
+    first, second = sorted(disks[:2])  # sd probing is asynchronous: sda may be disk 1
+    with pytest.raises(UnsafeDeviceError, match=rf"matches {first}, {second}; make the "):
         lab.acquire(name="d")
 
 
