@@ -48,6 +48,30 @@ def _current(node: Any, what: str) -> str:
     return str(node.node_name)
 
 
+def _join(new: dict[str, str], old_extras: list[dict[str, str]]) -> dict[str, str]:
+    """The options after a reopen: the new ones, then the old ones not overridden (QEMU's
+    bdrv_join_options, with qcow2's rules: a new overlap-check option drops every old one, a
+    new cache-size drops the old l2 and refcount cache sizes, and an old cache-size goes when
+    any cache size is set and cache-size is not new)."""
+    old: dict[str, str] = {}
+    for extra in old_extras:
+        old.update(extra)
+    if any(k.startswith("overlap-check") for k in new):
+        old = {k: v for k, v in old.items() if not k.startswith("overlap-check")}
+    if "cache-size" in new:
+        old.pop("l2-cache-size", None)
+        old.pop("refcount-cache-size", None)
+    merged = {**old, **new}
+    caches = ("cache-size", "l2-cache-size", "refcount-cache-size")
+    if "cache-size" not in new and any(k in merged for k in caches):
+        merged.pop("cache-size", None)
+    return merged
+
+
+def _keyval(flat: dict[str, str]) -> str:
+    return ",".join(f"{k}={v.replace(',', ',,')}" for k, v in flat.items())
+
+
 @command("reopen", "[(-r|-w)] [-c cache] [-o options]", "reopens an image with new options",
          argmin=0, argmax=-1, opts="c:o:rw")
 def reopen_cmd(s: Session, p: Parsed) -> int:
@@ -60,7 +84,6 @@ def reopen_cmd(s: Session, p: Parsed) -> int:
     cache = opts.cache
     has_rw = has_cache = False
     changes: dict[str, str] = {}
-    extra: list[str] = []
     for o, a in p.opts:
         if o == "c":
             if a not in CACHE_MODES:
@@ -71,7 +94,6 @@ def reopen_cmd(s: Session, p: Parsed) -> int:
                 changes.update(parse_keyval(a))
             except ConfigError as e:
                 return _error(s, str(e))
-            extra.append(a)
         elif o in "rw":
             if has_rw:
                 return _error(s, "Only one -r/-w option may be given")
@@ -93,7 +115,9 @@ def reopen_cmd(s: Session, p: Parsed) -> int:
             return _error(s, f"Parameter '{key}' expects 'on' or 'off'")
     if "read-only" in changes:
         read_only = changes["read-only"] in ("on", "yes", "true", "y")
-    again = opts.replace(read_only=read_only, cache=cache, extra=opts.extra + tuple(extra))
+    merged = _join(changes, [parse_keyval(e) for e in opts.extra])
+    again = opts.replace(read_only=read_only, cache=cache,
+                         extra=(_keyval(merged),) if merged else ())
     if again.fmt is None and not again.image_opts and not (path or "").startswith("json:"):
         again = again.replace(fmt=image_node(blk.root).driver_name)  # no probe, no warning
     probed = getattr(image_node(blk.root), "probed", False)

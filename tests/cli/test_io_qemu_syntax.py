@@ -298,3 +298,13 @@ def test_alloc_past_the_end_and_blkdebug_filename_with_options(tmp_path: Path) -
                     "-c", "write -P 3 1000 8k", "-c", "read -P 3 1000 8k", "-c", "alloc 1 1",
                     "-c", "alloc 3m 5P", "-c", "alloc 4m 1", "-c", "alloc 100m", "-c", "map"],
          qcow2=4 << 20)
+
+
+def test_reopen_joins_options_as_qemu(tmp_path: Path) -> None:
+    """qemu-iotests 137: a reopen keeps the options not given again; qcow2's overlap-check and
+    cache-size options replace their old forms instead of conflicting with them."""
+    script = ["reopen -o overlap-check=constant", "reopen -o overlap-check.template=all",
+              "reopen -o cache-size=1M", "reopen -o l2-cache-size=512k",
+              "reopen -o cache-size=2M", "write -P 5 0 64k", "read -P 5 0 64k"]
+    same(tmp_path, ["-f", "qcow2", *[a for line in script for a in ("-c", line)], "IMG"],
+         qcow2=64 << 20)
