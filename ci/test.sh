@@ -10,6 +10,4 @@ bash ci/typecheck.sh
 # --rig-vm: tests needing sg, a CD-ROM, scsi_debug, dm or null_blk run in one VM lab guest
 # (before the host's tests); RIG_REQUIRE_VM=1 makes a VM lab that cannot boot a failure here.
 export RIG_REQUIRE_VM="${RIG_REQUIRE_VM-1}"
-# --dist loadgroup: tests marked xdist_group("lab-hosts") share one two-host lab (tests/lab/hosts)
-# on one worker; every other test is spread as by the default (load).
-exec .venv/bin/python -m pytest -n "${RIG_TEST_WORKERS:-2}" --dist loadgroup --rig-vm "$@"
+exec .venv/bin/python -m pytest -n "${RIG_TEST_WORKERS:-2}" --rig-vm "$@"

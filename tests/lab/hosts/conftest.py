@@ -2,8 +2,8 @@
 its own kernel, SCSI disks, sshd and labgrid exporter (connected out to the coordinator through
 QEMU's user network). Guest ``hosta`` offers its disk 0 as place ``hosta-disk0``; guest ``hostb``
 has two disks and offers only disk 1 as ``hostb-disk1``, so each place's WWN is its own and a
-host must pick its disk by WWN. One world per run (``xdist_group``; ``ci/test.sh`` runs
-``--dist loadgroup``). Everything it starts dies with this process: the coordinator and QEMU
+host must pick its disk by WWN. One test uses it (``test_two_hosts.py``), so one xdist worker
+builds it. Everything it starts dies with this process: the coordinator and QEMU
 through ``PR_SET_PDEATHSIG``, and the exporters and sshds inside the guests."""
 
 from __future__ import annotations

@@ -21,11 +21,20 @@ from rig.drivers.lab.places import Hold
 from rig.fixtures import lab_remote
 from tests.lab.hosts.conftest import World
 
-pytestmark = [pytest.mark.rig_needs("vm"), pytest.mark.xdist_group("lab-hosts"),
-              pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.rig_needs("vm"), pytest.mark.timeout(900)]
 
 CASES = "tests/lab/hosts/remote_cases/case_disk.py"
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_two_hosts(world: World, tmp_path: Path) -> None:
+    """One test, so that one xdist worker builds the two hosts (each boot and exporter start
+    costs tens of seconds under TCG; pytest-xdist's loadgroup does not group with pytest 9
+    here). Each check says what failed."""
+    check_lab_tests_run_on_the_disks_hosts_and_report_back(world, tmp_path)
+    check_a_held_place_is_refused_to_a_second_client(world)
+    check_a_place_that_does_not_exist_is_one_line(world)
+    check_a_killed_client_leaves_no_place_held_and_no_process(world)
 
 
 def client(world: World, *args: str, junit: Path | None = None,
@@ -56,7 +65,7 @@ def outcomes(junit: Path) -> dict[str, tuple[str, str, dict[str, list[str]]]]:
     return out
 
 
-def test_lab_tests_run_on_the_disks_hosts_and_report_back(world: World, tmp_path: Path) -> None:
+def check_lab_tests_run_on_the_disks_hosts_and_report_back(world: World, tmp_path: Path) -> None:
     a, b = world.hosts
     junit = tmp_path / "junit.xml"
     p = client(world, f"--rig-lab-place=wwn={a.wwn}", f"--rig-lab-place=wwn={b.wwn}",
@@ -85,7 +94,7 @@ def test_lab_tests_run_on_the_disks_hosts_and_report_back(world: World, tmp_path
         a.place: "", b.place: ""}
 
 
-def test_a_held_place_is_refused_to_a_second_client(world: World, tmp_path: Path) -> None:
+def check_a_held_place_is_refused_to_a_second_client(world: World) -> None:
     a = world.hosts[0]
     with Hold(world.coordinator, [a.place]):
         holder = world.coordinator.who
@@ -100,7 +109,7 @@ def test_a_held_place_is_refused_to_a_second_client(world: World, tmp_path: Path
     assert [p.acquired for p in world.coordinator.places() if p.name == a.place] == [""]
 
 
-def test_a_place_that_does_not_exist_is_one_line(world: World) -> None:
+def check_a_place_that_does_not_exist_is_one_line(world: World) -> None:
     p = client(world, "--rig-lab-place=wwn=0x5000c500deadbeef", CASES)
     out, _ = p.communicate(timeout=300)
     assert p.returncode == pytest.ExitCode.USAGE_ERROR, out
@@ -108,7 +117,7 @@ def test_a_place_that_does_not_exist_is_one_line(world: World) -> None:
     assert len(lines) == 1 and "no place" in lines[0] and "wwn=0x5000c500deadbeef" in lines[0]
 
 
-def test_a_killed_client_leaves_no_place_held_and_no_process(world: World) -> None:
+def check_a_killed_client_leaves_no_place_held_and_no_process(world: World) -> None:
     b = world.hosts[1]
     p = client(world, f"--rig-lab-place={b.place}", "-k", "sleeps", CASES,
                start_new_session=True)
