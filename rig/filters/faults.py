@@ -190,7 +190,9 @@ class FaultsFilter(Filter):
         """False when no rule can match the request: it has only ranged rules for ``op`` and
         none of their spans touches ``[offset, offset + length)``. True: ask the engine."""
         cover = self._cover
-        if cover[0] is not armed or (cover[1] is not None and cover[1] != self.source.state):
+        # cover[1] is not None only when the source is a FaultEngine (it has a state).
+        if cover[0] is not armed or (
+                cover[1] is not None and cover[1] != self.source.state):  # type: ignore[attr-defined]
             cover = self._recover(armed)
         spans = cover[2].get(op)
         return spans is None or spans.touches(offset, offset + length)
