@@ -22,8 +22,8 @@ def script(*cmds: str) -> list[str]:
 def test_grow_and_shrink_side_by_side(tmp_path: Path) -> None:
     """Grow past the L1 table (4 KiB clusters: 2 MiB per L2 table), shrink to a partial
     cluster, grow again: identical output, clean images that QEMU reads alike."""
-    cmds = script("write -P 0xc5 0 3M", "length", "truncate 40M", "length",
-                  "read -P 0xc5 0 3M", "read -P 0 3M 37M", "write -P 7 39M 1M",
+    cmds = script("write -P 0xc5 0 3M", "length", "truncate 12M", "length",
+                  "read -P 0xc5 0 3M", "read -P 0 3M 9M", "write -P 7 11M 1M",
                   "truncate 1000448", "length", "read -P 0xc5 0 1000448", "truncate 8M",
                   "read -P 0 1000448 7388160", "truncate 1000", "length")
     out = []
