@@ -55,10 +55,28 @@ def remove_break_cmd(s: Session, p: Parsed) -> int:
                  f"Could not remove breakpoint {p.args[0]}")
 
 
+def _settle(s: Session, node: BlkdebugFilter, tag: str, limit: float = 10.0) -> bool:
+    """Wait while an aio request may still be on its way to TAG: qemu-io runs a request until
+    it parks before the next command reads a line, the rig's run on threads. True once one is
+    parked at TAG; False when every request has finished or is parked elsewhere."""
+    import time
+
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if node.wait_break(tag, timeout=0.02):
+            return True
+        running = sum(1 for fut, _ in s.pending if not fut.done())
+        if running <= len(node._suspended):  # the rest are parked (blkdebug.py has no getter)
+            return node.wait_break(tag, timeout=0.02)
+    return False
+
+
 @command("resume", "tag", "resumes the request tagged as tag", argmin=1, argmax=1)
 def resume_cmd(s: Session, p: Parsed) -> int:
     node = _debug_node(s)
     code = errno.ENOTSUP if node is None else (0 if node.resume(p.args[0]) else errno.ENOENT)
+    if code == errno.ENOENT and node is not None and _settle(s, node, p.args[0]):
+        code = 0 if node.resume(p.args[0]) else errno.ENOENT
     if code:
         s.out.write(f"Could not resume request: {os.strerror(code)}\n")
         return -code

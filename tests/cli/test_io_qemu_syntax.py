@@ -308,3 +308,10 @@ def test_reopen_joins_options_as_qemu(tmp_path: Path) -> None:
               "reopen -o cache-size=2M", "write -P 5 0 64k", "read -P 5 0 64k"]
     same(tmp_path, ["-f", "qcow2", *[a for line in script for a in ("-c", line)], "IMG"],
          qcow2=64 << 20)
+
+
+def test_resume_right_after_aio_write(tmp_path: Path) -> None:
+    """qemu-iotests 046: 'resume' without 'wait_break' finds the request parked (qemu-io runs
+    it up to the breakpoint before reading the next line; the rig waits for its thread)."""
+    script = "break write_aio A\naio_write -P 10 0 0x2000\nresume A\naio_flush\nread -P 10 0 8k\n"
+    same(tmp_path, ["-f", "raw", "blkdebug::IMG"], stdin=script)
