@@ -113,10 +113,13 @@ class Header:
         return V2_LENGTH if self.version == 2 else self.header_length
 
     def extension(self, type_: int) -> bytes | None:
+        """The data of the extension of this type; the last one when there are several (QEMU
+        reads them in order, each overwriting what the one before set)."""
+        found = None
         for ext in self.extensions:
             if ext.type == type_:
-                return ext.data
-        return None
+                found = ext.data
+        return found
 
     @property
     def backing_format(self) -> str | None:
