@@ -5,6 +5,7 @@ One export serves every check."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import threading
@@ -14,12 +15,30 @@ import pytest
 
 import rig
 from rig.drivers.export.device import export, fuse_mounts
+from rig.drivers.export.fuse_ops import fuse_library
+from rig.drivers.ffi import libfuse
+from rig.drivers.ffi.calls import bind
 from rig.drivers.ffi.libfuse import FUSE_CAP_ASYNC_DIO
 from rig.drivers.loop import loops_for_backing_file
 
-pytestmark = pytest.mark.rig_needs("loop", "fuse")
-
 SIZE = 4 << 20
+
+
+def test_the_low_level_tables_match_libfuse_3_14() -> None:
+    """Every function binds, typed as declared, and the structs have 3.14's x86_64 sizes (a
+    wrong layout would be a crash or a silent misreading, not an error)."""
+    try:
+        lib = fuse_library()
+    except OSError as e:
+        pytest.skip(f"no libfuse3 here: {e}")
+    for name, fn in bind(lib, libfuse.LIBFUSE_LOWLEVEL).items():
+        argtypes, restype = libfuse.LIBFUSE_LOWLEVEL[name]
+        assert list(fn.argtypes) == list(argtypes) and fn.restype == restype  # type: ignore[attr-defined]
+    sizes = {libfuse.Stat: 144, libfuse.FuseEntryParam: 176, libfuse.FuseFileInfo: 40,
+             libfuse.Statvfs: 112, libfuse.FuseConnInfo: 128, libfuse.FuseLowlevelOps: 44 * 8}
+    assert {t.__name__: ctypes.sizeof(t) for t in sizes} == {t.__name__: n
+                                                             for t, n in sizes.items()}
+    assert set(libfuse.CALLBACKS) <= set(libfuse.LOWLEVEL_OPS)
 
 
 def _caught_signals() -> int:
@@ -30,6 +49,7 @@ def _caught_signals() -> int:
     return mask & 0x7FFFFFFF
 
 
+@pytest.mark.rig_needs("loop", "fuse")
 def test_the_low_level_session_serves_one_file_and_leaves_the_process_alone(
         tmp_path: Path) -> None:
     img = tmp_path / "disk.img"
