@@ -1,8 +1,10 @@
 """libfuse3 functions and structs the FUSE export calls itself, declared as data.
 
-mfusepy loads libfuse3 (the export uses its library object, so both talk to one libfuse); the
-export binds this table to it with :func:`rig.drivers.ffi.calls.bind`. These are called per
-request, directly: ``fuse_buf_copy`` returns ``-errno``, not -1 with errno.
+The export loads libfuse3 itself (``library("fuse3")``) and binds these tables to it with
+:func:`rig.drivers.ffi.calls.bind` (the per-request ones also through ``ctypes.PyDLL``, which
+keeps the GIL). They are called directly: ``fuse_buf_copy`` and the ``fuse_reply_*`` functions
+return ``-errno``, not -1 with errno. The structs are libfuse 3.14's on x86_64 (Debian 13's);
+``tests/drivers/test_export_lowlevel.py`` checks their sizes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ LIBFUSE: Final[dict[str, Signature]] = {
 
 
 # ``struct fuse_buf`` and ``struct fuse_bufvec`` (fuse_common.h, 3.x: ``buf`` is an inline
-# array of one; mfusepy declares it as a pointer, so it has its own, unusable here).
+# array of one).
 class FuseBuf(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
                 ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
