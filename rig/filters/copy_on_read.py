@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rig.core.buffers import aligned_buffer, iov_copy_in, iov_slice
 from rig.core.node import Iov, Node, ReqFlags
@@ -45,6 +45,10 @@ def backing_of(node: Node) -> Node | None:
 
 @register_driver("copy-on-read")
 class CopyOnReadFilter(Filter):
+    #: QEMU's generic copy-on-read sends cor_write down before it writes the copied data
+    #: (rig.filters.blkdebug_events: a blkdebug rule on it below this node can fire).
+    blkdebug_events: ClassVar[frozenset[str]] = frozenset({"cor_write"})
+
     def __init__(self, *, bottom: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bottom_name = bottom

@@ -315,3 +315,18 @@ def test_resume_right_after_aio_write(tmp_path: Path) -> None:
     it up to the breakpoint before reading the next line; the rig waits for its thread)."""
     script = "break write_aio A\naio_write -P 10 0 0x2000\nresume A\naio_flush\nread -P 10 0 8k\n"
     same(tmp_path, ["-f", "raw", "blkdebug::IMG"], stdin=script)
+
+
+def test_cor_write_rule_under_copy_on_read_is_not_called_unreachable(tmp_path: Path) -> None:
+    """qemu-iotests 197: the copy-on-read filter emits cor_write, so a blkdebug rule on it
+    below -C is live (no warning; qemu-io prints none)."""
+    conf = tmp_path / "cor.conf"
+    conf.write_text('[inject-error]\nevent = "cor_write"\nsector = "2048"\n')
+    base = _backed(tmp_path)
+    top = tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+                    str(top)], check=True)
+    r = run([*RIG, "io", "-c", f"open -C -o driver=blkdebug,config={conf},image.driver=qcow2 "
+             f"{top}", "-c", "read -P 7 1M 4k", "-c", "read -P 7 0 4k"], env=NAME)
+    assert r.err == ""
+    assert r.out.count("read failed: Input/output error") == 1  # the copy at sector 2048
