@@ -244,7 +244,14 @@ class Qcow2Node(Node):
             if isinstance(plain, str):
                 child_opts = Options(flatten(_file_spec(plain, None)), "backing.", inherited)
             else:
-                child_opts = opts.child("backing", inherited)
+                sub = {k[len("backing."):]: opts.raw(k) for k in keys
+                       if k.startswith("backing.")}
+                name = self._header_backing_name()
+                if name and "driver" in sub and not any(
+                        k in ("file", "filename") or k.startswith("file.") for k in sub):
+                    # backing.driver=qcow2 alone: the header's file, in that format (114)
+                    sub.update({"file.driver": "file", "file.filename": name})
+                child_opts = Options(sub, "backing.", inherited)
         else:
             assert self.header is not None
             # C strings in QEMU: a name or format ends at its first NUL
@@ -283,6 +290,14 @@ class Qcow2Node(Node):
             _depth.value = depth
         self.attach_child("backing", node)
         self._backing_len = node.getlength()
+
+    def _header_backing_name(self) -> str | None:
+        """The header's backing file name as a path (relative to the image), or None."""
+        assert self.header is not None
+        name = (self.header.backing_file or "").split("\0")[0]
+        if not name or name.startswith("json:") or ":" in name.split("/")[0]:
+            return None
+        return name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path), name)
 
     def is_inserted(self) -> bool:
         """False once a fatal corruption event has made the node unusable (QEMU's node
@@ -546,6 +561,8 @@ class Qcow2Node(Node):
                 self._check_data_write(host + r.inner, r.n)
                 self.emit_below("write_aio")
                 self.file.pwritev(host + r.inner, r.n, iov_slice(iov, r.pos, r.n))
+            elif r.kind is Kind.ZERO_ALLOC or (r.kind is Kind.ZERO_PLAIN and r.clusters > 1):
+                self._write_zero_run(offset, r, iov)
             elif r.inner == 0 and r.n >= cs:
                 done = 0
                 while done < r.n:
@@ -554,6 +571,42 @@ class Qcow2Node(Node):
             else:
                 self._write_alloc(r.gc, r.inner, r.n, iov_slice(iov, r.pos, r.n), r.entry,
                                   r.kind)
+
+    def _write_zero_run(self, offset: int, r: _Run, iov: Iov) -> None:
+        """A run of zero clusters, cluster by cluster: a preallocated one with COPIED takes the
+        data in place (QEMU's handle_copied keeps it; the rest of it is zeroed), the others get
+        new clusters."""
+        cs, version = self.cluster_size, self.tables.version
+        if r.kind is Kind.ZERO_PLAIN and r.inner == 0 and r.n >= cs and not any(
+                e & COPIED and classify(e, version) is Kind.ZERO_ALLOC
+                for e in (self.tables.l2_entry(r.gc + k) for k in range(r.clusters))):
+            done = 0  # nothing to keep: one contiguous allocation, as before
+            while done < r.n:
+                done += self._write_alloc_full(r.gc + done // cs, (r.n - done) // cs,
+                                               iov_slice(iov, r.pos + done, r.n - done))
+            return
+        for k in range(r.clusters):
+            gc = r.gc + k
+            lo = max(r.pos, gc * cs - offset)
+            hi = min(r.pos + r.n, gc * cs + cs - offset)
+            if hi <= lo:
+                continue
+            inner, n = offset + lo - gc * cs, hi - lo
+            parts = iov_slice(iov, lo, n)
+            entry = self.tables.l2_entry(gc)
+            kind = classify(entry, version)
+            if kind is Kind.ZERO_ALLOC and entry & COPIED:
+                host = self._host(entry, gc)
+                buf = aligned_buffer(cs)
+                iov_copy_out(parts, buf[inner:inner + n])
+                if n < cs:
+                    self.emit_below("cluster_alloc_space")
+                self.emit_below("write_aio")
+                self._io_write(host, buf)
+                l2_off, i2 = self._l2_for_write(gc)
+                self.tables.set_l2_entry(l2_off, i2, (entry & OFFSET_MASK) | COPIED)
+            else:
+                self._write_alloc(gc, inner, n, parts, entry, kind)
 
     def _write_alloc_full(self, gc: int, count: int, parts: Iov) -> int:
         """Whole clusters from ``gc`` (up to ``count``, within one L2 table) that all need a new
