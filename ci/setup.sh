@@ -16,7 +16,7 @@ need=()
 for tool in qemu-io:qemu-utils qemu-storage-daemon:qemu-system-common fio:fio mkfs.ext4:e2fsprogs losetup:util-linux fusermount3:fuse3 sg_inq:sg3-utils sshd:openssh-server ssh:openssh-client; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
-# Exports (rig run / rig.drivers.export) serve a FUSE file through mfusepy, which loads libfuse3.
+# Exports (rig run / rig.drivers.export) serve a FUSE file through libfuse3's low-level API (ctypes).
 ldconfig -p | grep 'libfuse3\.so\.3 ' >/dev/null || need+=(libfuse3-3)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

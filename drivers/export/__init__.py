@@ -16,11 +16,10 @@ from rig.drivers.export.device import (
     export,
     fuse_available,
     fuse_mounts,
-    load_mfusepy,
     sweep_stale,
 )
 
 __all__ = [
     "DEFAULT_THREADS", "LIBFUSE3_MAX_WRITE", "MAX_THREADS", "MOUNT_TIMEOUT", "PREFIX", "Export",
-    "export", "fuse_available", "fuse_mounts", "load_mfusepy", "sweep_stale",
+    "export", "fuse_available", "fuse_mounts", "sweep_stale",
 ]

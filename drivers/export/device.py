@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import ModuleType
 
 from rig.core.backend import BlockBackend
 from rig.drivers.export.fuse_ops import FILE_NAME, ExportOperations, fuse_library
@@ -83,20 +82,6 @@ class Export:
         done = subprocess.run(["umount", mountpoint], capture_output=True)
         if done.returncode != 0:
             subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=True)
-
-
-def load_mfusepy() -> ModuleType:
-    """Import mfusepy bound to libfuse3 (``FUSE_LIBRARY_NAME=fuse3``), or raise RigError."""
-    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-    try:
-        import mfusepy
-    except (ImportError, OSError) as e:
-        raise RigError(f"{_NEED_FUSE}: {e}") from None
-    if getattr(mfusepy, "fuse_version_major", None) != 3:
-        raise RigError(f"mfusepy loaded libfuse{mfusepy.fuse_version_major}, not libfuse3 "
-                       "(set FUSE_LIBRARY_NAME=fuse3 before importing it)")
-    module: ModuleType = mfusepy
-    return module
 
 
 def load_libfuse() -> None:
