@@ -64,7 +64,9 @@ class CopyOnReadFilter(Filter):
         return node.open_child(ctx, node._check)
 
     def _check(self) -> None:
-        if self.child.read_only and not self.read_only:
+        if self.read_only:  # it writes what it copies: QEMU's permission error
+            raise ConfigError("Block node is read-only")
+        if self.child.read_only:
             raise ConfigError("copy-on-read: the image below must be writable")
         if self.bottom_name:
             node = backing_of(self.child)

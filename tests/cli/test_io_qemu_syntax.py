@@ -208,7 +208,8 @@ def _backed(tmp_path: Path) -> Path:
     ["-s", "-c", "write -P 9 0 64k", "-c", "read -P 9 0 64k", "-c", "map"],
     ["-s", "-C", "-c", "read -P 7 64k 64k", "-c", "map"],
     ["-c", "open -C -s IMG", "-c", "read -P 7 1M 4k", "-c", "map"],
-], ids=["C", "C-read-only", "s", "s-C", "open-C-s"])
+    ["-c", "open -r -o driver=copy-on-read,file.driver=qcow2 IMG", "-c", "read 0 1"],
+], ids=["C", "C-read-only", "s", "s-C", "open-C-s", "driver-read-only"])
 def test_copy_on_read_and_snapshot(tmp_path: Path, args: list[str]) -> None:
     """qemu-io's -C (copy-on-read into the top image, 197, 215) and -s (writes to a throw-away
     overlay, 052): the same output, and afterwards the same image."""
