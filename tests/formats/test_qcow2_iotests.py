@@ -186,3 +186,27 @@ def test_unaligned_refcount_block_is_found_when_used(tmp_path: Path) -> None:
     r = rig_io(*args, str(tmp_path / "rig.qcow2"), env=ENV)
     same(q, r)
     assert "Refblock offset 0x20600 unaligned (reftable index: 0x1)" in r.err
+
+
+def test_preallocated_zero_clusters_are_reused(tmp_path: Path) -> None:
+    """iotest 066: data over preallocated zero clusters goes in place, and host-contiguous
+    in-place clusters are one write (one write_aio: a rule armed by the first one fails
+    nothing); the image's map does not change."""
+    maps = []
+    for tool in ("qemu", "rig"):
+        img = tmp_path / f"{tool}.qcow2"
+        run("qemu-img", "create", "-q", "-f", "qcow2", img, "192k")
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 42 0 192k", img)
+        before = run("qemu-img", "map", "--output=json", img).stdout
+        run("qemu-io", "-f", "qcow2", "-c", "write -z 64k 64k", img)
+        spec = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'image.filename': "
+                f"'{img}', 'set-state': [{{'event': 'write_aio', 'new_state': 2}}], "
+                "'inject-error': [{'event': 'write_aio', 'state': 2}]}}")
+        args = ["-c", "write -P 23 0 192k", "-c", "read -P 23 0 192k", spec]
+        res = qemu_io(*args) if tool == "qemu" else rig_io(*args, env=ENV)
+        assert "fail" not in res.out and res.rc == 0, res.out + res.err
+        check(img)
+        after = run("qemu-img", "map", "--output=json", img).stdout
+        assert after == before
+        maps.append(after.replace(str(img), "IMG"))
+    assert maps[1] == maps[0]

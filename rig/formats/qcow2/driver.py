@@ -105,6 +105,7 @@ class Qcow2Node(Node):
         self._head_used = 0
         self.snapshots: list[snapshots.Snapshot] = []
         self.free_byte_offset = 0
+        self._next_host = -1
         """Where the next compressed cluster may go (QEMU's free_byte_offset; 0: nowhere)."""
 
     # ------------------------------------------------------------------ open
@@ -553,14 +554,19 @@ class Qcow2Node(Node):
 
     def _write(self, offset: int, length: int, iov: Iov) -> None:
         cs = self.cluster_size
+        # in-place writes that continue on the host where the last one ended are one request
+        # to QEMU (data and preallocated zero clusters together): one write_aio event
+        self._next_host = -1
         for r in self._cluster_runs(offset, length, write=True):
             if r.kind is Kind.NORMAL and r.entry & COPIED:
                 host = self._host(r.entry, r.gc)
                 if r.clusters > 1:
                     self._host(r.entry + (r.clusters - 1) * cs, r.gc + r.clusters - 1)
                 self._check_data_write(host + r.inner, r.n)
-                self.emit_below("write_aio")
+                if host + r.inner != self._next_host:
+                    self.emit_below("write_aio")
                 self.file.pwritev(host + r.inner, r.n, iov_slice(iov, r.pos, r.n))
+                self._next_host = host + r.inner + r.n
             elif r.kind is Kind.ZERO_ALLOC or (r.kind is Kind.ZERO_PLAIN and r.clusters > 1):
                 self._write_zero_run(offset, r, iov)
             elif r.inner == 0 and r.n >= cs:
@@ -585,28 +591,44 @@ class Qcow2Node(Node):
                 done += self._write_alloc_full(r.gc + done // cs, (r.n - done) // cs,
                                                iov_slice(iov, r.pos + done, r.n - done))
             return
+        pieces = []
         for k in range(r.clusters):
             gc = r.gc + k
             lo = max(r.pos, gc * cs - offset)
             hi = min(r.pos + r.n, gc * cs + cs - offset)
-            if hi <= lo:
-                continue
-            inner, n = offset + lo - gc * cs, hi - lo
-            parts = iov_slice(iov, lo, n)
-            entry = self.tables.l2_entry(gc)
-            kind = classify(entry, version)
-            if kind is Kind.ZERO_ALLOC and entry & COPIED:
-                host = self._host(entry, gc)
-                buf = aligned_buffer(cs)
-                iov_copy_out(parts, buf[inner:inner + n])
-                if n < cs:
-                    self.emit_below("cluster_alloc_space")
-                self.emit_below("write_aio")
-                self._io_write(host, buf)
-                l2_off, i2 = self._l2_for_write(gc)
-                self.tables.set_l2_entry(l2_off, i2, (entry & OFFSET_MASK) | COPIED)
-            else:
+            if hi > lo:
+                entry = self.tables.l2_entry(gc)
+                pieces.append((gc, offset + lo - gc * cs, hi - lo, iov_slice(iov, lo, hi - lo),
+                               entry, classify(entry, version)))
+        i = 0
+        while i < len(pieces):
+            gc, inner, n, parts, entry, kind = pieces[i]
+            if not (kind is Kind.ZERO_ALLOC and entry & COPIED):
                 self._write_alloc(gc, inner, n, parts, entry, kind)
+                i += 1
+                continue
+            # kept clusters contiguous on the host go out in one write, as QEMU's one request
+            j = i + 1
+            while j < len(pieces) and pieces[j][5] is Kind.ZERO_ALLOC and pieces[j][4] & COPIED \
+                    and pieces[j][4] & OFFSET_MASK == (entry & OFFSET_MASK) + (j - i) * cs:
+                j += 1
+            host = self._host(entry, gc)
+            if j - i > 1:
+                self._host(pieces[j - 1][4], pieces[j - 1][0])
+            buf = aligned_buffer((j - i) * cs)
+            for g2, inner2, n2, parts2, _, _ in pieces[i:j]:
+                at = (g2 - gc) * cs + inner2
+                iov_copy_out(parts2, buf[at:at + n2])
+            if any(p[2] < cs for p in pieces[i:j]):
+                self.emit_below("cluster_alloc_space")
+            if host != self._next_host:
+                self.emit_below("write_aio")
+            self._io_write(host, buf)
+            self._next_host = host + buf.nbytes
+            for g2, _, _, _, e2, _ in pieces[i:j]:
+                l2_off, i2 = self._l2_for_write(g2)
+                self.tables.set_l2_entry(l2_off, i2, (e2 & OFFSET_MASK) | COPIED)
+            i = j
 
     def _write_alloc_full(self, gc: int, count: int, parts: Iov) -> int:
         """Whole clusters from ``gc`` (up to ``count``, within one L2 table) that all need a new
@@ -615,6 +637,7 @@ class Qcow2Node(Node):
         cs = self.cluster_size
         t = self.tables
         version = t.version
+        self._next_host = -1
         limit = min(count, t.l2_entries - gc % t.l2_entries)
         # the run's entries (already checked by the walk that found the run), cut before a
         # cluster that can be written in place
@@ -649,6 +672,7 @@ class Qcow2Node(Node):
         """Give guest cluster ``gc`` a new host cluster holding its old content with
         ``[inner, inner+n)`` replaced by ``parts`` (zeroes when None)."""
         cs = self.cluster_size
+        self._next_host = -1
         l2_off, i2 = self._l2_for_write(gc)
         buf = aligned_buffer(cs)
         host = self.refs.alloc()
