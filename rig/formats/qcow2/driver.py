@@ -236,7 +236,7 @@ class Qcow2Node(Node):
         inherited = {**ctx.inherited(), "read-only": True}
         keys = set(opts.keys())
         given = "backing" in keys or any(k.startswith("backing.") for k in keys)
-        child_opts: Options | None = None
+        child_opts: Options
         if given:
             plain = opts.raw("backing") if "backing" in keys else None
             if "backing" in keys and plain is None and not any(
@@ -245,6 +245,8 @@ class Qcow2Node(Node):
             if isinstance(plain, str):
                 child_opts = Options(flatten(_file_spec(plain, None)), "backing.", inherited)
             else:
+                if plain is not None:
+                    raise ConfigError("Invalid parameter type for 'backing', expected: string")
                 sub = {k[len("backing."):]: opts.raw(k) for k in keys
                        if k.startswith("backing.")}
                 name = self._header_backing_name()
@@ -274,8 +276,6 @@ class Qcow2Node(Node):
                         raise ConfigError(f"Could not open backing file: {e}") from None
                 flat = flatten(_file_spec(name, fmt))
             child_opts = Options(flat, "backing.", inherited)
-        if child_opts is None:
-            return
         depth = getattr(_depth, "value", 0)
         if depth >= MAX_CHAIN:
             raise CorruptImageError(self.path, f"backing chain deeper than {MAX_CHAIN} "
