@@ -90,6 +90,10 @@ def _alloc_bytes(node: Qcow2Node, size: int) -> int:
     free = cs - offset % cs
     if not offset or free < size:
         new = refs.find_free() << cb
+        if new == 0:
+            io = node._io
+            assert io is not None
+            raise io.event("Preventing invalid allocation of compressed cluster at offset 0")
         if not offset or -(-offset // cs) * cs != new:
             offset = new
     for c in range(offset >> cb, ((offset + size - 1) >> cb) + 1):

@@ -747,6 +747,9 @@ class Qcow2Node(Node):
         t, io = self.tables, self._io
         assert io is not None
         new = self.refs.alloc()
+        if new == 0:  # the refcounts call the header free: QEMU refuses before writing
+            self._unalloc(new)
+            raise io.event("Preventing invalid allocation of L2 table at offset 0")
         if old & OFFSET_MASK:
             self.emit_below("l2_alloc_cow_read")
             table = bytearray(t.l2_table(old & OFFSET_MASK))
