@@ -161,6 +161,7 @@ def make_opener(allow: list[str], err: Any) -> Any:
     def opener(path: str | None, o: OpenOptions) -> BlockBackend:
         mode = parse_cache_mode(o.cache)
         flat, probed = build_spec(path, o, err)
+        policy = error_policy(flat)
         defaults: dict[str, Any] = {
             "cache.direct": mode.direct,
             "cache.no-flush": mode.no_flush,
@@ -187,9 +188,37 @@ def make_opener(allow: list[str], err: Any) -> Any:
             image.probed = True  # type: ignore[attr-defined]
         # qemu-io's observable behaviour includes QEMU 7.2 swallowing a failed RMW read.
         return BlockBackend(root, write_cache=mode.writeback, read_only=o.read_only or None,
-                            swallow_rmw_read_errors=True)
+                            swallow_rmw_read_errors=True, **policy)
 
     return opener
+
+
+#: ``-o rerror=...,werror=...``: QEMU's drive options for the error policy (qemu-io itself has
+#: no such keys). Only what needs no control channel: a stopped request would park rig io's one
+#: command loop for good, so ``stop`` and ``enospc`` are for ``rig export`` / ``rig run --qmp``.
+POLICY_KEYS = {"rerror": "on_read_error", "werror": "on_write_error"}
+IO_POLICIES = ("report", "ignore")
+
+
+def error_policy(flat: dict[str, Any]) -> dict[str, str]:
+    """Take ``rerror``/``werror`` out of the top level of ``flat``: the backend's keyword
+    arguments, or ConfigError for a value rig io cannot serve."""
+    from rig.core.values import shown
+
+    policy: dict[str, str] = {}
+    for key, kwarg in POLICY_KEYS.items():
+        if key not in flat:
+            continue
+        value = flat.pop(key)
+        if value in ("stop", "enospc"):
+            flag = "--on-read-error" if key == "rerror" else "--on-write-error"
+            raise ConfigError(f"{key}={value}: rig io cannot resume a stopped request; use rig "
+                              f"export or rig run with {flag}={value} --qmp SOCKET")
+        if value not in IO_POLICIES:
+            raise ConfigError(f"{key}: {shown(value)} is not one of report, ignore (stop and "
+                              "enospc: rig export/run --qmp)")
+        policy[kwarg] = value
+    return policy
 
 
 @contextlib.contextmanager
