@@ -80,7 +80,8 @@ class BlkdebugFilter(Filter):
         self.config_file: str | None = None
         #: Warnings about rules that can never fire in this graph (rig.filters.blkdebug_reach).
         self.unreachable: list[str] = []
-        #: Where "blkdebug: Suspended request 'TAG'" lines go (qemu-io prints them on stdout).
+        #: Where "blkdebug: Suspended request 'TAG'" lines go: stderr, so they never mix with a
+        #: program's output under rig run/export; rig io sends them to stdout, as qemu-io does.
         self.say: Callable[[str], None] = _print
 
     # ------------------------------------------------------------------- open
@@ -300,8 +301,8 @@ class BlkdebugFilter(Filter):
 
 
 def _print(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _sub(opts: Options, prefix: str) -> dict[str, Any]:

@@ -173,3 +173,22 @@ def test_errno_out_of_range_is_refused_at_open_not_at_the_first_request(img: Pat
 def test_unicode_digit_rule_index_is_an_unknown_parameter(img: Path) -> None:
     with pytest.raises(ConfigError, match="Invalid parameter"):
         open_debug(img, **{"inject-error.².event": "read_aio"})
+
+
+def test_suspend_lines_go_to_stderr_outside_rig_io(img: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """Under rig run/export (no qemu-io session) the breakpoint lines must not mix with the
+    program's or the export's stdout."""
+    blk = rig.open({"driver": "raw", "file": {"driver": "blkdebug", "image": {
+        "driver": "file", "filename": str(img)}}})
+    dbg = find_debug_node(blk.root)  # its own ``say``, as rig run/export leave it
+    assert dbg is not None
+    dbg.set_breakpoint("write_aio", "w")
+    fut = blk.submit(blk.pwrite, 0, b"\x42" * 512)
+    assert dbg.wait_break("w", timeout=5)
+    assert dbg.resume("w")
+    fut.result(timeout=5)
+    blk.close()
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "blkdebug: Suspended request 'w'" in err and "blkdebug: Resuming request 'w'" in err
