@@ -188,7 +188,9 @@ def make_opener(allow: list[str], err: Any) -> Any:
             image.probed = True  # type: ignore[attr-defined]
         # qemu-io's observable behaviour includes QEMU 7.2 swallowing a failed RMW read.
         return BlockBackend(root, write_cache=mode.writeback, read_only=o.read_only or None,
-                            swallow_rmw_read_errors=True, **policy)
+                            swallow_rmw_read_errors=True,
+                            on_read_error=policy.get("on_read_error", "report"),
+                            on_write_error=policy.get("on_write_error", "report"))
 
     return opener
 
