@@ -40,6 +40,8 @@ from rig.drivers.ffi.ioctls import (
 from rig.errors import ConfigError, DeviceNotFoundError, RigError, StateError
 
 LOOP_CONTROL = "/dev/loop-control"
+#: udevd's control socket (rig.drivers.udev.UDEV_CONTROL): no udevd, nothing to wait for.
+UDEV_CONTROL = "/run/udev/control"
 #: Attempts before giving up on a free device (util-linux uses the same bound).
 MAX_ATTEMPTS = 64
 
@@ -456,7 +458,9 @@ class LoopDevice:
                 os.close(ctl)
         finally:
             os.close(backing_fd)
-        return cls(fd, index, spec, attempts)
+        device = cls(fd, index, spec, attempts)
+        settle_after_change(device.path)
+        return device
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -618,6 +622,18 @@ def _scratch_dir(directory: str | None, direct_io: bool) -> str:
             continue
         return candidate
     raise ConfigError("no writable scratch directory supporting O_DIRECT (pass dir=...)")
+
+
+def settle_after_change(path: str | os.PathLike[str]) -> None:
+    """The kernel has just sent events for ``path`` (bound, medium swapped): wait until udev
+    (where one runs) has handled them, so what is read next (by-id links, the udev database) is
+    the device as it is now and no udev probe still holds it. Returns at once without a udevd.
+    """
+    if not os.path.exists(UDEV_CONTROL):
+        return
+    from rig.drivers.udev import settle
+
+    settle(str(path), sent=True)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import threading
 from types import TracebackType
 
 from rig.drivers.ffi.ioctls import LoopInfo64, ioctl, ioctl_read
-from rig.drivers.loop import LoopDevice
+from rig.drivers.loop import LoopDevice, settle_after_change
 from rig.errors import ConfigError
 
 #: lo_offset for "no medium": beyond any file, so every backing file has loop size 0.
@@ -96,6 +96,7 @@ class LoopDrive:
                 self.tray_open = False
         finally:
             os.close(fd)
+        settle_after_change(self.path)
 
     def remove(self, *, open_tray: bool = True) -> None:
         """Take the medium out (the file is released) and leave the tray open."""

@@ -299,7 +299,8 @@ def wait_until_ready(path: str, timeout: float = 10.0, *, poll_interval: float =
             events.poll(min(left, poll_interval))
 
 
-def settle(what: str, timeout: float = SETTLE_TIMEOUT_S, *, changed: str | None = None) -> None:
+def settle(what: str, timeout: float = SETTLE_TIMEOUT_S, *, changed: str | None = None,
+           sent: bool = False) -> None:
     """Wait until udev has handled every event so far, so what is read next (the udev
     database, /dev/disk links) is the device as it is now. Call it after the rig changed a
     device: attached it, changed its medium, or let a test write to it (a partition table).
@@ -308,12 +309,15 @@ def settle(what: str, timeout: float = SETTLE_TIMEOUT_S, *, changed: str | None 
     watch does when a disk opened for writing is closed), so its properties are read again;
     then ``udevadm settle`` makes sure udevd has taken in every event sent so far. Without
     ``changed`` (nothing was just changed by the rig), an empty queue (no
-    :data:`UDEV_QUEUE`) is enough and costs no process. ``what`` names the device in the
+    :data:`UDEV_QUEUE`) is enough and costs no process. ``sent``: the kernel has just sent
+    events of its own (a loop device bound, a medium swapped), which udevd may not have queued
+    yet, so ``udevadm settle`` runs anyway (it asks udevd to take in every event sent before it
+    looks at the queue). ``what`` names the device in the
     error. Without a udevd this returns at once: nothing processes events, and identity then
     comes from sysfs, which is always current.
     Raises RigError (one line: the device, the timeout) when udev does not settle in time.
     """
-    if not udevd_running() or (changed is None and not os.path.exists(UDEV_QUEUE)):
+    if not udevd_running() or (changed is None and not sent and not os.path.exists(UDEV_QUEUE)):
         return
     if changed is not None:
         name = os.path.basename(os.path.realpath(changed))
