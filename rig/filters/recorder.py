@@ -6,8 +6,12 @@ Graph form::
 
 Every request goes on to the child unchanged. Once the child has completed a write, write-zeroes,
 discard or flush successfully, the filter appends it to the write log (:mod:`rig.crash.logfile`)
-with its data, so the record order is the completion order. Reads, block status and the rest pass
-through unlogged. :meth:`RecorderFilter.mark` appends a user mark.
+with its data, so the record order is the completion order. Overlapping requests pass through one
+at a time (a request and its record complete before an overlapping one starts), so for every
+byte the log's order is the order the child saw: two concurrent writes to one block could
+otherwise land in one order and be logged in the other, and the replay would differ from the
+device. Reads, block status and the rest pass through unlogged. :meth:`RecorderFilter.mark`
+appends a user mark.
 
 * A flush record says which records it covers: those that had completed when the flush was
   submitted (a write completing while the flush runs is not covered by it).
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from rig.core.node import Iov, Node, ReqFlags
 from rig.core.registry import register_driver
+from rig.core.tracked import RequestTracker
 from rig.crash.logfile import LogWriter
 from rig.errors import ConfigError
 from rig.filters.base import Filter
@@ -59,6 +64,8 @@ class RecorderFilter(Filter):
         self.failed = 0
         """Requests the child failed (each has a system mark in the log)."""
         self._writer: LogWriter | None = None
+        #: Requests between the child and their record; overlapping ones wait for each other.
+        self._in_flight = RequestTracker()
 
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
@@ -101,33 +108,45 @@ class RecorderFilter(Filter):
 
     # ------------------------------------------------------------ driver hooks
     def _pwritev(self, offset: int, length: int, iov: Iov, flags: ReqFlags) -> None:
+        req = self._in_flight.begin(offset, offset + length, serialising=True)
         try:
-            self.child.pwritev(offset, length, iov, flags)
-        except OSError as e:
-            self._fail("write", offset, length, e)
-            raise
-        self.writer.write(offset, b"".join(iov), fua=self._logged_fua(flags))
+            try:
+                self.child.pwritev(offset, length, iov, flags)
+            except OSError as e:
+                self._fail("write", offset, length, e)
+                raise
+            self.writer.write(offset, b"".join(iov), fua=self._logged_fua(flags))
+        finally:
+            self._in_flight.end(req)
 
     def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
+        req = self._in_flight.begin(offset, offset + length, serialising=True)
         try:
-            self.child.write_zeroes(offset, length, flags)
-        except OSError as e:
-            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):  # the backend falls back
-                self._fail("write_zeroes", offset, length, e)
-            raise
-        self.writer.write_zeroes(offset, length, fua=self._logged_fua(flags),
-                                 may_unmap=bool(flags & ReqFlags.MAY_UNMAP))
+            try:
+                self.child.write_zeroes(offset, length, flags)
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):  # the backend falls back
+                    self._fail("write_zeroes", offset, length, e)
+                raise
+            self.writer.write_zeroes(offset, length, fua=self._logged_fua(flags),
+                                     may_unmap=bool(flags & ReqFlags.MAY_UNMAP))
+        finally:
+            self._in_flight.end(req)
 
     def _discard(self, offset: int, length: int) -> None:
         if not self.child.discard_unmap:
             return
+        req = self._in_flight.begin(offset, offset + length, serialising=True)
         try:
-            self.child.discard(offset, length)
-        except OSError as e:
-            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                self._fail("discard", offset, length, e)
-            raise
-        self.writer.discard(offset, length)
+            try:
+                self.child.discard(offset, length)
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    self._fail("discard", offset, length, e)
+                raise
+            self.writer.discard(offset, length)
+        finally:
+            self._in_flight.end(req)
 
     def _flush(self) -> None:
         """The generic flush (this node and below), then a flush record covering what had
