@@ -84,7 +84,9 @@ def parse_config_text(text: str, source: str = "") -> list[Section]:
             group = m.group(1)
             if group not in GROUP_KEYS:
                 raise ConfigError(f"There is no option group '{printable(group)}'")
-            current = Section(group, where=f"{printable(source or 'config')}:{number} [{group}]")
+            # The whole path (up to PATH_MAX): a warning naming a rule must say which file.
+            name = printable(source or "config", limit=4096)
+            current = Section(group, where=f"{name}:{number} [{group}]")
             sections.append(current)
             continue
         scanned = scan_key_value(line)

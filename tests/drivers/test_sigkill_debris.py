@@ -207,9 +207,24 @@ def test_rig_export_killed_while_serving(start: Callable[..., Rig], tmp_path: Pa
     _assert_nothing_left(run)
 
 
+def _wrote_pattern(pid: int) -> bool:
+    """Whether a loop device ``pid`` holds starts with rig io's ``write -P 1 0 4k``."""
+    for loop in _held_loops(pid):
+        try:
+            with open(f"/dev/{loop}", "rb") as f:
+                if f.read(4096) == b"\x01" * 4096:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def test_rig_io_loop_killed_between_commands(start: Callable[..., Rig]) -> None:
     run = start("io", "--loop", "4M", "-c", "write -P 1 0 4k", "-c", "sleep 60000")
-    run.wait_for_line("wrote 4096/4096")
+    # rig io's stdout is block-buffered on a pipe (as qemu-io's), so its 'wrote' line comes
+    # only at exit: wait for the write on the device itself.
+    _poll(lambda: _wrote_pattern(run.proc.pid) or run.proc.poll() is not None, 30)
+    assert _wrote_pattern(run.proc.pid), f"rig io never wrote its loop device: {run.lines}"
     run.kill()
     assert run.held  # it held its loop device when it died
     _assert_nothing_left(run)
