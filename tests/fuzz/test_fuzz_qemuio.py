@@ -67,7 +67,8 @@ def _opener(path: str | None, o: OpenOptions) -> BlockBackend:
 
 # ------------------------------------------------------------------------------ generators
 _NAMES = sorted({n for c in commands.COMMANDS.values() for n in (c.name, c.altname) if n}
-                - {"wait_break"})  # blkdebug-only; no blkdebug node here
+                - {"wait_break",  # blkdebug-only; no blkdebug node here
+                   "abort", "sigraise"})  # end the process by design (as in qemu-io): the worker
 ordinary = st.sampled_from(["0", "512", "4k", "64k", "0x200", "1.5k", "4096", "65024", "7"])
 #: Lengths that are valid and huge would allocate gigabytes (as in qemu-io): left out.
 hostile_number = st.sampled_from([
