@@ -26,7 +26,6 @@ which are not ``errno`` style (``posix_memalign`` returns the error, ``fuse_buf_
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -35,8 +34,9 @@ from typing import Any, TypeAlias
 #: ``(argtypes, restype)`` of one C function; ``restype`` None is ``void``.
 Signature: TypeAlias = tuple[Sequence[Any], Any]
 
-#: The file to load when ``ctypes.util.find_library`` finds nothing (no ldconfig, no compiler).
-_FALLBACK = {"c": "libc.so.6"}
+#: The sonames tried first: ``ctypes.util.find_library`` runs ldconfig (a process, ~20 ms), which
+#: would land on the first request that needs the library (a write-zeroes' fallocate).
+_SONAMES = {"c": "libc.so.6", "fuse3": "libfuse3.so.3"}
 _LIBRARIES: dict[str, ctypes.CDLL] = {}
 
 
@@ -44,8 +44,15 @@ def library(name: str) -> ctypes.CDLL:
     """The C library ``name`` (``"c"`` is libc), loaded once per process, with ``use_errno``."""
     lib = _LIBRARIES.get(name)
     if lib is None:
-        path = ctypes.util.find_library(name) or _FALLBACK.get(name, f"lib{name}.so")
-        lib = _LIBRARIES[name] = ctypes.CDLL(path, use_errno=True)
+        try:
+            lib = ctypes.CDLL(_SONAMES[name], use_errno=True)
+        except (KeyError, OSError):
+            # ctypes.util imports subprocess, shutil and tempfile: only for an unknown soname.
+            from ctypes.util import find_library
+
+            path = find_library(name) or f"lib{name}.so"
+            lib = ctypes.CDLL(path, use_errno=True)
+        _LIBRARIES[name] = lib
     return lib
 
 
