@@ -67,9 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     return build(COMMANDS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # Die quietly on a closed pipe or Ctrl-C; the drivers' cleanup still runs (atexit, finally).
+def entry() -> int:
+    """The ``rig`` program (``[project.scripts]`` and ``python -m rig``): :func:`main` in a
+    process of its own, which dies quietly on a closed pipe (``rig devices | head``) as a Unix
+    tool does; the drivers' cleanup still runs (atexit, finally) for the signals the rig handles.
+
+    Only here: :func:`main` called in-process (tests, a pytest worker, an embedding program)
+    leaves the caller's signal dispositions alone, since a SIGPIPE set to default there kills
+    the whole host process at its next write to a closed socket."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    return main()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``rig ARGV`` in this process and return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["io"]:  # qemu-io's own command line and messages, no argparse (issue 19)
         from rig.cli.io_cmd import main as io_main
@@ -98,4 +109,4 @@ def run_parsed(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

@@ -80,14 +80,19 @@ def _run(args: argparse.Namespace) -> int:
         host, sep, guest = spec.partition(":")
         shares.append((host, guest) if sep else host)
     # SIGTERM ends the run like Ctrl-C does: through the cleanup (QEMU killed, temp dir gone).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    guest = Guest(disks=args.disk, cdrom=args.cdrom, scsi_debug=args.scsi_debug,
-                  null_blk=null_blk, modules=args.module, shares=shares, memory=args.memory,
-                  smp=args.smp, accel=args.accel, boot_timeout=args.timeout, fetch=True)
-    with guest as g:
-        result = g.run(cmd, timeout=args.timeout, echo=True)
-        if args.console:
-            sys.stderr.write(result.console)
+    # The caller's handler comes back at the end (main may run inside another program).
+    old = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        guest = Guest(disks=args.disk, cdrom=args.cdrom, scsi_debug=args.scsi_debug,
+                      null_blk=null_blk, modules=args.module, shares=shares,
+                      memory=args.memory, smp=args.smp, accel=args.accel,
+                      boot_timeout=args.timeout, fetch=True)
+        with guest as g:
+            result = g.run(cmd, timeout=args.timeout, echo=True)
+            if args.console:
+                sys.stderr.write(result.console)
+    finally:
+        signal.signal(signal.SIGTERM, old)
     if result.lost:
         print(f"{_PROG}: {result.message}", file=sys.stderr)
     return result.status

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 def main() -> int:
     """Run ``rig`` with ``sys.argv`` (what ``[project.scripts] rig`` runs)."""
-    from rig.cli.main import main as cli_main
+    from rig.cli.main import entry
 
-    return cli_main()
+    return entry()
 
 
 if __name__ == "__main__":
