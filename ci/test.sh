@@ -8,6 +8,8 @@ bash ci/setup.sh
 .venv/bin/ruff check .
 bash ci/typecheck.sh
 # --rig-vm: tests needing sg, a CD-ROM, scsi_debug, dm or null_blk run in one VM lab guest
-# (before the host's tests); RIG_REQUIRE_VM=1 makes a VM lab that cannot boot a failure here.
+# (on one worker while the other runs the host's tests); RIG_REQUIRE_VM=1 makes a VM lab
+# that cannot boot a failure here.
 export RIG_REQUIRE_VM="${RIG_REQUIRE_VM-1}"
-exec .venv/bin/python -m pytest -n "${RIG_TEST_WORKERS:-2}" --rig-vm "$@"
+# --dist worksteal: the worker that runs the guest holds no tests the other cannot steal.
+exec .venv/bin/python -m pytest -n "${RIG_TEST_WORKERS:-2}" --dist worksteal --rig-vm "$@"
