@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from rig.core.backend import BlockBackend
 from rig.core.cache import parse_cache_mode
@@ -17,8 +16,10 @@ from rig.formats import probe_format
 from rig.qemuio import commands
 from rig.qemuio.session import OpenOptions, Session
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 DESCRIPTION = """\
 Run qemu-io commands (-c, or one per line on standard input) against IMAGE: a file, a block

@@ -12,11 +12,11 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rig.cli.status import BAD_INPUT, INTERRUPTED, report
 from rig.errors import RigError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:  # argparse loads with the parser (cli/parser.py): rig io does without it
     import argparse
 

@@ -18,10 +18,10 @@ status").
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from rig.errors import ConfigError, DeviceNotFoundError, UnsafeDeviceError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
     import argparse
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from rig.errors import (
     ConfigError,
@@ -22,7 +21,10 @@ from rig.errors import (
     UnsafeDeviceError,
 )
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
+    from typing import Any
+
     from rig.core.backend import BlockBackend, ErrorAction, IoStatus
     from rig.core.cache import CacheMode, parse_cache_mode
     from rig.core.graph import GraphSpec, open_node

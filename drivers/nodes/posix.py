@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, ClassVar
 
 from rig.core.buffers import PAGE_SIZE, aligned_buffer, iov_slice
 from rig.core.graph import OpenContext
@@ -14,6 +13,10 @@ from rig.core.limits import BlockLimits
 from rig.core.node import Iov, Node, ReqFlags
 from rig.core.options import Options
 from rig.errors import ConfigError, DeviceNotFoundError, RigError
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 AIO_MODES = ("threads", "native", "io_uring")
 

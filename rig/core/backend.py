@@ -18,7 +18,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from rig.core.bitmap import DirtyBitmap
 from rig.core.buffers import (
@@ -36,10 +35,13 @@ from rig.core.stats import BlockStats
 from rig.core.tracked import RequestTracker
 from rig.errors import ConfigError, StateError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:  # concurrent.futures (and logging) load when a request is first submitted
     from concurrent.futures import Future, ThreadPoolExecutor
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
 _perf_counter_ns = time.perf_counter_ns
 
 _WRITE_FLAGS = ReqFlags.FUA

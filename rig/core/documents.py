@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
 
 from rig.errors import ConfigError
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Deepest nesting of tables/arrays/objects any rig document may have.
 MAX_DEPTH = 32

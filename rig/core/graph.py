@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from typing import Any
 
 from rig.core.node import Node
 from rig.core.options import (
@@ -19,10 +18,14 @@ from rig.core.registry import driver_class, drivers
 from rig.core.values import shown
 from rig.errors import ConfigError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
+
 #: Format drivers (error wording differs from protocol drivers, as in QEMU).
 FORMAT_DRIVERS = frozenset({"raw", "qcow2"})
 
-GraphSpec = Mapping[str, Any] | str
+GraphSpec = Mapping[str, "Any"] | str  # "Any": typing is not imported at run time
 
 
 class OpenContext:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Largest single request the chokepoint will pass down when a node sets no max_transfer.
 #: The same cap as QEMU's BDRV_REQUEST_MAX_BYTES rounded down to 1 MiB.

@@ -32,11 +32,13 @@ import errno
 import threading
 from collections.abc import Sequence
 from enum import IntFlag
-from typing import TYPE_CHECKING, ClassVar
 
 from rig.core.limits import BlockLimits
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from rig.core.graph import OpenContext
     from rig.core.options import Options
 

@@ -10,11 +10,14 @@ it, as QEMU does. Values may be typed (JSON) or strings (command line).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from rig.core import values
 from rig.core.documents import MAX_DEPTH, loads_json
 from rig.errors import ConfigError
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: QEMU's boolean words (qapi_bool_parse); the rig's other front ends also take 1/0.
 _QEMU_BOOL = frozenset({"on", "yes", "true", "y", "off", "no", "false", "n"})

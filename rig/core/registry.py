@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar
 
 from rig.errors import ConfigError, RegistrationError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from rig.core.node import Node
 
-N = TypeVar("N", bound="type[Node]")
+    N = TypeVar("N", bound="type[Node]")
 
 _DRIVERS: dict[str, type[Node]] = {}
 _loaded = False

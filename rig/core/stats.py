@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 OP_KINDS = ("read", "write", "zero", "discard", "flush")
 #: QEMU's accounting class of each rig op (``rd``, ``wr``, ``flush``, ``unmap``).

@@ -31,9 +31,12 @@ from __future__ import annotations
 import errno as _errno
 import math
 import re
-from typing import Any
 
 from rig.errors import ConfigError
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The largest byte offset or size (QEMU's INT64_MAX: a request's end must fit in an int64).
 MAX_OFFSET = (1 << 63) - 1

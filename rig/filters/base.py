@@ -11,13 +11,15 @@ filter, and that each one with no rules is transparent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Self
 
 from rig.core.limits import BlockLimits
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.errors import StateError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
+    from typing import ClassVar, Self
+
     from rig.core.graph import OpenContext
     from rig.core.options import Options
 

@@ -10,7 +10,6 @@ reads as zeroes (the file node fills reads past its end with zeroes).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, ClassVar
 
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.registry import register_driver
@@ -18,7 +17,10 @@ from rig.errors import ConfigError
 from rig.filters.base import Filter
 from rig.formats import QCOW2_MAGIC
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from rig.core.graph import OpenContext
     from rig.core.options import Options
 

@@ -10,7 +10,10 @@ with the same letters. Messages that qemu-io prefixes with its program name use 
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: qemu-io's own short options, plus the rig's ``-o`` (extra node options).
 SHORT = "hVc:d:f:rsnCmki:t:T:Uo:"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import TYPE_CHECKING, Any
 
 from rig.core.buffers import aligned_buffer
 from rig.core.cache import CACHE_MODES
@@ -26,8 +25,10 @@ from rig.qemuio.numbers import sleep_seconds, strtol, strtosz
 from rig.qemuio.session import OpenOptions, Session, image_node
 from rig.qemuio.table import COMMANDS, Command, command, find
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:  # concurrent.futures loads with the first aio command
     from concurrent.futures import Future
+    from typing import Any
 
 BDRV_REQUEST_MAX_BYTES = 2147483136
 

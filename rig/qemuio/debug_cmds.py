@@ -9,12 +9,12 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from rig.qemuio.getopt import Parsed
 from rig.qemuio.session import Session
 from rig.qemuio.table import command
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
     from rig.filters.blkdebug import BlkdebugFilter
 

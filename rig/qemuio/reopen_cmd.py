@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from typing import Any
 
 from rig.core.cache import CACHE_MODES
 from rig.core.options import parse_keyval
@@ -22,6 +21,10 @@ from rig.errors import ConfigError, RigError
 from rig.qemuio.getopt import Parsed
 from rig.qemuio.session import Session, image_node
 from rig.qemuio.table import COMMANDS, command
+
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Options QEMU parses as booleans before it reopens anything (bdrv_reopen_prepare).
 _BOOLS = ("read-only", "cache.direct", "cache.no-flush", "auto-read-only")

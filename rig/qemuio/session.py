@@ -7,13 +7,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
 
 from rig.core.backend import BlockBackend
 from rig.errors import RigError
 
+TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
 if TYPE_CHECKING:
     from concurrent.futures import Future
+    from typing import Any, TextIO
 
 
 class OpenOptions:
