@@ -145,6 +145,12 @@ class BlkdebugFilter(Filter):
         )
 
     @property
+    def write_zeroes_alignment(self) -> int:
+        """QEMU's ``pwrite_zeroes_alignment`` (``opt-write-zero``): the block layer cuts a
+        zero write at its multiples (rig.core.backend)."""
+        return self.opt_write_zero
+
+    @property
     def event_alignment(self) -> int:
         """The alignment whose read-modify-write QEMU would do at this node (``align``)."""
         return self.align or 1
@@ -287,8 +293,8 @@ class BlkdebugFilter(Filter):
         self.child.write_zeroes(offset, length, flags)
 
     def _discard(self, offset: int, length: int) -> None:
-        if length < self.opt_discard:
-            raise OSError(errno.ENOTSUP, "blkdebug: discard below opt-discard")
+        if length < (self.align or 1):  # QEMU: shorter than the request alignment only
+            raise OSError(errno.ENOTSUP, "blkdebug: discard below align")
         self.rule_check(offset, length, "discard")
         self.child.discard(offset, length)
 

@@ -210,3 +210,28 @@ def test_preallocated_zero_clusters_are_reused(tmp_path: Path) -> None:
         assert after == before
         maps.append(after.replace(str(img), "IMG"))
     assert maps[1] == maps[0]
+
+
+def test_discard_cut_by_blkdebug_limits_keeps_whole_clusters(tmp_path: Path) -> None:
+    """iotest 177/204's non-power-of-2 limits: a discard through blkdebug with
+    ``opt-discard=max-discard`` of 15 clusters is cut at multiples of 15 clusters (QEMU's
+    bdrv_co_pdiscard), so every cluster wholly inside it becomes a zero cluster over the
+    backing file; a zero write is cut at multiples of ``opt-write-zero`` and the pieces
+    blkdebug refuses are written as zeroes (bdrv_co_do_pwrite_zeroes). The images' maps are
+    the same as after qemu-io."""
+    base = tmp_path / "base.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", base, "8M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 11 0 8M", base)
+    lim = ("align=512,opt-discard=960k,max-discard=960k,opt-write-zero=960k,"
+           "max-write-zero=960k")
+    q, r, qimg, rimg = both(
+        tmp_path, ["-b", str(base), "-F", "qcow2", "8M"],
+        ["-c", f"open -o driver=blkdebug,image.driver=qcow2,{lim} blkdebug::IMG",
+         "-c", "discard 1000001 1920k", "-c", "read -P 0 1024k 1856k",
+         "-c", "write -z 4M 2M", "-c", "read -P 0 4M 2M"],
+        prepare=["write -P 22 0 8M"])
+    same(q, r)
+    assert "Pattern verification failed" not in r.out
+    maps = [run("qemu-img", "map", "--output=json", i).stdout.replace(str(i), "IMG")
+            for i in (qimg, rimg)]
+    assert maps[1] == maps[0]
