@@ -9,7 +9,6 @@ command is parsed, so ``rig io`` does not pay for ``rig vm`` (issue 19: start-up
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -75,7 +74,10 @@ def entry() -> int:
     Only here: :func:`main` called in-process (tests, a pytest worker, an embedding program)
     leaves the caller's signal dispositions alone, since a SIGPIPE set to default there kills
     the whole host process at its next write to a closed socket."""
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # _signal is the C module under signal, loaded when Python starts: the signal module's
+    # enums would cost every rig start ~1 ms (issue 19).
+    c_signal = __import__("_signal")
+    c_signal.signal(c_signal.SIGPIPE, c_signal.SIG_DFL)
     return main()
 
 

@@ -10,7 +10,7 @@ Quick use::
 
 from __future__ import annotations
 
-import importlib
+import sys
 from collections.abc import Mapping
 
 from rig.errors import (
@@ -48,7 +48,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'rig' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    __import__(module)  # not importlib.import_module: importlib costs start-up (issue 19)
+    value = getattr(sys.modules[module], name)
     globals()[name] = value
     return value
 

@@ -6,16 +6,20 @@ test cannot tell them apart. Everything the rig itself refuses derives from :cla
 
 from __future__ import annotations
 
+import functools
 import re
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+@functools.cache
+def _control() -> re.Pattern[str]:  # compiled when first used (start-up, issue 19)
+    return re.compile(r"[\x00-\x1f\x7f]")
 
 
 def one_line(text: str) -> str:
     """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1b``), so
     a message that quotes a user's value (a file name with a newline, an escape sequence) stays
     one line on a terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return _control().sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class RigError(Exception):

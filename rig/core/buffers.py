@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import mmap
-import queue
+
+# queue's SimpleQueue and Empty are _queue's: the queue module (threading, heapq) costs start-up.
+from _queue import Empty, SimpleQueue
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -37,7 +39,7 @@ class BufferPool:
             raise ValueError(f"buffer size must be positive, got {size}")
         self.size = size
         self.keep = keep
-        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        self._free: SimpleQueue[memoryview] = SimpleQueue()
         #: Buffers made so far (a buffer that came back is reused, not counted again).
         self.allocated = 0
 
@@ -45,7 +47,7 @@ class BufferPool:
         """A page-aligned writable buffer of exactly ``size`` bytes (contents undefined)."""
         try:
             return self._free.get_nowait()
-        except queue.Empty:
+        except Empty:
             self.allocated += 1
             return aligned_buffer(self.size)
 

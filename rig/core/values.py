@@ -29,7 +29,7 @@ boolean    ``true``, ``"on"``, ``"yes"``, ``"1"`` ...       -
 from __future__ import annotations
 
 import errno as _errno
-import math
+import functools
 import re
 
 from rig.errors import ConfigError
@@ -53,11 +53,30 @@ MAX_TEXT = 64
 
 _SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
            "p": 1 << 50, "e": 1 << 60}
-_SIZE_RE = re.compile(r"\s*(0[xX][0-9a-fA-F]+|[0-9]+(?:\.[0-9]*)?)([bBkKmMgGtTpPeE]?)\s*",
+
+
+# The patterns compile when first used: all of them at import cost every rig start ~1 ms.
+@functools.cache
+def _size_re() -> re.Pattern[str]:
+    return re.compile(r"\s*(0[xX][0-9a-fA-F]+|[0-9]+(?:\.[0-9]*)?)([bBkKmMgGtTpPeE]?)\s*",
                       re.ASCII)
-_INT_RE = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)\s*", re.ASCII)
-_FLOAT_RE = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
-_DURATION_RE = re.compile(r"\s*(.+?)\s*(s|ms|us|ns)?\s*", re.ASCII)
+
+
+@functools.cache
+def _int_re() -> re.Pattern[str]:
+    return re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)\s*", re.ASCII)
+
+
+@functools.cache
+def _float_re() -> re.Pattern[str]:
+    return re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
+
+
+@functools.cache
+def _duration_re() -> re.Pattern[str]:
+    return re.compile(r"\s*(.+?)\s*(s|ms|us|ns)?\s*", re.ASCII)
+
+
 _DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _TRUE = frozenset({"on", "yes", "true", "y", "1"})
 _FALSE = frozenset({"off", "no", "false", "n", "0"})
@@ -100,7 +119,7 @@ def size_text(text: str) -> int | None:
     result may exceed :data:`MAX_OFFSET` (callers check their range)."""
     if len(text) > MAX_TEXT:
         return None
-    match = _SIZE_RE.fullmatch(text)
+    match = _size_re().fullmatch(text)
     if match is None:
         return None
     number, suffix = match.groups()
@@ -147,7 +166,7 @@ def integer(key: str, value: Any, lo: int, hi: int) -> int:
         raise BadValue(key, f"expected {expected}, got {shown(value)}")
     n: int
     if isinstance(value, str):
-        match = _INT_RE.fullmatch(_text(key, value, expected))
+        match = _int_re().fullmatch(_text(key, value, expected))
         if match is None:
             raise BadValue(key, f"expected {expected}, got {shown(value)}")
         sign, digits = match.groups()
@@ -167,7 +186,7 @@ def count(key: str, value: Any, *, minimum: int = 0, maximum: int = MAX_COUNT) -
 def errno(key: str, value: Any) -> int:
     """``"EIO"``, ``"eio"``, ``5`` or ``"5"`` -> 5: a positive errno up to 4095."""
     expected = "an errno name (EIO) or a number 1..4095"
-    if isinstance(value, str) and not _INT_RE.fullmatch(value[:MAX_TEXT + 1]):
+    if isinstance(value, str) and not _int_re().fullmatch(value[:MAX_TEXT + 1]):
         name = _text(key, value, expected).strip().upper()
         code = getattr(_errno, name, None) if name.startswith("E") and name.isascii() else None
         if not isinstance(code, int):
@@ -188,11 +207,13 @@ def number(key: str, value: Any, lo: float, hi: float, expected: str = "a number
         raise BadValue(key, f"expected {expected}, got {shown(value)}")
     x: int | float
     if isinstance(value, str):
-        if not _FLOAT_RE.fullmatch(_text(key, value, expected)):
+        if not _float_re().fullmatch(_text(key, value, expected)):
             raise BadValue(key, f"expected {expected}, got {shown(value)}")
         x = float(value)
     else:
         x = value
+    import math  # here, not at the top: most runs never parse a real (start-up, issue 19)
+
     # An int compares exactly (no float overflow for a huge one); a float must be finite.
     if (isinstance(x, float) and not math.isfinite(x)) or not lo <= x <= hi:
         raise BadValue(key, f"expected {expected} in {lo:g}..{hi:g}, got {shown(value)}")
@@ -203,10 +224,12 @@ def seconds(key: str, value: Any, *, maximum: float = MAX_SECONDS) -> float:
     """A duration: ``0.05``, ``"0.05"``, ``"50ms"``, ``"200us"``, ``"2s"``; 0 up to 1e6 s."""
     expected = "seconds (0.05, '50ms', '200us')"
     if isinstance(value, str):
-        match = _DURATION_RE.fullmatch(_text(key, value, expected))
-        if match is None or not _FLOAT_RE.fullmatch(match.group(1)):
+        match = _duration_re().fullmatch(_text(key, value, expected))
+        if match is None or not _float_re().fullmatch(match.group(1)):
             raise BadValue(key, f"expected {expected}, got {shown(value)}")
         scaled = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        import math
+
         if not math.isfinite(scaled) or not 0.0 <= scaled <= maximum:
             raise BadValue(key, f"expected {expected} in 0..{maximum:g}, got {shown(value)}")
         return scaled

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from rig.core.values import MAX_OFFSET, size_text
@@ -20,8 +21,16 @@ LONG_MIN = -(1 << 63)
 _U64_MAX = (1 << 64) - 1
 
 #: What ``strtol(text, &end, 0)`` consumes; a number is valid when that is all of ``text``.
-_STRTOL = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
-_LEADING_DIGITS = re.compile(r"[ \t\n\v\f\r]*([0-9]+)", re.ASCII)
+#: (Compiled when first used, as :func:`_leading_digits`: start-up, issue 19.)
+@functools.cache
+def _strtol() -> re.Pattern[str]:
+    return re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
+
+
+@functools.cache
+def _leading_digits() -> re.Pattern[str]:
+    return re.compile(r"[ \t\n\v\f\r]*([0-9]+)", re.ASCII)
+
 
 TOO_LARGE = "argument too large"
 NON_NUMERIC = "non-numeric argument, or extraneous/unrecognized suffix"
@@ -42,7 +51,7 @@ def strtosz(text: str) -> int | str:
     if value > MAX_OFFSET:
         # The integral part alone past 2^64 with something after it is EINVAL in QEMU (the
         # ERANGE from qemu_strtou64 becomes "trailing garbage"); a plain overflow is ERANGE.
-        lead = _LEADING_DIGITS.match(body)
+        lead = _leading_digits().match(body)
         if lead is not None and int(lead.group(1)) > _U64_MAX and body[lead.end():].strip():
             return NON_NUMERIC
         return TOO_LARGE
@@ -52,7 +61,7 @@ def strtosz(text: str) -> int | str:
 def strtol(text: str) -> int | None:
     """``strtol(text, &end, 0)`` when it consumes all of ``text``, clamped to a long as glibc
     does; None when something is left over (or nothing was a number)."""
-    match = _STRTOL.fullmatch(text)
+    match = _strtol().fullmatch(text)
     if match is None:
         return None
     sign, digits = match.groups()

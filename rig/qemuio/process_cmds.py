@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
 
 from rig.qemuio.getopt import Parsed
@@ -18,6 +17,8 @@ from rig.qemuio.table import command
 
 @command("sigraise", "signal", "raises a signal", argmin=1, argmax=1, nofile_ok=True)
 def sigraise_cmd(s: Session, p: Parsed) -> int:
+    import signal  # here: its enums cost every rig io start ~1 ms (issue 19)
+
     text = p.args[0]
     value = strtosz(text)
     if isinstance(value, str):
