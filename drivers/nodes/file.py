@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 
 from rig.core.graph import OpenContext
 from rig.core.node import BlockStatus, Node, ReqFlags
 from rig.core.options import Options
 from rig.core.registry import register_driver
-from rig.drivers.nodes.posix import PosixNode, open_error
-from rig.errors import ConfigError
+from rig.drivers.nodes.posix import PosixNode
 
 
 @register_driver("file")
@@ -21,14 +19,9 @@ class FileNode(PosixNode):
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
         filename, aio = cls.parse_common(opts, ctx)
-        try:
-            st = os.stat(filename)
-        except OSError as e:
-            raise open_error(filename, e) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"'file' driver requires '{filename}' to be a regular file")
         node = cls(filename, aio=aio, **ctx.node_kwargs())
-        node.open_fd()
+        node.open_checked(f"'file' driver requires '{filename}' to be a regular file",
+                          device=False)
         try:
             node.limits = node.base_limits(None)
         except BaseException:

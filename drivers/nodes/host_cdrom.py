@@ -1,7 +1,9 @@
-"""The ``host_cdrom`` driver: a CD/DVD drive (``/dev/srN``) as a read-only block node with
-removable media, through the kernel's cdrom layer (QEMU's file-posix host_cdrom).
+"""The ``host_cdrom`` driver: a CD/DVD drive (``/dev/srN``) as a block node with removable
+media, through the kernel's cdrom layer (QEMU's file-posix host_cdrom).
 
-* opened ``O_RDONLY | O_NONBLOCK``, so an empty drive or an open tray still opens;
+* opened with ``O_NONBLOCK``, so an empty drive or an open tray still opens; read-write as
+  QEMU allows (a block device then passes the safety check); a character or block device that
+  is no CD drive opens too, without a medium (as in QEMU);
 * ``is_inserted``: CDROM_DRIVE_STATUS is CDS_DISC_OK; ``drive_status()`` gives the whole answer,
   ``disc_status()`` CDROM_DISC_STATUS's;
 * ``eject``: CDROMEJECT / CDROMCLOSETRAY; ``lock_medium``: CDROM_LOCKDOOR. The kernel refuses
@@ -14,7 +16,9 @@ removable media, through the kernel's cdrom layer (QEMU's file-posix host_cdrom)
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
 from rig.core.graph import OpenContext
 from rig.core.limits import BlockLimits
@@ -23,9 +27,8 @@ from rig.core.options import Options
 from rig.core.registry import register_driver
 from rig.drivers import safety
 from rig.drivers.ffi.ioctls import CDSL_CURRENT, ioctl, ioctl_read
-from rig.drivers.nodes.posix import PosixNode, open_error
+from rig.drivers.nodes.posix import PosixNode, open_error, stat_path
 from rig.drivers.nodes.removable import DriveStatus, RemovableMedia
-from rig.errors import ConfigError
 
 
 @register_driver("host_cdrom")
@@ -35,14 +38,28 @@ class HostCdromNode(RemovableMedia, PosixNode):
     @classmethod
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
         filename, aio = cls.parse_common(opts, ctx)
-        safety.stat_device_node(filename, f"'host_cdrom' driver requires '{filename}' to be "
-                                "either a character or block device")  # QEMU's words
-        if not ctx.read_only:
-            raise ConfigError("'host_cdrom' is read-only: open it read-only")
+        # As QEMU: read-write allowed (a block device passes the safety check first), opened
+        # before its type is checked, and any character or block device opens (qemu-iotests
+        # 226 opens /dev/null); one that is no CD drive has no medium.
+        allow = safety.allow_option(opts.str("x-allow", ""))
+        checked = not ctx.read_only and stat.S_ISBLK(stat_path(filename).st_mode)
+        if checked:
+            safety.check_writable(filename, allow)
         node = cls(filename, aio=aio, **ctx.node_kwargs())
-        node.open_fd()
+        st = node.open_checked(f"'host_cdrom' driver requires '{filename}' to be either a "
+                               "character or block device", device=True)  # QEMU's words
+        node.block = stat.S_ISBLK(st.st_mode)
         try:
-            ioctl(node.fd, "CDROM_GET_CAPABILITY")
+            if node.block and not ctx.read_only and not checked:
+                safety.check_writable(filename, allow)
+            try:
+                ioctl(node.fd, "CDROM_GET_CAPABILITY")
+            except OSError as e:
+                if e.errno not in (errno.ENOTTY, errno.EINVAL, errno.ENOSYS):
+                    raise
+                node.drive = False
+                node.limits = node.base_limits(None)
+                return node
             ioctl(node.fd, "CDROM_MEDIA_CHANGED", CDSL_CURRENT)  # from now on, not since boot
             lbs = ioctl_read(node.fd, "BLKSSZGET", "i") if node.is_inserted() else 2048
             base = node.base_limits(lbs)
@@ -57,9 +74,14 @@ class HostCdromNode(RemovableMedia, PosixNode):
             raise
         return node
 
+    #: A CD drive (CDROM_GET_CAPABILITY answers); any other device opens without a medium.
+    drive = True
+    #: A block device (its length from BLKGETSIZE64; else where ``lseek`` ends).
+    block = True
+
     def open_flags(self) -> int:
-        """Read-only, and O_NONBLOCK: an empty or open drive still opens (as QEMU's cdrom)."""
-        return (super().open_flags() & ~os.O_RDWR) | os.O_NONBLOCK
+        """O_NONBLOCK: an empty or open drive still opens (as QEMU's cdrom)."""
+        return super().open_flags() | os.O_NONBLOCK
 
     def drive_name(self) -> str:
         return self.filename
@@ -70,6 +92,8 @@ class HostCdromNode(RemovableMedia, PosixNode):
 
     # ------------------------------------------------------------- media hooks
     def _drive_status(self) -> DriveStatus:
+        if not self.drive:
+            return DriveStatus.NO_INFO
         value = ioctl(self.fd, "CDROM_DRIVE_STATUS", CDSL_CURRENT)
         try:
             return DriveStatus(value)
@@ -83,6 +107,8 @@ class HostCdromNode(RemovableMedia, PosixNode):
         ioctl(self.fd, "CDROM_LOCKDOOR", int(locked))
 
     def _media_changed(self) -> bool:
+        if not self.drive:
+            return False
         changed = bool(ioctl(self.fd, "CDROM_MEDIA_CHANGED", CDSL_CURRENT))
         if changed:
             self.reopen()
@@ -98,4 +124,6 @@ class HostCdromNode(RemovableMedia, PosixNode):
     # ------------------------------------------------------------- data
     # Reads go to the kernel as they are: without a disc, sr answers them itself.
     def _getlength(self) -> int:
+        if not self.block:
+            return os.lseek(self.fd, 0, os.SEEK_END)
         return ioctl_read(self.fd, "BLKGETSIZE64", "Q")

@@ -29,7 +29,7 @@ from rig.drivers import safety
 from rig.drivers.ffi import libc
 from rig.drivers.ffi.ioctls import ioctl_range, ioctl_read
 from rig.drivers.nodes.block_queue import read_int
-from rig.drivers.nodes.posix import PosixNode
+from rig.drivers.nodes.posix import PosixNode, stat_path
 from rig.errors import ConfigError, RigError
 
 _NOT_SUPPORTED = (errno.ENODEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOTSUP)
@@ -70,22 +70,35 @@ class HostDeviceNode(PosixNode):
     def from_options(cls, opts: Options, ctx: OpenContext) -> Node:
         filename, aio = cls.parse_common(opts, ctx)
         allow = safety.allow_option(opts.str("x-allow", ""))
-        st = safety.stat_device_node(
-            filename, f"'host_device' driver requires '{filename}' to be either a character "
-            "or block device")
-        if not ctx.read_only and stat.S_ISBLK(st.st_mode):
+        # The safety check comes before a block device is opened for writing; QEMU's order
+        # (open, then the type check) for the rest (qemu-iotests 226).
+        checked = not ctx.read_only and stat.S_ISBLK(stat_path(filename).st_mode)
+        if checked:
             safety.check_writable(filename, allow)
         split_at = parse_max_transfer(opts.raw("x-max-transfer", 0))
         node = cls(filename, aio=aio, **ctx.node_kwargs())
-        node.rdev = st.st_rdev
         node.split_at = split_at
-        node.open_fd()
+        st = node.open_checked(f"'host_device' driver requires '{filename}' to be either a "
+                               "character or block device", device=True)
+        node.rdev = st.st_rdev
         try:
-            node.setup_block_device()
+            if stat.S_ISBLK(st.st_mode):
+                if not ctx.read_only and not checked:  # a block device there only now
+                    safety.check_writable(filename, allow)
+                node.setup_block_device()
+            else:
+                node.setup_char_device()
         except BaseException:
             node.close()
             raise
         return node
+
+    def setup_char_device(self) -> None:
+        """A character device (QEMU opens ``/dev/null`` too): no block ioctls; the length is
+        where ``lseek`` ends, no discard, no zero-out."""
+        self.length = os.lseek(self.fd, 0, os.SEEK_END)
+        self._has_discard = self._has_zeroout = False
+        self.limits = self.base_limits(None)
 
     def setup_block_device(self) -> None:
         if not self.read_only and ioctl_read(self.fd, "BLKROGET", "i"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from rig.core.buffers import PAGE_SIZE, aligned_buffer, iov_slice
 from rig.core.graph import OpenContext
@@ -32,6 +33,15 @@ def open_error(path: str, err: OSError) -> RigError:
     return RigError(msg)
 
 
+def stat_path(path: str) -> os.stat_result:
+    """``os.stat`` with QEMU's open error (a device driver's safety check needs the type
+    before it opens a block device for writing)."""
+    try:
+        return os.stat(path)
+    except OSError as e:
+        raise open_error(path, e) from None
+
+
 class PosixNode(Node):
     """A host node backed by one file descriptor."""
 
@@ -53,6 +63,11 @@ class PosixNode(Node):
             raise ConfigError(f"The '{cls.driver_name}' block driver requires a file name")
         if cls.prefix and filename.startswith(cls.prefix):
             filename = filename[len(cls.prefix):]
+        # QEMU's image locking (OFD locks on bytes of the file): the rig takes none; the option
+        # is read with QEMU's check so that QEMU's command lines open (qemu-iotests 226).
+        locking = opts.str("locking", "auto")
+        if locking not in ("on", "off", "auto"):
+            raise ConfigError(f"invalid parameter value: {locking}")
         aio = opts.enum("aio", AIO_MODES, "threads")
         if aio == "native" and not ctx.cache_direct:
             raise ConfigError("aio=native was specified, but it requires cache.direct=on, "
@@ -76,6 +91,19 @@ class PosixNode(Node):
             self.fd = os.open(self.filename, self.open_flags())
         except OSError as e:
             raise open_error(self.filename, e) from None
+
+    def open_checked(self, refusal: str, *, device: bool) -> os.stat_result:
+        """QEMU's raw_open_common order: open first (so a directory opened for writing is
+        "Could not open 'X': Is a directory"), then the type of what was opened: a regular
+        file, or (``device``) a character or block device, else ``ConfigError(refusal)``."""
+        self.open_fd()
+        st = os.fstat(self.fd)
+        mode = st.st_mode
+        ok = (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) if device else stat.S_ISREG(mode)
+        if not ok:
+            self.close()
+            raise ConfigError(refusal)
+        return st
 
     def probe_alignment(self, logical_block_size: int | None) -> tuple[int, int]:
         """QEMU's raw_probe_alignment: (request_alignment, buffer_alignment)."""
