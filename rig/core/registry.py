@@ -35,6 +35,7 @@ CORE_DRIVERS: Mapping[str, str] = {
     "raw": "rig.formats.raw",
     "qcow2": "rig.formats.qcow2.driver",
     "memory": "rig.nodes.memory",
+    "null-co": "rig.nodes.null",
     "blkdebug": "rig.filters.blkdebug",
     "faults": "rig.filters.faults",
     "throttle": "rig.filters.throttle",

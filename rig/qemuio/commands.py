@@ -598,6 +598,8 @@ def info_cmd(s: Session, p: Parsed) -> int:
     s.out.write(f"format name: {root.format_name or root.driver_name}\n")
     if root.driver_name in _PROTOCOL_NAMES:  # QEMU prints a protocol's name twice
         s.out.write(f"format name: {root.driver_name}\n")
+    if root.driver_name == "null-co":  # no bdrv_get_info: QEMU's info fails here, silently
+        return 1
     node = root  # a filter (blkdebug) answers with what the format below it has
     while node.format_name != "qcow2" and not node.format_name and node.primary_child:
         node = node.primary_child
@@ -614,7 +616,7 @@ def info_cmd(s: Session, p: Parsed) -> int:
 
 
 #: Drivers QEMU gives a protocol name besides the format name (``info`` prints both).
-_PROTOCOL_NAMES = frozenset({"file", "host_device", "host_cdrom", "blkdebug"})
+_PROTOCOL_NAMES = frozenset({"file", "host_device", "host_cdrom", "blkdebug", "null-co"})
 
 
 def _qcow2_specific(h: Any) -> str:

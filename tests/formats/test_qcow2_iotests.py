@@ -235,3 +235,18 @@ def test_discard_cut_by_blkdebug_limits_keeps_whole_clusters(tmp_path: Path) -> 
     maps = [run("qemu-img", "map", "--output=json", i).stdout.replace(str(i), "IMG")
             for i in (qimg, rimg)]
     assert maps[1] == maps[0]
+
+
+def test_backing_options_merge_with_the_header(tmp_path: Path) -> None:
+    """iotest 133: ``backing.node-name=foo`` (or another backing option without a file) opens
+    the header's backing file with it, as QEMU's bdrv_open_backing_file; reopen keeps it."""
+    base = tmp_path / "base.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+    script = ["open -o backing.node-name=foo IMG", "reopen -o backing.node-name=foo",
+              "reopen", "reopen -o backing.node-name=bar", "close",
+              "open -o backing.driver=raw IMG", "info", "close",
+              "open -o backing.read-only=on,backing.node-name=x IMG", "read 0 4k"]
+    q, r, _qimg, _rimg = both(tmp_path, ["-b", str(base), "-F", "qcow2", "1M"],
+                              [x for c in script for x in ("-c", c)])
+    same(q, r)
+    assert "Cannot change the option 'node-name'" in r.err

@@ -17,7 +17,7 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from functools import reduce
 from operator import or_
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -231,7 +231,7 @@ class Qcow2Node(Node):
                                         "is corrupt; cannot be opened read/write")
 
     def _open_backing(self, opts: Options, ctx: OpenContext) -> None:
-        from rig.core.graph import open_options, spec_to_flat
+        from rig.core.graph import open_options
 
         inherited = {**ctx.inherited(), "read-only": True}
         keys = set(opts.keys())
@@ -249,32 +249,17 @@ class Qcow2Node(Node):
                     raise ConfigError("Invalid parameter type for 'backing', expected: string")
                 sub = {k[len("backing."):]: opts.raw(k) for k in keys
                        if k.startswith("backing.")}
-                name = self._header_backing_name()
-                if name and "driver" in sub and not any(
-                        k in ("file", "filename") or k.startswith("file.") for k in sub):
-                    # backing.driver=qcow2 alone: the header's file, in that format (114)
-                    sub.update({"file.driver": "file", "file.filename": name})
+                if not any(k in ("file", "filename") or k.startswith("file.") for k in sub):
+                    # backing.driver=qcow2 or backing.node-name=foo alone: merged with the
+                    # header's backing file, as QEMU's bdrv_open_backing_file (114, 133)
+                    header = self._header_backing_flat(with_driver="driver" not in sub)
+                    if header is not None:
+                        sub = {**header, **sub}
                 child_opts = Options(sub, "backing.", inherited)
         else:
-            assert self.header is not None
-            # C strings in QEMU: a name or format ends at its first NUL
-            name = (self.header.backing_file or "").split("\0")[0]
-            fmt = (self.header.backing_format or "").split("\0")[0] or None
-            if not name:
+            flat = self._header_backing_flat(with_driver=True)
+            if flat is None:
                 return
-            if name.startswith("json:") or ":" in name.split("/")[0]:
-                flat: Mapping[str, Any] = spec_to_flat(name)
-                if "driver" not in flat:
-                    flat = {"driver": fmt or "raw", **{f"file.{k}": v for k, v in flat.items()}}
-            else:
-                if not os.path.isabs(name):
-                    name = os.path.join(os.path.dirname(self.path), name)
-                if fmt is not None:  # QEMU names a format it does not know before the file
-                    try:
-                        driver_class(fmt)
-                    except ConfigError as e:
-                        raise ConfigError(f"Could not open backing file: {e}") from None
-                flat = flatten(_file_spec(name, fmt))
             child_opts = Options(flat, "backing.", inherited)
         depth = getattr(_depth, "value", 0)
         if depth >= MAX_CHAIN:
@@ -292,13 +277,34 @@ class Qcow2Node(Node):
         self.attach_child("backing", node)
         self._backing_len = node.getlength()
 
-    def _header_backing_name(self) -> str | None:
-        """The header's backing file name as a path (relative to the image), or None."""
+    def _header_backing_flat(self, *, with_driver: bool) -> dict[str, Any] | None:
+        """The backing node's flat options from the header (file name, backing format or
+        probed), None without a backing file; without ``driver`` unless ``with_driver``."""
+        from rig.core.graph import spec_to_flat
+
         assert self.header is not None
+        # C strings in QEMU: a name or format ends at its first NUL
         name = (self.header.backing_file or "").split("\0")[0]
-        if not name or name.startswith("json:") or ":" in name.split("/")[0]:
+        fmt = (self.header.backing_format or "").split("\0")[0] or None
+        if not name:
             return None
-        return name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path), name)
+        if name.startswith("json:") or ":" in name.split("/")[0]:
+            flat: dict[str, Any] = dict(spec_to_flat(name))
+            if "driver" not in flat:
+                flat = {"driver": fmt or "raw", **{f"file.{k}": v for k, v in flat.items()}}
+            if not with_driver:
+                flat.pop("driver", None)
+            return flat
+        if not os.path.isabs(name):
+            name = os.path.join(os.path.dirname(self.path), name)
+        if not with_driver:
+            return {"file.driver": "file", "file.filename": name}
+        if fmt is not None:  # QEMU names a format it does not know before the file
+            try:
+                driver_class(fmt)
+            except ConfigError as e:
+                raise ConfigError(f"Could not open backing file: {e}") from None
+        return dict(flatten(_file_spec(name, fmt)))
 
     def is_inserted(self) -> bool:
         """False once a fatal corruption event has made the node unusable (QEMU's node
