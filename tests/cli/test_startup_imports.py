@@ -42,6 +42,16 @@ NOT_FOR_A_RAW_READ = (
 )
 
 
+#: Standard modules a one-command ``rig io`` does without (each costs every start: typing with
+#: warnings ~3 ms, signal's enums ~1 ms, ...). Checked against what a bare interpreter of the
+#: same environment loads, since a ``.pth`` (an editable install's finder) may load some first.
+NOT_AT_START_UP = (
+    "typing", "signal", "queue", "heapq", "weakref", "importlib", "warnings", "math",
+    "dataclasses", "inspect", "ctypes", "concurrent.futures", "logging", "json", "tomllib",
+    "subprocess", "argparse", "tempfile", "shutil", "pathlib", "struct", "select", "selectors",
+)
+
+
 def modules_after(argv: list[str]) -> tuple[int, set[str]]:
     """The exit status of ``rig ARGV`` and every module loaded when it ended."""
     p = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True,
@@ -64,6 +74,49 @@ def test_a_raw_read_imports_only_the_read_path(tmp_path: Path) -> None:
     assert loaded(names, NOT_FOR_A_RAW_READ) == []
     # What it does use was loaded on demand: the raw format and the file driver.
     assert {"rig.formats.raw", "rig.drivers.nodes.file", "rig.core.backend"} <= names
+
+
+def bare_modules() -> set[str]:
+    """The modules a bare interpreter of this environment has loaded before any code runs."""
+    out = subprocess.run([sys.executable, "-c", "import sys; print(repr(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return set(ast.literal_eval(out))
+
+
+def test_a_one_command_run_leaves_out_costly_standard_modules(tmp_path: Path) -> None:
+    """What bench/startup.py times: one read, the format probed (issue 19)."""
+    image = tmp_path / "raw.img"
+    image.write_bytes(bytes(1 << 20))
+    status, names = modules_after(["io", "-c", "read 0 4k", str(image)])
+    assert status == 0
+    assert loaded(names - bare_modules(), NOT_AT_START_UP) == []
+    assert loaded(names, NOT_FOR_A_RAW_READ) == []
+
+
+_EXIT_PROBE = """
+import sys, threading, atexit
+from rig.cli.main import exit_now
+if sys.argv[1] == "thread":
+    threading.Thread(target=threading.Event().wait, args=(0.5,)).start()
+elif sys.argv[1] == "atexit":
+    atexit.register(print, "atexit ran")
+print("flushed", end="")
+exit_now(3)
+print(" returned")
+"""
+
+
+def test_exit_now_skips_teardown_only_when_it_has_nothing_to_do() -> None:
+    """rig io ends with os._exit once its output is flushed (the interpreter's teardown cost a
+    one-command run ~6 ms), but not while a thread runs or an atexit handler waits."""
+    def probe(case: str) -> tuple[int, str]:
+        p = subprocess.run([sys.executable, "-c", _EXIT_PROBE, case], capture_output=True,
+                           text=True, timeout=60)
+        return p.returncode, p.stdout
+
+    assert probe("none") == (3, "flushed")  # stdout is a pipe: block-buffered, yet flushed
+    assert probe("thread") == (0, "flushed returned\n")
+    assert probe("atexit") == (0, "flushed returned\natexit ran\n")
 
 
 def test_what_a_graph_uses_is_loaded_when_it_is_used(tmp_path: Path) -> None:
