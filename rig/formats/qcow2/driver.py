@@ -29,7 +29,7 @@ from rig.core.options import Options, flatten
 from rig.core.registry import driver_class, register_driver
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
-from rig.formats.qcow2 import compress, overlap, runtime_opts, snapshots
+from rig.formats.qcow2 import compress, dirty, overlap, runtime_opts, snapshots
 from rig.formats.qcow2 import header as hdr
 from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
@@ -107,6 +107,10 @@ class Qcow2Node(Node):
         self.free_byte_offset = 0
         self._next_host = -1
         """Where the next compressed cluster may go (QEMU's free_byte_offset; 0: nowhere)."""
+        self.lazy_refcounts = False
+        """QEMU's use_lazy_refcounts: the first allocating write sets the dirty bit, and
+        while it is set a flush leaves the refcounts in memory (:mod:`repair` fixes them after
+        a crash)."""
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -118,6 +122,8 @@ class Qcow2Node(Node):
             node._open_image()
             assert node.header is not None
             rt = runtime_opts.parse(opts, node.cluster_size, node.header.size)
+            dirty.set_lazy_refcounts(node, rt.lazy_refcounts)
+            dirty.repair_if_dirty(node)
             node.tables.l2_cap = rt.l2_cache_tables
             node._open_backing(opts, ctx)
             node._clear_autoclear()
@@ -222,13 +228,11 @@ class Qcow2Node(Node):
             raise UnsupportedImageError(path, f"{name} compression")
         if h.version == 2 and h.refcount_order != 4:
             raise CorruptImageError(path, "bad refcount order for a version 2 image")
-        if not self.read_only:
-            if bits & hdr.INCOMPAT_DIRTY:
-                raise UnsupportedImageError(path, "the dirty bit (lazy refcounts need repair: "
-                                            "run 'qemu-img check -r all' or open read-only)")
-            if bits & hdr.INCOMPAT_CORRUPT:  # QEMU's words (rig io prints them after the name)
-                raise CorruptImageError(path, "the image is marked corrupt", text="qcow2: Image "
-                                        "is corrupt; cannot be opened read/write")
+        # a dirty image opens (repaired read-write: dirty.repair_if_dirty); a corrupt one only
+        # read-only, with QEMU's words (rig io prints them after the name)
+        if not self.read_only and bits & hdr.INCOMPAT_CORRUPT:
+            raise CorruptImageError(path, "the image is marked corrupt", text="qcow2: Image "
+                                    "is corrupt; cannot be opened read/write")
 
     def _open_backing(self, opts: Options, ctx: OpenContext) -> None:
         from rig.core.graph import open_options
@@ -343,6 +347,20 @@ class Qcow2Node(Node):
         except BaseException:
             h.refcount_table_offset, h.refcount_table_clusters = old
             raise
+
+    def _use_reftable(self, offset: int, clusters: int) -> None:
+        """Switch to a new refcount structure the header already names (a repair's
+        rebuild): the old table and blocks are no longer metadata to the overlap checks."""
+        io, old = self._io, self.refs
+        assert io is not None and self.header is not None
+        cs = self.cluster_size
+        io.release(old.table_offset, old.table_clusters * cs, overlap.Ol.REFCOUNT_TABLE)
+        for i in range(old.entries):
+            block = old._table_entry(i)
+            if block:
+                io.release(block, cs, overlap.Ol.REFCOUNT_BLOCK)
+        self._refs = Refcounts(io, self.header.refcount_order, offset, clusters,
+                               self._set_reftable)
 
     # ------------------------------------------------------------- helpers
     @property
@@ -631,6 +649,7 @@ class Qcow2Node(Node):
                 self.emit_below("write_aio")
             self._io_write(host, buf)
             self._next_host = host + buf.nbytes
+            dirty.mark_dirty(self)
             for g2, _, _, _, e2, _ in pieces[i:j]:
                 l2_off, i2 = self._l2_for_write(g2)
                 self.tables.set_l2_entry(l2_off, i2, (e2 & OFFSET_MASK) | COPIED)
@@ -663,6 +682,7 @@ class Qcow2Node(Node):
             assert io is not None
             io.file_end = max(io.file_end, host + n * cs)
             first = host | COPIED
+            dirty.mark_dirty(self)
             t.set_l2_entries(l2_off, i2, list(range(first, first + n * cs, cs)))
         except OSError:
             for j in range(n):
@@ -700,6 +720,7 @@ class Qcow2Node(Node):
                 iov_copy_out(parts, buf[inner:inner + n])
             self.emit_below(event)
             self._io_write(host, buf)
+            dirty.mark_dirty(self)
             self.tables.set_l2_entry(l2_off, i2, host | COPIED)
         except BaseException:
             self._unalloc(host)
@@ -906,7 +927,8 @@ class Qcow2Node(Node):
             return
         if tables_only and not (t.dirty_l2 or t.l1_dirty):
             return
-        r.write_dirty()
+        if l2_alloc or not dirty.is_dirty(self):  # QEMU's l2_allocate flushes them anyway
+            r.write_dirty()
         if t.dirty_l2 or t.l1_dirty:
             self.file.flush()
             if l2_alloc:
@@ -923,7 +945,8 @@ class Qcow2Node(Node):
         if r.deferred:
             self.file.flush()
             freed = r.apply_deferred()
-            r.write_dirty()
+            if not dirty.is_dirty(self):
+                r.write_dirty()
             for c in freed:
                 if c in self._discard_after:
                     self._discard_host(c << self.cluster_bits, self.cluster_size)
@@ -952,24 +975,30 @@ class Qcow2Node(Node):
         with self._lock:
             with contextlib.suppress(OSError, RigError):
                 self.flush()
-            self._flush_reporting("L2 table", lambda: self._write_tables(tables_only=True))
-            self._flush_reporting("refcount block", self._write_refcounts)
+            tables = self._flush_reporting("L2 table",
+                                           lambda: self._write_tables(tables_only=True))
+            refcounts = self._flush_reporting("refcount block", self._write_refcounts)
+            if tables and refcounts:
+                dirty.mark_clean(self)
 
     def _write_refcounts(self) -> None:
         self._write_frees()
         self.refs.write_dirty()
 
-    def _flush_reporting(self, cache: str, write: Callable[[], None]) -> None:
+    def _flush_reporting(self, cache: str, write: Callable[[], None]) -> bool:
         """QEMU's qcow2_cache_flush at close: write, then flush the file; a failure is one
-        line on stderr (``Failed to flush the L2 table cache: Input/output error``)."""
+        line on stderr (``Failed to flush the L2 table cache: Input/output error``). True
+        when it worked."""
         try:
             write()
             self.file.flush()
         except OSError as e:
             error_report(f"Failed to flush the {cache} cache: "
                          f"{os.strerror(e.errno or errno.EIO)}")
+            return False
         except RigError:
-            pass
+            return False
+        return True
 
     def _discard_host(self, host: int, length: int) -> None:
         try:

@@ -6,9 +6,10 @@ bits or more are big-endian; narrower ones are packed from the least significant
 
 Allocation hands out the lowest free cluster at or after a hint. Changed blocks stay in memory
 (dirty) until the driver's ordered metadata flush writes them, *before* the tables that point at
-the new clusters (lazy refcounts are off). Decrements are deferred: :meth:`defer_free` queues
-them and the flush applies them only after the tables that dropped the references are durable.
-So a crash at any point can leak a cluster but never leave a reference to a free one.
+the new clusters (with lazy refcounts a flush leaves them while the image is dirty: dirty.py).
+Decrements are deferred: :meth:`defer_free` queues them and the flush applies them only after
+the tables that dropped the references are durable. So a crash at any point can leak a cluster
+but never leave a reference to a free one (with accurate refcounts).
 
 A new refcount block describes itself: it goes in the first free cluster of the range it covers,
 is written and flushed, then the table entry is written. When the table is full, a larger table
