@@ -43,6 +43,7 @@ CORE_DRIVERS: Mapping[str, str] = {
     "recorder": "rig.filters.recorder",
     "overlay": "rig.filters.overlay",
     "copy-on-read": "rig.filters.copy_on_read",
+    "compress": "rig.filters.compress",
 }
 #: The package whose ``DRIVERS`` table names the host drivers' modules.
 HOST_PACKAGE = "rig.drivers"

@@ -42,6 +42,14 @@ NEUTRAL: dict[str, Callable[[Path], dict[str, Any]]] = {
 }
 
 
+#: Filters that cannot be transparent over a memory node, and where they are tested instead.
+NOT_TRANSPARENT: dict[str, str] = {
+    # QEMU's too: it opens over a format that compresses (qcow2) and a compressed write to an
+    # allocated cluster fails
+    "compress": "tests/formats/test_compress_filter.py",
+}
+
+
 def no_options(tmp: Path) -> dict[str, Any]:
     return {}
 
@@ -69,7 +77,7 @@ def test_a_data_modifying_filter_handles_every_data_verb(name: str) -> None:
     assert not forwarded, f"{name} changes data but forwards {forwarded} unseen"
 
 
-@pytest.mark.parametrize("name", FILTERS)
+@pytest.mark.parametrize("name", [n for n in FILTERS if n not in NOT_TRANSPARENT])
 def test_a_neutral_filter_is_transparent(name: str, tmp_path: Path) -> None:
     cls = FILTERS[name]
     memory = {"driver": "memory", "size": SIZE}
