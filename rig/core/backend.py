@@ -384,7 +384,8 @@ class BlockBackend:
             v = iov[0]
             root = self.root
             lim = root.limits
-            length = v.nbytes if last[0]() is v else -1
+            held = last[0]()
+            length = held.nbytes if held is not None and held is v else -1
             if (length >= 0 and last[1] == lim.buffer_alignment and offset >= 0
                     and offset + length <= self._length and not self.closed and not self._paused
                     and (offset | length) & (lim.request_alignment - 1) == 0

@@ -254,7 +254,7 @@ def _quiet_read(s: Session, off_text: str, len_text: str) -> int:
     b = (_misaligned_buffers if s.misalign else _buffers).get(count) or _io_buf(s, count)
     b.fill = None  # the read changes it (read_buffer, unobserved)
     try:
-        s.blk.preadv(offset, [b.view])  # type: ignore[union-attr]  (run checked it)
+        s.blk.preadv(offset, [b.view])  # type: ignore[union-attr]  # run() checked it
     except OSError as e:
         return fail(s, "read", e)
     return 0
