@@ -7,6 +7,7 @@ unaligned refcount block found when used (305)."""
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -250,3 +251,20 @@ def test_backing_options_merge_with_the_header(tmp_path: Path) -> None:
                               [x for c in script for x in ("-c", c)])
     same(q, r)
     assert "Cannot change the option 'node-name'" in r.err
+
+
+def test_discarded_clusters_are_allocated_again(tmp_path: Path) -> None:
+    """iotest 250: the host clusters a discard frees are what the next writes get, as QEMU's
+    free_cluster_index (the same map as qemu-io's, offsets included), and the image checks
+    clean."""
+    q, r, qimg, rimg = both(tmp_path, ["-o", "cluster_size=64k,preallocation=metadata", "64M"],
+                            ["-f", "qcow2", "-c", "discard 0 1M", "-c", "discard 63M 1M",
+                             "-c", "write 63M 1M", "-c", "write 0 1M", "-c", "write 32M 64k",
+                             "IMG"])
+    same(q, r)
+    maps = [run("qemu-img", "map", "--output=json", "-f", "qcow2", img).stdout
+            for img in (qimg, rimg)]
+    assert maps[1] == maps[0]
+    at = {e["start"]: e.get("offset") for e in json.loads(maps[1])}
+    assert at[63 << 20] < 1 << 20  # guest 63M went where guest 0's clusters were
+    check(rimg)

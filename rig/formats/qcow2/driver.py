@@ -1115,11 +1115,16 @@ class Qcow2Node(Node):
 
     def _discard_clusters(self, offset: int, length: int) -> None:
         """QEMU's discard request: whole clusters only; v3 leaves zero clusters (reads zeroes),
-        v2 unallocated ones, and nothing over a backing file (it would show), as QEMU."""
+        v2 unallocated ones, and nothing over a backing file (it would show), as QEMU.
+
+        The freed host clusters can be allocated again by the next write, as in QEMU (its
+        free_cluster_index; iotest 250's layout): the tables without them are made durable at
+        the end of the request (the ordered metadata flush), then their refcounts drop."""
         first, end = self._whole(offset, length)
         v3 = self.tables.version >= 3
         if not v3 and self.backing is not None:
             return  # v2 cannot drop a cluster without showing the backing data: QEMU's ENOTSUP
+        freed = False
         for gc in range(first, end):
             entry, kind = self._entry(gc)
             if kind is Kind.ZERO_PLAIN or (kind is Kind.UNALLOCATED and (
@@ -1128,6 +1133,9 @@ class Qcow2Node(Node):
             l2_off, i2 = self._l2_for_write(gc)
             self.tables.set_l2_entry(l2_off, i2, ZERO if v3 else 0)
             self._free(entry, kind, discard=True)
+            freed = freed or bool(entry & (OFFSET_MASK | COMPRESSED))
+        if freed:
+            self._flush_metadata()
 
     # -------------------------------------------------------- block status
     def _block_status(self, offset: int, length: int) -> BlockStatus:
