@@ -46,7 +46,6 @@ def l2_offset(img: Path) -> int:
 @pytest.mark.parametrize("offset,fmt,value,feature", [
     (32, "I", 1, "encryption"),
     (72, "Q", 1 << 20, "unknown incompatible features 0x100000"),
-    (72, "Q", 1 << 2, "external data file"),
     (72, "Q", 1 << 4, "extended L2"),
     (4, "I", 4, "version 4"),
 ])
@@ -87,7 +86,6 @@ def test_real_unsupported_images(tmp_path: Path) -> None:
     cases = {
         "extended L2": ["-o", "extended_l2=on"],
         "zstd compression": ["-o", "compression_type=zstd"],
-        "external data file": ["-o", f"data_file={tmp_path / 'data.raw'}"],
     }
     for feature, opts in cases.items():
         img = tmp_path / "x.qcow2"

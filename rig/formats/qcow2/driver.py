@@ -29,7 +29,7 @@ from rig.core.options import Options, flatten
 from rig.core.registry import driver_class, register_driver
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
-from rig.formats.qcow2 import compress, dirty, overlap, runtime_opts, snapshots
+from rig.formats.qcow2 import compress, datafile, dirty, overlap, runtime_opts, snapshots
 from rig.formats.qcow2 import header as hdr
 from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
@@ -39,6 +39,7 @@ from rig.formats.qcow2.report import error_report
 from rig.formats.qcow2.tables import (
     COMPRESSED,
     COPIED,
+    DATA_FILE_MODE,
     L2_CACHE_BYTES,
     OFFSET_MASK,
     ZERO,
@@ -121,6 +122,7 @@ class Qcow2Node(Node):
             node.attach_child("file", ctx.open_child("file"))
             node._open_image()
             assert node.header is not None
+            datafile.open_data_file(node, opts, ctx)
             rt = runtime_opts.parse(opts, node.cluster_size, node.header.size)
             dirty.set_lazy_refcounts(node, rt.lazy_refcounts)
             dirty.repair_if_dirty(node)
@@ -139,6 +141,16 @@ class Qcow2Node(Node):
     @property
     def backing(self) -> Node | None:
         return self.children.get("backing")
+
+    @property
+    def data(self) -> Node:
+        """Where guest data clusters live: the external data file, else the image's file."""
+        child = self.children.get(datafile.ROLE)
+        return child if child is not None else self.children["file"]
+
+    @property
+    def has_data_file(self) -> bool:
+        return datafile.ROLE in self.children
 
     def describe(self) -> str:
         return self.file.describe()
@@ -196,7 +208,10 @@ class Qcow2Node(Node):
         io.claim(0, cs, overlap.Ol.MAIN_HEADER)
         self._refs = Refcounts(io, h.refcount_order, h.refcount_table_offset,
                                h.refcount_table_clusters, self._set_reftable)
-        self._tables = Tables(io, h.version, h.l1_table_offset, h.l1_size)
+        mode = h.version
+        if h.incompatible_features & hdr.INCOMPAT_DATA_FILE:  # (datafile)
+            mode |= DATA_FILE_MODE
+        self._tables = Tables(io, mode, h.l1_table_offset, h.l1_size)
         self.snapshots = snapshots.read_table(io, h.snapshots_offset, h.nb_snapshots)[0]
         self.refresh_limits()
 
@@ -204,8 +219,9 @@ class Qcow2Node(Node):
         """Features we do not maintain become invalid once we write: cleared when the open
         has succeeded (a refused image stays as it was)."""
         assert self.header is not None
-        if not self.read_only and self.header.autoclear_features:
-            self.header.autoclear_features = 0
+        keep = hdr.AUTOCLEAR_DATA_FILE_RAW if self.has_data_file else 0  # maintained (datafile)
+        if not self.read_only and self.header.autoclear_features & ~keep:
+            self.header.autoclear_features &= keep
             self._write_header()
 
     def _check_supported(self, h: hdr.Header) -> None:
@@ -217,8 +233,6 @@ class Qcow2Node(Node):
                            | hdr.INCOMPAT_COMPRESSION | hdr.INCOMPAT_EXTL2)
         if unknown:
             raise UnsupportedImageError(path, f"unknown incompatible features 0x{unknown:x}")
-        if bits & hdr.INCOMPAT_DATA_FILE or h.extension(hdr.EXT_DATA_FILE) is not None:
-            raise UnsupportedImageError(path, "an external data file")
         if bits & hdr.INCOMPAT_EXTL2:
             raise UnsupportedImageError(path, "extended L2 entries (subclusters)")
         if h.compression_type == 0 and bits & hdr.INCOMPAT_COMPRESSION:
@@ -321,10 +335,11 @@ class Qcow2Node(Node):
             return
         align = f.limits.request_alignment
         balign = f.limits.buffer_alignment
-        b = self.children.get("backing")
-        if b is not None:
-            align = max(align, b.limits.request_alignment)
-            balign = max(balign, b.limits.buffer_alignment)
+        for role in ("backing", datafile.ROLE):
+            b = self.children.get(role)
+            if b is not None:
+                align = max(align, b.limits.request_alignment)
+                balign = max(balign, b.limits.buffer_alignment)
         self.limits = BlockLimits(request_alignment=align, buffer_alignment=balign,
                                   discard_granularity=self.cluster_size,
                                   opt_transfer=self.cluster_size)
@@ -401,6 +416,8 @@ class Qcow2Node(Node):
         assert io is not None
         if host % self.cluster_size:
             raise io.corrupt(f"guest cluster {gc} maps to unaligned host offset 0x{host:x}")
+        if self.has_data_file:  # an offset in the data file: no metadata there
+            return host
         if host + self.cluster_size > io.file_end:
             io.file_end = self.file.getlength()
             if host >= io.file_end:
@@ -488,7 +505,7 @@ class Qcow2Node(Node):
             self._read_backing(gc * cs, cs, [buf])
         elif kind is Kind.NORMAL:
             self.emit_below("read_aio")
-            self.file.preadv(self._host(entry, gc), cs, [buf])
+            self.data.preadv(self._host(entry, gc), cs, [buf])
         elif kind is Kind.COMPRESSED:
             buf[:] = self._decompressed(entry, gc)
         else:
@@ -520,7 +537,7 @@ class Qcow2Node(Node):
                 if r.clusters > 1:
                     self._host(r.entry + (r.clusters - 1) * cs, r.gc + r.clusters - 1)
                 self.emit_below("read_aio")
-                self.file.preadv(host + r.inner, r.n, parts)
+                self.data.preadv(host + r.inner, r.n, parts)
             elif r.kind is Kind.COMPRESSED:
                 data = self._decompressed(r.entry, r.gc)
                 iov_copy_in(parts, memoryview(data)[r.inner:r.inner + r.n])
@@ -559,8 +576,8 @@ class Qcow2Node(Node):
     def _fresh_copied(self, gc: int, entry: int, kind: Kind) -> int:
         """A normal cluster without COPIED but with refcount 1 is not shared: set the flag."""
         cb = self.cluster_bits
-        if kind is Kind.NORMAL and not entry & COPIED and self.refs.get(
-                (entry & OFFSET_MASK) >> cb) == 1:
+        if kind is Kind.NORMAL and not entry & COPIED and (self.has_data_file or self.refs.get(
+                (entry & OFFSET_MASK) >> cb) == 1):
             entry |= COPIED
             l2_off, i2 = self._l2_for_write(gc)
             self.tables.set_l2_entry(l2_off, i2, entry)
@@ -589,7 +606,7 @@ class Qcow2Node(Node):
                 self._check_data_write(host + r.inner, r.n)
                 if host + r.inner != self._next_host:
                     self.emit_below("write_aio")
-                self.file.pwritev(host + r.inner, r.n, iov_slice(iov, r.pos, r.n))
+                self.data.pwritev(host + r.inner, r.n, iov_slice(iov, r.pos, r.n))
                 self._next_host = host + r.inner + r.n
             elif r.kind is Kind.ZERO_ALLOC or (r.kind is Kind.ZERO_PLAIN and r.clusters > 1):
                 self._write_zero_run(offset, r, iov)
@@ -673,20 +690,24 @@ class Qcow2Node(Node):
                     del olds[j:]
                     break
         l2_off, i2 = self._l2_for_write(gc)
-        host, n = self.refs.alloc_run(len(olds))
+        if self.has_data_file:  # at the guest offset, no refcounts (datafile)
+            host, n = gc * cs, len(olds)
+        else:
+            host, n = self.refs.alloc_run(len(olds))
         try:
             self._check_data_write(host, n * cs)
             self.emit_below("write_aio")
-            self.file.pwritev(host, n * cs, iov_slice(parts, 0, n * cs))
+            self.data.pwritev(host, n * cs, iov_slice(parts, 0, n * cs))
             io = self._io
             assert io is not None
-            io.file_end = max(io.file_end, host + n * cs)
+            if not self.has_data_file:
+                io.file_end = max(io.file_end, host + n * cs)
             first = host | COPIED
             dirty.mark_dirty(self)
             t.set_l2_entries(l2_off, i2, list(range(first, first + n * cs, cs)))
         except OSError:
             for j in range(n):
-                self._unalloc(host + j * cs)
+                self._unalloc_data(host + j * cs)
             raise
         for entry in olds[:n]:
             if entry & (OFFSET_MASK | COMPRESSED):  # unallocated and plain zero hold nothing
@@ -701,7 +722,7 @@ class Qcow2Node(Node):
         self._next_host = -1
         l2_off, i2 = self._l2_for_write(gc)
         buf = aligned_buffer(cs)
-        host = self.refs.alloc()
+        host = gc * cs if self.has_data_file else self.refs.alloc()
         try:
             # QEMU's events: a partial cluster over zeroes is zeroed first (cluster_alloc_space)
             # and the data written (write_aio); over data, the old content is read (cow_read)
@@ -723,7 +744,7 @@ class Qcow2Node(Node):
             dirty.mark_dirty(self)
             self.tables.set_l2_entry(l2_off, i2, host | COPIED)
         except BaseException:
-            self._unalloc(host)
+            self._unalloc_data(host)
             raise
         self._free(entry, kind)
 
@@ -733,17 +754,27 @@ class Qcow2Node(Node):
         with contextlib.suppress(OSError, CorruptImageError):
             self.refs.free_now(host >> self.cluster_bits)
 
+    def _unalloc_data(self, host: int) -> None:
+        """A data cluster given back (nothing to give back in a data file)."""
+        if not self.has_data_file:
+            self._unalloc(host)
+
     def _check_data_write(self, host: int, length: int) -> None:
+        """The overlap check of a data write (none in a data file, as QEMU)."""
+        if self.has_data_file:
+            return
         io = self._io
         assert io is not None
         io.check_write(host, length)
 
     def _io_write(self, host: int, buf: memoryview) -> None:
+        """A whole data cluster's write."""
         io = self._io
         assert io is not None
-        io.check_write(host, buf.nbytes)
-        self.file.pwritev(host, buf.nbytes, [buf])
-        io.file_end = max(io.file_end, host + buf.nbytes)
+        self._check_data_write(host, buf.nbytes)
+        self.data.pwritev(host, buf.nbytes, [buf])
+        if not self.has_data_file:
+            io.file_end = max(io.file_end, host + buf.nbytes)
 
     def _l2_for_write(self, gc: int) -> tuple[int, int]:
         """The (writable) L2 table of ``gc``, allocated if needed; (its offset, index)."""
@@ -868,6 +899,8 @@ class Qcow2Node(Node):
         """QEMU's compressed write (``write -c``): whole clusters, each stored compressed
         (see :mod:`compress`)."""
         length = sum(memoryview(p).nbytes for p in iov)
+        if self.has_data_file:  # QEMU: no compressed clusters in a data file
+            raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
         try:
             with self._lock:
                 self._writable()
@@ -894,6 +927,11 @@ class Qcow2Node(Node):
         the next metadata flush has made the new entry durable."""
         cb = self.cluster_bits
         clusters: list[int] = []
+        if self.has_data_file:  # no refcounts: a discard reaches the data file (QEMU's
+            # qcow2_free_any_cluster with discard passthrough for requests)
+            if discard and kind in (Kind.NORMAL, Kind.ZERO_ALLOC):
+                self._discard_data(entry & OFFSET_MASK)
+            return
         if kind in (Kind.NORMAL, Kind.ZERO_ALLOC):
             clusters.append((entry & OFFSET_MASK) >> cb)
         elif kind is Kind.COMPRESSED:
@@ -1007,6 +1045,14 @@ class Qcow2Node(Node):
             if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
 
+    def _discard_data(self, host: int) -> None:
+        """A data cluster in the data file no longer used: discarded there."""
+        try:
+            self.data.discard(host, self.cluster_size)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
     # ------------------------------------------------------ zeroes, discard
     def _whole(self, offset: int, length: int) -> tuple[int, int]:
         """The guest clusters ``[first, end)`` wholly inside the range (the image's last,
@@ -1041,6 +1087,8 @@ class Qcow2Node(Node):
                 raise OSError(errno.ENOTSUP, "qcow2 v2 has no zero clusters")
             self._write_zero_data(offset, length)
             return
+        if datafile.is_raw(self):  # the data file stays a raw image of the disk
+            self.data.write_zeroes(offset, length, flags & ReqFlags.MAY_UNMAP)
         pieces = []
         if first > end:  # inside one cluster
             pieces.append((offset, length))

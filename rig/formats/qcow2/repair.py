@@ -126,8 +126,9 @@ class _Check:
         """QEMU's check_refcounts_l2 (without the repair of misaligned preallocated
         clusters)."""
         raw = self.io.read(l2_offset, self.cs)
-        version = self.h.version
-        for entry in struct.unpack(f">{self.cs // 8}Q", raw):
+        version = self.node.tables.version  # with DATA_FILE_MODE
+        data_file = self.node.has_data_file
+        for i, entry in enumerate(struct.unpack(f">{self.cs // 8}Q", raw)):
             kind = classify(entry, version)
             if kind is not Kind.COMPRESSED and entry & L2_RESERVED:
                 _say(f"ERROR found l2 entry with reserved bits set: {entry:x}")
@@ -139,6 +140,10 @@ class _Check:
                          "compressed clusters")
                     entry &= ~COPIED
                     res.corruptions += 1
+                if data_file:
+                    _say(f"ERROR compressed cluster {i} with data file, entry=0x{entry:x}")
+                    res.corruptions += 1
+                    continue
                 coffset, csize = compressed_extent(entry, self.cb)
                 self.inc(res, coffset, csize)
             elif kind in (Kind.NORMAL, Kind.ZERO_ALLOC):
@@ -151,7 +156,8 @@ class _Check:
                     else:
                         _say(f"ERROR offset={offset:x}: Data cluster is not properly aligned; "
                              "L2 entry corrupted.")
-                self.inc(res, offset, self.cs)
+                if not data_file:  # data clusters in a data file have no refcounts
+                    self.inc(res, offset, self.cs)
 
     def _l1(self, res: CheckResult, l1_offset: int, l1_size: int) -> None:
         """QEMU's check_refcounts_l1."""
@@ -431,10 +437,11 @@ class _Check:
             table = bytearray(raw)
             dirty = 0
             for j, entry in enumerate(struct.unpack(f">{self.cs // 8}Q", raw)):
-                if classify(entry, self.h.version) not in (Kind.NORMAL, Kind.ZERO_ALLOC):
+                if classify(entry, tables.version) not in (Kind.NORMAL, Kind.ZERO_ALLOC):
                     continue
                 try:
-                    refcount = refs.get((entry & OFFSET_MASK) >> self.cb)
+                    refcount = 1 if node.has_data_file else refs.get(
+                        (entry & OFFSET_MASK) >> self.cb)
                 except (CorruptImageError, OSError):
                     continue
                 if (refcount == 1) != bool(entry & COPIED):

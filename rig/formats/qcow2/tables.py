@@ -58,12 +58,19 @@ class Kind(Enum):
     COMPRESSED = "compressed"
 
 
+#: Added to the version given to :func:`classify` (and kept in :attr:`Tables.version`) for an
+#: image with an external data file (always v3): there offset 0 is a real data cluster, told
+#: from an unallocated one by COPIED (every data cluster has refcount 1), as QEMU's
+#: qcow2_get_cluster_type.
+DATA_FILE_MODE = 0x100
+
+
 def classify(entry: int, version: int) -> Kind:
     if entry & COMPRESSED:
         return Kind.COMPRESSED
     if entry & ZERO and version >= 3:
         return Kind.ZERO_ALLOC if entry & OFFSET_MASK else Kind.ZERO_PLAIN
-    if entry & OFFSET_MASK:
+    if entry & OFFSET_MASK or (version & DATA_FILE_MODE and entry & COPIED):
         return Kind.NORMAL
     return Kind.UNALLOCATED
 
