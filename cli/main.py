@@ -66,18 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     return build(COMMANDS)
 
 
+#: Commands that only print what they find: in a process of their own they die quietly on a
+#: closed pipe (``rig io ... | head``), as qemu-io and other Unix tools do. The others serve
+#: (an export, its QMP socket, a guest, a crash-mark socket) or change images: for them a
+#: closed pipe or a QMP client gone in the middle of a reply is an error they handle, never a
+#: death by SIGPIPE before their cleanup (seen: ``rig run --qmp`` killed by a client that sent
+#: commands and closed without reading the replies).
+QUIET_ON_CLOSED_PIPE = frozenset({"io", "devices"})
+
+
 def entry() -> int:
     """The ``rig`` program (``[project.scripts]`` and ``python -m rig``): :func:`main` in a
-    process of its own, which dies quietly on a closed pipe (``rig devices | head``) as a Unix
-    tool does; the drivers' cleanup still runs (atexit, finally) for the signals the rig handles.
+    process of its own. The printing commands (:data:`QUIET_ON_CLOSED_PIPE`) die quietly on a
+    closed pipe; the drivers' cleanup still runs (atexit, finally) for the signals the rig
+    handles.
 
     Only here: :func:`main` called in-process (tests, a pytest worker, an embedding program)
     leaves the caller's signal dispositions alone, since a SIGPIPE set to default there kills
     the whole host process at its next write to a closed socket."""
-    # _signal is the C module under signal, loaded when Python starts: the signal module's
-    # enums would cost every rig start ~1 ms (issue 19).
-    c_signal = __import__("_signal")
-    c_signal.signal(c_signal.SIGPIPE, c_signal.SIG_DFL)
+    if sys.argv[1:2] and sys.argv[1] in QUIET_ON_CLOSED_PIPE:
+        # _signal is the C module under signal, loaded when Python starts: the signal
+        # module's enums would cost every rig start ~1 ms (issue 19).
+        c_signal = __import__("_signal")
+        c_signal.signal(c_signal.SIGPIPE, c_signal.SIG_DFL)
     status = main()
     if sys.argv[1:2] == ["io"]:
         exit_now(status)

@@ -173,7 +173,7 @@ class MarkServer:
             return
         if len(self._clients) >= MAX_CLIENTS:
             with contextlib.suppress(OSError):
-                sock.send(b"error too many connections\n")
+                sock.send(b"error too many connections\n", socket.MSG_NOSIGNAL)
             sock.close()
             self.errors += 1
             return
@@ -236,7 +236,7 @@ class MarkServer:
     def _reply(self, client: _Client, reply: str) -> bool:
         """Send ``reply``; False when the client cannot take it (gone, or not reading)."""
         try:
-            client.sock.sendall((reply + "\n").encode("utf-8"))
+            client.sock.sendall((reply + "\n").encode("utf-8"), socket.MSG_NOSIGNAL)
         except OSError:
             return False
         return True
@@ -281,7 +281,7 @@ def send_mark(text: str, path: str | None = None, *, timeout: float = 60.0) -> i
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
-            sock.sendall(payload)
+            sock.sendall(payload, socket.MSG_NOSIGNAL)
             reply = _read_line(sock)
     except TimeoutError:
         raise RigError(f"no answer from the mark socket {path} in {timeout:g} s") from None

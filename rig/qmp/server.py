@@ -79,7 +79,7 @@ class _Client:
     def _write(self) -> None:
         try:
             while (data := self.out.get()) is not None:
-                self.sock.sendall(data)
+                self.sock.sendall(data, socket.MSG_NOSIGNAL)  # a gone client is an error here
         except OSError:
             pass
         finally:
@@ -176,7 +176,8 @@ class QmpServer:
                 with contextlib.suppress(OSError):
                     conn.sendall(encode({"error": {
                         "class": "GenericError",
-                        "desc": f"too many QMP clients (at most {MAX_CLIENTS})"}}))
+                        "desc": f"too many QMP clients (at most {MAX_CLIENTS})"}}),
+                        socket.MSG_NOSIGNAL)
                 conn.close()
                 continue
             client.start()

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from rig.cli.main import main
 
@@ -42,3 +44,33 @@ def test_the_rig_process_dies_quietly_on_a_closed_pipe() -> None:
     os.close(w)
     assert p.returncode == -signal.SIGPIPE, p.stderr
     assert p.stderr == ""  # no BrokenPipeError traceback
+
+
+def _sigpipe_ignored(pid: int) -> bool:
+    """Whether SIGPIPE is ignored in process ``pid`` (its SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGPIPE - 1) & 1)
+    raise AssertionError(f"no SigIgn line for {pid}")
+
+
+def test_a_serving_rig_does_not_die_of_a_closed_pipe(tmp_path: Path) -> None:
+    """``rig run`` (and every command outside QUIET_ON_CLOSED_PIPE) keeps SIGPIPE ignored: a
+    closed pipe or socket is an error it handles, not a death before its cleanup."""
+    p = subprocess.Popen([*RIG, "run", "--size", "1M", "--", "sleep", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 30
+        child = None
+        while child is None and time.monotonic() < deadline and p.poll() is None:
+            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            child = next((int(k) for k in kids
+                          if Path(f"/proc/{k}/cmdline").read_bytes().startswith(b"sleep")),
+                         None)
+            time.sleep(0.05)
+        assert child is not None, p.stderr.read() if p.stderr else ""
+        assert _sigpipe_ignored(p.pid)
+    finally:
+        p.terminate()
+        p.wait(timeout=30)

@@ -445,3 +445,32 @@ def test_stats_json_at_the_end_and_stop_without_qmp(tmp_path: Path, run_dir: Pat
     assert (entry["device"], entry["qdev"]) == ("disk", dev)
     assert (entry["stats"]["wr_operations"], entry["stats"]["wr_bytes"]) == (3, 192 * KiB)
     assert entry["stats"]["flush_operations"] >= 1
+
+
+def test_clients_gone_before_their_replies_stop_nothing(tmp_path: Path, run_dir: Path) -> None:
+    """Clients that send commands and close without reading a reply: the server's writes to
+    them fail, and that is all (``rig run`` used to die of SIGPIPE there, exit status 141,
+    taking the program's device with it)."""
+    sock = tmp_path / "qmp.sock"
+    prog = Program(["run", "--qmp", str(sock), "--size", "16M", "--",
+                    sys.executable, PROGRAM], run_dir)
+    try:
+        assert prog.line() == "ready"
+        burst = (b'{"execute": "qmp_capabilities"}\n'
+                 + b'{"execute": "query-block"}\n' * 200)
+        for _ in range(20):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(str(sock))
+                s.recv(4096)  # the greeting, then nothing more is read
+                s.sendall(burst)
+        time.sleep(0.5)  # the server writes its replies to the closed sockets
+        assert prog.proc.poll() is None, prog.proc.stderr
+        qmp = connect(sock)
+        assert qmp.cmd("query-status")["running"] is True
+        qmp.close()
+        assert prog.ask(f"w 0 {64 * KiB} 1").startswith("ok")
+        rc, err_text = prog.finish()
+        assert rc == 0, err_text
+    finally:
+        prog.kill()
