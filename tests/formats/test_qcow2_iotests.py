@@ -8,6 +8,7 @@ unaligned refcount block found when used (305)."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -268,3 +269,32 @@ def test_discarded_clusters_are_allocated_again(tmp_path: Path) -> None:
     at = {e["start"]: e.get("offset") for e in json.loads(maps[1])}
     assert at[63 << 20] < 1 << 20  # guest 63M went where guest 0's clusters were
     check(rimg)
+
+
+def test_cow_write_stops_at_write_aio(tmp_path: Path) -> None:
+    """iotest 046: a partial write over backing data emits write_aio before its merged
+    copy-on-write (QEMU's perform_cow), so a break there suspends it; requests to the same
+    cluster wait, and the image ends as qemu-io leaves it."""
+    base = tmp_path / "base.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 5 0 1M", base)
+    script = ("break write_aio A\naio_write -P 10 0x18000 0x2000\nwait_break A\n"
+              "aio_write -P 11 0x12000 0x2000\naio_write -P 12 0x1c000 0x2000\n"
+              "resume A\naio_flush\nbreak write_aio B\naio_write -P 20 0x28000 0x2000\n"
+              "wait_break B\naio_write -P 21 0x2a000 0x10000\nresume B\naio_flush\n")
+    imgs, outs = [], []
+    for tool in ("qemu", "rig"):
+        img = tmp_path / f"{tool}.qcow2"
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", img, "1M")
+        res = (qemu_io(f"blkdebug::{img}", stdin=script) if tool == "qemu"
+               else rig_io(f"blkdebug::{img}", stdin=script, env=ENV))
+        imgs.append(img)
+        outs.append(res)
+    # the prompts interleave with the asynchronous output, and the waiting requests may end in
+    # either order: the iotest filters both out
+    q, r = (Result(o.rc, re.sub(r"\d+/\d+ bytes at offset \d+", "XXX/XXX bytes at offset XXX",
+                                o.out.replace("qemu-io> ", "")), o.err) for o in outs)
+    same(q, r)
+    assert r.out.count("blkdebug: Suspended request") == 2
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", *imgs)
+    check(imgs[1])

@@ -726,20 +726,23 @@ class Qcow2Node(Node):
         try:
             # QEMU's events: a partial cluster over zeroes is zeroed first (cluster_alloc_space)
             # and the data written (write_aio); over data, the old content is read (cow_read)
-            # and written back with the new data merged in (cow_write)
-            event = "write_aio"
+            # and written back with the new data merged in: perform_cow's write_aio (for the
+            # guest data merged in; a break there suspends the write, iotest 046), then
+            # cow_write, one write
+            events = ["write_aio"]
             if n < cs:
                 if self._reads_zero(gc, kind):
                     self.emit_below("cluster_alloc_space")
                 else:
                     self.emit_below("cow_read")
                     self._read_cluster(gc, entry, kind, buf)
-                    event = "cow_write"
+                    events = ["cow_write"] if parts is None else ["write_aio", "cow_write"]
             if parts is None:
                 buf[inner:inner + n] = bytes(n)
             else:
                 iov_copy_out(parts, buf[inner:inner + n])
-            self.emit_below(event)
+            for event in events:
+                self.emit_below(event)
             self._io_write(host, buf)
             dirty.mark_dirty(self)
             self.tables.set_l2_entry(l2_off, i2, host | COPIED)
