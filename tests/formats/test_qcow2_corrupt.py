@@ -85,7 +85,6 @@ def test_dirty_bit_repaired_read_write_kept_read_only(tmp_path: Path) -> None:
 def test_real_unsupported_images(tmp_path: Path) -> None:
     cases = {
         "extended L2": ["-o", "extended_l2=on"],
-        "zstd compression": ["-o", "compression_type=zstd"],
     }
     for feature, opts in cases.items():
         img = tmp_path / "x.qcow2"

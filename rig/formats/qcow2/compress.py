@@ -2,7 +2,8 @@
 
 A request must start on a cluster boundary and cover whole clusters (the image's last, partial
 cluster counts as whole: it is padded with zeroes). Each cluster is compressed as QEMU does
-(zlib raw deflate, 4 KiB window, default level, output at most a cluster less one byte); one
+(zlib raw deflate, 4 KiB window, default level, or zstd (:mod:`zstd`) when the image says so;
+output at most a cluster less one byte); one
 that does not shrink is written as a normal cluster instead. A compressed cluster may not
 overwrite anything: an allocated cluster (data, preallocated zeroes, compressed) fails the
 request with EIO, as in QEMU.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from rig.core.buffers import aligned_buffer, iov_copy_out, iov_slice
 from rig.core.node import Iov
 from rig.errors import RigError
+from rig.formats.qcow2 import zstd
 from rig.formats.qcow2.tables import COMPRESSED, OFFSET_MASK
 
 if TYPE_CHECKING:
@@ -56,7 +58,9 @@ def _cluster(node: Qcow2Node, offset: int, n: int, parts: Iov) -> None:
     cs, cb = node.cluster_size, node.cluster_bits
     buf = aligned_buffer(cs)  # zeroes past a short last cluster
     iov_copy_out(parts, buf[:n])
-    out = compress(buf, cs - 1)
+    h = node.header
+    assert h is not None
+    out = (zstd.compress if h.compression_type == 1 else compress)(buf, cs - 1)
     if out is None:  # does not shrink: a normal write
         node._write(offset, n, parts)
         return

@@ -29,7 +29,7 @@ from rig.core.options import Options, flatten
 from rig.core.registry import driver_class, register_driver
 from rig.errors import ConfigError, RigError
 from rig.formats import probe_format
-from rig.formats.qcow2 import compress, datafile, dirty, overlap, runtime_opts, snapshots
+from rig.formats.qcow2 import compress, datafile, dirty, overlap, runtime_opts, snapshots, zstd
 from rig.formats.qcow2 import header as hdr
 from rig.formats.qcow2.corruption import Corruption
 from rig.formats.qcow2.errors import CorruptImageError, UnsupportedImageError
@@ -235,11 +235,18 @@ class Qcow2Node(Node):
             raise UnsupportedImageError(path, f"unknown incompatible features 0x{unknown:x}")
         if bits & hdr.INCOMPAT_EXTL2:
             raise UnsupportedImageError(path, "extended L2 entries (subclusters)")
+        if h.compression_type not in (0, 1):  # QEMU's validate_compression_type
+            raise UnsupportedImageError(path, f"compression type {h.compression_type}")
         if h.compression_type == 0 and bits & hdr.INCOMPAT_COMPRESSION:
             raise CorruptImageError(path, "the compression type bit is set for zlib")
-        if h.compression_type != 0:
-            name = "zstd" if h.compression_type == 1 else f"type {h.compression_type}"
-            raise UnsupportedImageError(path, f"{name} compression")
+        if h.compression_type == 1:
+            if not bits & hdr.INCOMPAT_COMPRESSION:
+                raise CorruptImageError(path, "the compression type bit is not set for zstd")
+            try:
+                zstd.library()
+            except OSError:
+                raise UnsupportedImageError(path, "zstd compression (no libzstd.so.1 on "
+                                            "this system)") from None
         if h.version == 2 and h.refcount_order != 4:
             raise CorruptImageError(path, "bad refcount order for a version 2 image")
         # a dirty image opens (repaired read-write: dirty.repair_if_dirty); a corrupt one only
@@ -492,7 +499,8 @@ class Qcow2Node(Node):
                 raise io.corrupt(f"compressed cluster {gc} at 0x{off:x} is past the end of "
                                  "the file")
         self.emit_below("read_compressed")
-        data = decompress(bytes(io.read(off, n)), self.cluster_size)
+        codec = zstd.decompress if self.header and self.header.compression_type else decompress
+        data = codec(bytes(io.read(off, n)), self.cluster_size)
         if data is None:
             raise io.corrupt(f"compressed cluster {gc} at 0x{off:x} does not decompress")
         self._zbuf = (key, data)

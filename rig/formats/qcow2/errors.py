@@ -31,6 +31,10 @@ QEMU_WORDS: tuple[tuple[str, str, str], ...] = (
     ("L1 table (", "too large", "Active L1 table too large"),
     ("L1 table offset", "", "Active L1 table offset invalid"),
     ("backing file name (", "", "Backing file name too long"),
+    ("the compression type bit is set", "zlib",
+     "qcow2: Compression type incompatible feature bit must not be set"),
+    ("the compression type bit is not set", "zstd",
+     "qcow2: Compression type incompatible feature bit must be set"),
 )
 
 
