@@ -60,6 +60,15 @@ class RawFormat(Filter):
                                   f"file ({real})")
             if size is not None and size % SECTOR:
                 raise ConfigError(f"Specified size is not multiple of {SECTOR}")
+            align = node.child.limits.request_alignment
+            if offset % align:
+                # QEMU's block layer pads each node's requests to its child's alignment; the
+                # rig aligns once, at the backend, for the whole chain, so a window that
+                # starts between two of the child's blocks could only send it unaligned
+                # requests (found by tests/fuzz/test_fuzz_configs.py).
+                raise ConfigError(f"raw offset {offset} is not a multiple of the request "
+                                  f"alignment ({align}) of the node below: use an offset "
+                                  f"that is, or open the image with cache.direct=off")
             node.offset, node.size = offset, size
 
         return node.open_child(ctx, window)
