@@ -359,20 +359,19 @@ def write_cmd(s: Session, p: Parsed) -> int:
         return -errno.EINVAL
     t1 = time.perf_counter()
     try:
-        if vmstate:
-            vmstate_io(s, offset, io_buffer(s, count, pattern), save=True)
-        elif zero:
+        if zero:
             s.blk.write_zeroes(offset, count, flags)
-        elif compressed:
-            compressed_write(s, offset, io_buffer(s, count, pattern))
-        else:
+        else:  # the data comes from -s FILE, else it is the pattern (qemu-io's write_f)
+            buf = io_buffer(s, count, pattern)
             if source is not None:
-                buf = io_buffer(s, count, pattern)
                 io_buffer_changed(s, count)
                 _read_source(s, source, buf)
+            if vmstate:
+                vmstate_io(s, offset, buf, save=True)
+            elif compressed:
+                compressed_write(s, offset, buf)
             else:
-                buf = io_buffer(s, count, pattern)
-            s.blk.pwritev(offset, [buf], flags)
+                s.blk.pwritev(offset, [buf], flags)
     except OSError as e:
         return fail(s, "write", e)
     elapsed = time.perf_counter() - t1

@@ -38,3 +38,25 @@ def test_compressed_writes_as_qemu(tmp_path: Path, cache: str) -> None:
     assert "identical" in proc.stdout
     info = run("qemu-img", "check", tmp_path / "rig.qcow2").stdout
     assert "compressed clusters" in info and "0.00% compressed" not in info
+
+
+def test_compressed_write_from_a_file_as_qemu(tmp_path: Path) -> None:
+    """``write -c -s FILE``: the compressed data is the file's (it used to be the 0xcd pattern)."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"blockrig " * 7000 + bytes(64 * 1024 - 9 * 7000))
+    script = [f"write -c -s {src} 64k 64k", "read -P 0xcd 0 4k", "map"]
+    args = ["-f", "qcow2", *[x for c in script for x in ("-c", c)]]
+    out = []
+    for tool in ("qemu", "rig"):
+        img = tmp_path / f"{tool}.qcow2"
+        run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+        res = qemu_io(*args, str(img)) if tool == "qemu" else rig_io(
+            *args, str(img), env={"RIG_IO_NAME": "qemu-io"})
+        out.append((res.rc, normalise(res.out), res.err))
+        check_clean(img)
+    assert out[1] == out[0]
+    proc = run("qemu-img", "compare", tmp_path / "qemu.qcow2", tmp_path / "rig.qcow2")
+    assert "identical" in proc.stdout
+    raw = tmp_path / "rig.raw"
+    run("qemu-img", "convert", "-O", "raw", tmp_path / "rig.qcow2", raw)
+    assert raw.read_bytes()[64 * 1024:128 * 1024] == src.read_bytes()
