@@ -290,6 +290,10 @@ def write_rules(path: Path, size: int, n: int) -> None:
                     f"start = {start}\nend = {start + 4 * KiB}\nstate = 2\n\n")
 
 
+#: Extra ``rig export`` arguments for both rig setups (``--rig-arg``, e.g. ``--threads=2``).
+RIG_EXPORT_ARGS: list[str] = []
+
+
 @contextlib.contextmanager
 def rig_export(image: Path, tmp: Path, cache_direct: bool, log: Log,
                pids: list[int], rules: Path | None = None) -> Iterator[Device]:
@@ -302,7 +306,7 @@ def rig_export(image: Path, tmp: Path, cache_direct: bool, log: Log,
         node = {"driver": "faults", "rules": str(rules), "file": node}
     graph = "json:" + json.dumps(node)
     err = tmp / ("rig-export.log" if rules is None else "rig-export-faults.log")
-    proc = spawn([*rig_command(), "export", graph], subprocess.PIPE, err)
+    proc = spawn([*rig_command(), "export", *RIG_EXPORT_ARGS, graph], subprocess.PIPE, err)
     pids.append(proc.pid)
     try:
         assert proc.stdout is not None
@@ -566,8 +570,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each fio run, wait up to SECONDS for no qemu-system process "
                    "to be running (default 0: do not wait; runs are counted either way)")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
+    p.add_argument("--rig-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to both rig exports (repeatable; e.g. --rig-arg=--threads=2)")
     args = p.parse_args(argv)
     args.runtime = args.runtime or (1.0 if args.quick else 5.0)
+    RIG_EXPORT_ARGS[:] = args.rig_arg
     args.ramp = 0.25 if args.quick else 1.0
     args.size = (args.size or (64 if args.quick else 256)) * MiB
     setups = [s for s in SETUPS if not args.only or s in args.only]
