@@ -251,10 +251,9 @@ def _quiet_read(s: Session, off_text: str, len_text: str) -> int:
         count = length_arg(s, len_text)
     except CommandFailed as e:
         return e.ret
-    b = (_misaligned_buffers if s.misalign else _buffers).get(count) or _io_buf(s, count)
-    b.fill = None  # the read changes it (read_buffer, unobserved)
+    buf = read_buffer(s, count, False)
     try:
-        s.blk.preadv(offset, [b.view])  # type: ignore[union-attr]  # run() checked it
+        s.blk.preadv(offset, [buf])  # type: ignore[union-attr]  # run() checked it
     except OSError as e:
         return fail(s, "read", e)
     return 0

@@ -21,17 +21,26 @@ SCRIPT = ["write -c -P 0x11 0 64k", "write -c -P 0x22 64k 128k", "write -c 256k 
           "read -P 0x33 320k 64k", "write -P 0x55 64k 4k", "read -P 0x22 68k 60k", "map"]
 
 
-@pytest.mark.parametrize("cache", ["writeback", "none"])
-def test_compressed_writes_as_qemu(tmp_path: Path, cache: str) -> None:
-    args = ["-t", cache, "-f", "qcow2", *[x for c in SCRIPT for x in ("-c", c)]]
+def _side_by_side(tmp_path: Path, args: list[str], script: list[str],
+                  size: str) -> list[tuple[int, str, str]]:
+    """Run ``script`` under qemu-io, then rig io, each on a fresh qcow2 image of ``size``
+    (``qemu.qcow2``, ``rig.qcow2`` in ``tmp_path``), both left clean: (status, stdout, stderr)
+    of each, qemu-io's first."""
+    argv = [*args, *[x for c in script for x in ("-c", c)]]
     out = []
     for tool in ("qemu", "rig"):
         img = tmp_path / f"{tool}.qcow2"
-        run("qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
-        res = qemu_io(*args, str(img)) if tool == "qemu" else rig_io(
-            *args, str(img), env={"RIG_IO_NAME": "qemu-io"})
+        run("qemu-img", "create", "-q", "-f", "qcow2", img, size)
+        res = qemu_io(*argv, str(img)) if tool == "qemu" else rig_io(
+            *argv, str(img), env={"RIG_IO_NAME": "qemu-io"})
         out.append((res.rc, normalise(res.out), res.err))
         check_clean(img)
+    return out
+
+
+@pytest.mark.parametrize("cache", ["writeback", "none"])
+def test_compressed_writes_as_qemu(tmp_path: Path, cache: str) -> None:
+    out = _side_by_side(tmp_path, ["-t", cache, "-f", "qcow2"], SCRIPT, "4M")
     assert out[1] == out[0]
     assert "write failed: Input/output error" in out[1][1]  # over an allocated cluster
     proc = run("qemu-img", "compare", tmp_path / "qemu.qcow2", tmp_path / "rig.qcow2")
@@ -45,15 +54,7 @@ def test_compressed_write_from_a_file_as_qemu(tmp_path: Path) -> None:
     src = tmp_path / "src.bin"
     src.write_bytes(b"blockrig " * 7000 + bytes(64 * 1024 - 9 * 7000))
     script = [f"write -c -s {src} 64k 64k", "read -P 0xcd 0 4k", "map"]
-    args = ["-f", "qcow2", *[x for c in script for x in ("-c", c)]]
-    out = []
-    for tool in ("qemu", "rig"):
-        img = tmp_path / f"{tool}.qcow2"
-        run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
-        res = qemu_io(*args, str(img)) if tool == "qemu" else rig_io(
-            *args, str(img), env={"RIG_IO_NAME": "qemu-io"})
-        out.append((res.rc, normalise(res.out), res.err))
-        check_clean(img)
+    out = _side_by_side(tmp_path, ["-f", "qcow2"], script, "1M")
     assert out[1] == out[0]
     proc = run("qemu-img", "compare", tmp_path / "qemu.qcow2", tmp_path / "rig.qcow2")
     assert "identical" in proc.stdout
