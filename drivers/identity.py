@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +181,21 @@ def parse_vpd_serial(page: bytes) -> str | None:
     return text if text and text.isprintable() else None
 
 
+_contexts = threading.local()
+
+
+def _udev_context() -> Any:
+    """This thread's pyudev context, made once (libudev's contexts are not to be shared
+    between threads). Each new context loads libudev again, ~2 ms here and far more in a TCG
+    guest, and every safety check of a device open looks its identity up."""
+    context = getattr(_contexts, "context", None)
+    if context is None:
+        import pyudev
+
+        context = _contexts.context = pyudev.Context()
+    return context
+
+
 def udev_record(number: DevNum) -> UdevRecord:
     """The udev database's entry for block device ``number`` (empty without one)."""
     if not os.path.exists(f"{UDEV_DATA}/b{number[0]}:{number[1]}"):
@@ -188,7 +204,7 @@ def udev_record(number: DevNum) -> UdevRecord:
         import pyudev
 
         dev: Any = pyudev.Devices.from_device_number(
-            pyudev.Context(), "block", os.makedev(*number))
+            _udev_context(), "block", os.makedev(*number))
         props = {str(k): str(v) for k, v in dev.properties.items()}
     except (ImportError, OSError, ValueError, LookupError):
         return UdevRecord()
