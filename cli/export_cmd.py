@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer ETIMEDOUT for a request the graph has not finished in "
                         "SECONDS (default 0: wait for ever)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="libfuse worker threads serving requests (1: single-threaded; "
-                        "default 8)")
+                        help="requests the graph serves at once (graph worker threads, 1-64; "
+                        "default 8); reads and writes no rule or filter acts on need none")
     parser.add_argument("--read-only", action="store_true", help="open the graph read-only")
     parser.add_argument("--stats", choices=("json",),
                         help="at the end, print the device's query-blockstats entry (QEMU's "

@@ -9,6 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Every property test: no per-example deadline and no "input generation is slow" failure. Both
+# measure the machine, not the rig: on CI's two busy cores a plain @given test failed once with
+# "Hypothesis only generated 1 valid inputs after 1.63 seconds" (tests/faults/test_log.py).
+settings.register_profile("rig", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("rig")
 
 #: tests/plugin/ tests the rig.fixtures plugin with pytester (pytest_plugins is only allowed in
 #: the top-level conftest).

@@ -1,11 +1,11 @@
 """Export a rig graph as a real block device: a FUSE-served file with a loop device on top.
 
 :func:`export` mounts one file (the backend's size) from a FUSE server running in a thread of this
-process (libfuse3's low-level API through ctypes, multithreaded with ``threads`` workers, or
-single-threaded), then binds a loop device to it with the settings that never lose a write error
-(``docs/export.md``):
-FUSE direct_io on every open, loop direct I/O, and the loop queue's ``max_sectors_kb`` capped to
-FUSE's ``max_write``.
+process (libfuse3's low-level API through ctypes: one thread reads the kernel's requests,
+small reads and writes the graph passes through go to the image file by native AIO, the rest to
+``threads`` graph workers; ``fuse_ops``), then binds a loop device to it with the settings
+that never lose a write error (``docs/export.md``): FUSE direct_io on every open, loop direct
+I/O, and the loop queue's ``max_sectors_kb`` capped to FUSE's ``max_write``.
 
 Nothing outlives the process: the loop device is autoclear (its fd dies with us), the mount uses
 ``auto_unmount`` (fusermount3 unmounts it when our /dev/fuse fd closes, even after SIGKILL), a
@@ -45,8 +45,8 @@ _DIR_RE = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
 #: FUSE max_write for libfuse3 (max_pages=256): the loop queue is capped to this.
 LIBFUSE3_MAX_WRITE = 1 << 20
 MOUNT_TIMEOUT = 10.0
-#: libfuse worker threads by default (``threads``; measured best here for 1 MiB requests, see
-#: docs/export.md), and the most an export takes.
+#: Graph workers by default (``threads``: requests that go through the graph run on these, up
+#: to this many at once; docs/export.md), and the most an export takes.
 DEFAULT_THREADS = 8
 MAX_THREADS = 64
 _NEED_FUSE = ("exports need /dev/fuse, fusermount3 and libfuse3 3.12 or later "
@@ -285,14 +285,13 @@ def within_kernel_timeout(request_timeout: float, kernel_timeout: int) -> float:
 
 # ------------------------------------------------------------------------------ serving
 class _Server:
-    """libfuse's low-level loop (:class:`~rig.drivers.export.lowlevel.Session`), in a daemon
-    thread of this process: multithreaded with up to ``threads`` workers, or single-threaded for
-    ``threads=1``."""
+    """libfuse's low-level loop (:class:`~rig.drivers.export.lowlevel.Session`), single-threaded,
+    in a daemon thread of this process: it reads the kernel's requests and hands them on
+    (:class:`~rig.drivers.export.fuse_ops.ExportOperations`)."""
 
-    def __init__(self, ops: ExportOperations, mountpoint: str, threads: int) -> None:
+    def __init__(self, ops: ExportOperations, mountpoint: str) -> None:
         self.ops = ops
         self.mountpoint = mountpoint
-        self.threads = threads
         self.error: BaseException | None = None
         self.watchers: list[int] = []
         self.thread = threading.Thread(target=self._serve, name=f"rig-export {mountpoint}",
@@ -300,12 +299,13 @@ class _Server:
 
     def _serve(self) -> None:
         try:
-            session = Session(fuse_library(), self.ops, self.mountpoint, self.threads,
+            session = Session(fuse_library(), self.ops, self.mountpoint, 1,
                               "auto_unmount,fsname=blockrig,subtype=blockrig")
             try:
                 session.mount()
                 session.loop()
             finally:
+                self.ops.close_direct()
                 session.close()
         except BaseException as e:  # reported by start()/stop()
             self.error = e
@@ -345,9 +345,10 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     ``max_write`` (bytes, a multiple of 4 KiB) lowers FUSE's largest WRITE from libfuse3's 1 MiB;
     the loop queue is capped to whatever was negotiated. ``request_timeout`` (seconds, 0 for
     none) answers ETIMEDOUT for a request the graph has not finished by then (``fuse_ops``).
-    ``threads`` is how many libfuse workers serve requests at once (1 to 64; 1 is libfuse's
-    single-threaded loop: one request at a time, so a request parked at a breakpoint holds up
-    every other unless ``request_timeout`` is set).
+    ``threads`` is how many requests go through the graph at once (1 to 64 graph workers; with
+    1, a request parked at a breakpoint holds up every other request that needs the graph, unless
+    ``request_timeout`` is set). Reads and writes the graph passes through take the direct path
+    and need no worker.
     """
     size = backend.getlength()
     if size <= 0 or size % block_size:
@@ -364,8 +365,9 @@ def export(backend: BlockBackend, *, block_size: int = 512, max_write: int = 0,
     sweep_stale()
     request_timeout = within_kernel_timeout(request_timeout, kernel_request_timeout())
     mountpoint = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
-    ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout)
-    server = _Server(ops, mountpoint, threads)
+    ops = ExportOperations(backend, max_write=max_write, request_timeout=request_timeout,
+                           workers=threads)
+    server = _Server(ops, mountpoint)
     cwd = os.getcwd()
     reaper = _reaper(mountpoint)
     try:

@@ -39,7 +39,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from rig.core.backend import BlockBackend
-from rig.core.buffers import aligned_buffer, buffer_address
+from rig.core.buffers import BufferPool, aligned_buffer, buffer_address
+from rig.drivers.export.direct import DirectPath
+from rig.drivers.ffi import aio
 from rig.drivers.ffi.calls import bind, library
 from rig.drivers.ffi.libc import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from rig.drivers.ffi.libfuse import (
@@ -116,6 +118,29 @@ class _DaemonPool:
             self._tasks.put(None)
 
 
+class _Workers:
+    """The export's graph workers: daemon threads that run the requests the FUSE thread hands
+    them (``put(fn, *args)``), each to its end, in the order handed."""
+
+    def __init__(self, workers: int) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = \
+            queue.SimpleQueue()
+        self._count = workers
+        for n in range(workers):
+            threading.Thread(target=self._work, name=f"rig-export-{n}", daemon=True).start()
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            task[0](*task[1])
+
+    def put(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._tasks.put((fn, args))
+
+    def shutdown(self) -> None:
+        for _ in range(self._count):
+            self._tasks.put(None)
+
+
 def _stat(mode: int, nlink: int, size: int, ino: int, t_ns: int) -> Stat:
     st = Stat(st_ino=ino, st_mode=mode, st_nlink=nlink, st_size=size,
               st_blocks=(size + 511) // 512, st_blksize=4096)
@@ -130,7 +155,7 @@ class ExportOperations:
     has their C signatures) and answers its ``req``."""
 
     def __init__(self, backend: BlockBackend, *, max_write: int = 0,
-                 request_timeout: float = 0.0) -> None:
+                 request_timeout: float = 0.0, workers: int = 8, direct: bool = True) -> None:
         if request_timeout < 0:
             raise ValueError(f"request_timeout must be >= 0 seconds, got {request_timeout}")
         self._backend = backend
@@ -177,6 +202,15 @@ class ExportOperations:
         self._dir_attr_p = ctypes.addressof(self._dir_attr)
         self._entry_p = ctypes.addressof(self._entry)
         self._local = threading.local()
+        self._workers = _Workers(workers)
+        #: Buffers a WRITE's data waits in for its graph worker.
+        self._write_bufs = BufferPool(_WORKER_BUF, keep=2 * workers)
+        #: Small requests the graph passes through, by native AIO (None: off, or with a
+        #: request timeout, whose pool the direct path would bypass).
+        self.direct: DirectPath | None = None
+        if direct and self._pool is None and aio.available():
+            self.direct = DirectPath(backend, self._reply_buf_held, self._reply_write,
+                                     self._fail, self._buf_copy_held)
 
     # ------------------------------------------------------------------ lifecycle
     def _call(self, what: str, fn: Callable[..., _T], *args: Any,
@@ -226,14 +260,25 @@ class ExportOperations:
         code = e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EINVAL
         self._reply_err(req, code)
 
+    def close_direct(self) -> None:
+        """End the direct path once the FUSE loop has ended: its requests in flight are
+        answered first (they must be, before the session goes)."""
+        direct, self.direct = self.direct, None
+        if direct is not None and not direct.close():
+            sys.stderr.write("rig export: requests on the direct path were still in flight "
+                             "after 30 s\n")
+
     def stop_timed_requests(self) -> None:
-        """Stop taking timed requests (stalled ones go on; their threads are not joined)."""
+        """End the graph workers and stop taking timed requests (stalled ones go on; their
+        threads are not joined)."""
+        self._workers.shutdown()
         if self._pool is not None:
             self._pool.shutdown()
 
     def init(self, userdata: int, conn_p: int) -> None:
         """Lower ``max_write`` if asked and record what was negotiated."""
         try:
+            self._pin()
             conn = FuseConnInfo.from_address(conn_p)
             if self._max_write_wanted and conn.max_write > self._max_write_wanted:
                 conn.max_write = self._max_write_wanted
@@ -326,6 +371,13 @@ class ExportOperations:
         self._reply_statfs(req, ctypes.addressof(st))
 
     # ------------------------------------------------------------------ data
+    def _pin(self) -> None:
+        """Keep this thread's Python thread state (see :meth:`_first_request`)."""
+        local = self._local
+        if not getattr(local, "pinned", False):
+            ctypes.pythonapi.PyGILState_Ensure()
+            local.pinned = True
+
     def _first_request(self) -> memoryview:
         """This worker thread's buffer, made on its first request (or after a timed-out request
         kept the last one). On the first, the thread's Python thread state is pinned for good:
@@ -333,25 +385,15 @@ class ExportOperations:
         return; one more ``PyGILState_Ensure``, never released, keeps it (a few KiB per worker,
         left when the worker ends). That saves the making per request, and lets the worker's
         ``threading.local`` data (the buffer) last."""
+        self._pin()
         local = self._local
-        if not getattr(local, "pinned", False):
-            ctypes.pythonapi.PyGILState_Ensure()
-            local.pinned = True
         buf = aligned_buffer(_WORKER_BUF)
         local.buf = buf
         local.addr = buffer_address(buf)
-        dst = local.dst = FuseBufvec(1, 0, 0)
-        dst.buf[0].fd = -1
-        local.dst_p = ctypes.addressof(dst)
         return buf
 
     def read(self, req: int, ino: int, size: int, off: int, fi: int) -> None:
-        """READ: the backend reads into this worker's buffer, and libfuse sends it from there."""
-        local = self._local
-        try:
-            buf = local.buf
-        except AttributeError:
-            buf = self._first_request()
+        """READ: by the direct path, or handed to a graph worker (:meth:`_read`)."""
         try:
             n = self._size - off
             if n > size:
@@ -359,6 +401,22 @@ class ExportOperations:
             if n <= 0:
                 self._reply_buf(req, None, 0)
                 return
+            direct = self.direct
+            if direct is not None and direct.read(req, off, n):
+                return
+            self._workers.put(self._read, req, off, n)
+        except BaseException as e:
+            self._fail(req, "read", e)
+
+    def _read(self, req: int, off: int, n: int) -> None:
+        """A graph worker's READ: the backend reads into the worker's buffer, and libfuse
+        sends it from there."""
+        local = self._local
+        try:
+            buf = local.buf
+        except AttributeError:
+            buf = self._first_request()
+        try:
             if n > _WORKER_BUF:
                 buf = aligned_buffer(n)
                 addr = buffer_address(buf)
@@ -376,46 +434,72 @@ class ExportOperations:
             self._fail(req, "read", e)
 
     def write_buf(self, req: int, ino: int, bufv: int, off: int, fi: int) -> None:
-        """WRITE: libfuse copies the data into this worker's buffer (no GIL); the backend writes
-        it from there."""
-        local = self._local
-        try:
-            buf = local.buf
-        except AttributeError:
-            buf = self._first_request()
+        """WRITE: its data is copied out of libfuse's buffer (valid only during this call), into
+        a direct-path slot or a pooled buffer; then it is written by the direct path, or by a
+        graph worker (:meth:`_write`)."""
         try:
             size = self._buf_size(bufv)
             if off + size > self._size:
                 raise OSError(errno.ENOSPC, "write beyond the end of the export")
-            dst = local.dst
-            if size > _WORKER_BUF:
-                buf = aligned_buffer(size)
+            direct = self.direct
+            if direct is not None:
+                slot = direct.take_write(bufv, size)
+                if slot is not None:
+                    if not direct.submit_write(slot, req, off, size):
+                        self._workers.put(self._write, req, off, size, slot.buf, slot)
+                    return
+            buf = self._write_bufs.get() if size <= _WORKER_BUF else aligned_buffer(size)
+            try:
                 dst = FuseBufvec(1, 0, 0)
                 dst.buf[0].fd = -1
                 dst.buf[0].mem = buffer_address(buf)
-                dst_p = ctypes.addressof(dst)
-            else:
-                dst.buf[0].mem = local.addr
-                dst.idx = dst.off = 0
-                dst_p = local.dst_p
-            dst.buf[0].size = size
-            if size <= _HOLD_GIL_BELOW:
-                copied = self._buf_copy_held(dst_p, bufv, 0)
-            else:
-                copied = self._buf_copy(dst_p, bufv, 0)
-            if copied != size:
-                err = -copied if copied < 0 else errno.EIO
-                raise OSError(err, f"could not take the WRITE's data ({copied} of {size} bytes)")
+                dst.buf[0].size = size
+                if size <= _HOLD_GIL_BELOW:
+                    copied = self._buf_copy_held(ctypes.addressof(dst), bufv, 0)
+                else:
+                    copied = self._buf_copy(ctypes.addressof(dst), bufv, 0)
+                if copied != size:
+                    err = -copied if copied < 0 else errno.EIO
+                    raise OSError(err, f"could not take the WRITE's data ({copied} of {size} "
+                                  "bytes)")
+            except BaseException:
+                self._give_back(buf, None)
+                raise
+            self._workers.put(self._write, req, off, size, buf, None)
+        except BaseException as e:
+            self._fail(req, "write", e)
+
+    def _write(self, req: int, off: int, size: int, buf: memoryview, slot: Any) -> None:
+        """A graph worker's WRITE of the data in ``buf`` (a direct-path ``slot``'s or a pooled
+        one), given back when written; a write that timed out keeps it (it may still land)."""
+        keep = False
+        try:
             if self._pool is None:
                 self._backend.pwritev(off, [buf[:size]])
             else:
                 self._call("write", self._backend.pwritev, off, [buf[:size]])
             self._reply_write(req, size)
+        except _TimedOut as e:
+            keep = True
+            self._fail(req, "write", e)
         except BaseException as e:
             self._fail(req, "write", e)
+        finally:
+            if not keep:
+                self._give_back(buf, slot)
+
+    def _give_back(self, buf: memoryview, slot: Any) -> None:
+        if slot is not None and self.direct is not None:
+            self.direct.release(slot)
+        elif buf.nbytes == _WORKER_BUF:
+            self._write_bufs.put(buf)
 
     def fsync(self, req: int, ino: int, datasync: int, fi: int) -> None:
-        """A block-device fsync arrives here (datasync=0): one flush of the graph."""
+        """A block-device fsync arrives here (datasync=0): one flush of the graph, by a graph
+        worker."""
+        self._workers.put(self._fsync, req)
+
+    def _fsync(self, req: int) -> None:
         try:
             if not hasattr(self._local, "buf"):
                 self._first_request()
@@ -426,7 +510,11 @@ class ExportOperations:
             self._fail(req, "flush", e)
 
     def fallocate(self, req: int, ino: int, mode: int, offset: int, size: int, fi: int) -> None:
-        """Loop's discard (punch hole) and write-zeroes (zero range) map to the backend."""
+        """Loop's discard (punch hole) and write-zeroes (zero range) map to the backend, by a
+        graph worker."""
+        self._workers.put(self._fallocate, req, mode, offset, size)
+
+    def _fallocate(self, req: int, mode: int, offset: int, size: int) -> None:
         try:
             if offset < 0 or offset + size > self._size:
                 raise OSError(errno.EINVAL, "range beyond the end of the export")

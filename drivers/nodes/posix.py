@@ -160,11 +160,32 @@ class PosixNode(Node):
         done = os.pwritev(self.fd, iov, offset)
         if done == length:
             return
+        self._finish_short_write(offset, length, iov, done)
+
+    def _finish_short_write(self, offset: int, length: int, iov: Iov, done: int) -> None:
         while done < length:
             n = os.pwritev(self.fd, iov_slice(iov, done, length - done), offset + done)
             if n == 0:
                 raise OSError(errno.EIO, f"short write at offset {offset + done}")
             done += n
+
+    def direct(self, write: bool, offset: int, length: int) -> tuple[Node, int, int] | None:
+        """Plain reads and writes of the descriptor (a subclass that adds to them, e.g. a
+        device with media, sends its requests down the graph)."""
+        cls = type(self)
+        if (self.fd < 0 or (write and self.read_only) or cls._preadv is not PosixNode._preadv
+                or cls._pwritev is not PosixNode._pwritev or self.handles_events):
+            return None
+        if write:
+            self.write_gen += 1  # a leaf counts its write (Node._finish_write)
+        return self, self.fd, offset
+
+    def finish_direct(self, write: bool, offset: int, length: int, iov: Iov,
+                      done: int) -> None:
+        if write:
+            self._finish_short_write(offset, length, iov, done)
+        else:
+            self._finish_short_read(offset, length, iov, done)
 
     def _flush_to_disk(self) -> None:
         if self.page_cache_inconsistent:

@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from rig.core.bitmap import DirtyBitmap
 from rig.core.buffers import (
+    PAGE_SIZE,
     BufferPool,
     aligned_buffer,
     as_byte_views,
@@ -34,7 +35,7 @@ from rig.core.buffers import (
 from rig.core.limits import DEFAULT_MAX_TRANSFER, BlockLimits
 from rig.core.node import BlockStatus, Iov, Node, ReqFlags
 from rig.core.stats import BlockStats
-from rig.core.tracked import RequestTracker
+from rig.core.tracked import RequestTracker, TrackedRequest
 from rig.errors import ConfigError, StateError
 
 TYPE_CHECKING = False  # typing itself costs start-up (issue 19)
@@ -366,6 +367,76 @@ class BlockBackend:
             self._stopped.notify_all()
         if was and self.listeners:
             self._tell(PolicyEvent("resume"))
+
+    # ----------------------------------------------------------- direct path
+    def direct(self, write: bool, offset: int, length: int
+               ) -> tuple[Node, int, int, TrackedRequest | None] | None:
+        """A read or write the caller may do itself on a host file, as the graph would
+        (docs/export.md, "The direct path"): ``(leaf, fd, file_offset, tracked)`` when the backend
+        runs, the request is in bounds, aligned for the whole chain (into a page-aligned
+        buffer) and within ``max_transfer``, a write needs no write-through, dirty bitmap or
+        wait for a read-modify-write, and every node on the way passes it through
+        (:meth:`Node.direct`). The caller ends it with :meth:`direct_done` or, for a failed or
+        short transfer, :meth:`direct_failed`. None: make the request as usual."""
+        if self.closed or self._paused or offset < 0 or offset + length > self._length:
+            return None
+        lim = self.root.limits
+        if ((offset | length) & (lim.request_alignment - 1) or lim.buffer_alignment > PAGE_SIZE
+                or length > (lim.max_transfer or DEFAULT_MAX_TRANSFER)):
+            return None
+        req = None
+        if write:
+            if self.read_only or not self.write_cache or self.bitmaps:
+                return None
+            req = self._tracker.try_begin(offset, offset + length)
+            if req is None:
+                return None
+        plan = self.root.direct(write, offset, length)
+        if plan is None:
+            if req is not None:
+                self._tracker.end(req)
+            return None
+        return plan[0], plan[1], plan[2], req
+
+    def direct_done(self, write: bool, offset: int, length: int, start: int,
+                    tracked: TrackedRequest | None) -> None:
+        """A direct request transferred every byte: account it as the graph would have."""
+        if tracked is not None:
+            self._tracker.end(tracked)
+        done = _perf_counter_ns()
+        if write:
+            self.stats.account("write", length, done - start, True, offset + length, done)
+        else:
+            self.stats.account("read", length, done - start, True, 0, done)
+
+    def direct_failed(self, write: bool, offset: int, iov: Iov, start: int,
+                      tracked: TrackedRequest | None, leaf: Node, file_offset: int,
+                      done: int, err: OSError | None) -> None:
+        """A direct request came back short (``done`` bytes, ``err`` None: the leaf finishes
+        it as it finishes its own short transfers) or failed with ``err``: what the graph does
+        with the error follows (accounting, the error policy, a retry through the graph after
+        ``stop`` and ``cont``). Returns when the request succeeded; raises its error."""
+        length = sum(v.nbytes for v in iov)
+        try:
+            if err is None:
+                try:
+                    leaf.finish_direct(write, file_offset, length, iov, done)
+                except OSError as e:
+                    err = e
+                else:
+                    self.direct_done(write, offset, length, start, tracked)
+                    tracked = None
+                    return
+        finally:
+            if tracked is not None:
+                self._tracker.end(tracked)
+        kind = "write" if write else "read"
+        if self._failed(kind, offset, length, start, err):
+            if write:
+                self._run(kind, offset, length, offset + length, self._do_write, offset, length,
+                          iov, ReqFlags.NONE)
+            else:
+                self._run(kind, offset, length, 0, self._do_read, offset, length, iov)
 
     # ------------------------------------------------------------------ read
     def pread(self, offset: int, length: int) -> bytes:

@@ -254,6 +254,26 @@ class Node:
         """Alignment whose read-modify-write emits the ``pwritev_rmw_*`` events at this node."""
         return 1
 
+    # ------------------------------------------------------------ direct path
+    def direct(self, write: bool, offset: int, length: int) -> tuple[Node, int, int] | None:
+        """Whether this node would pass the aligned read or write ``[offset, offset+length)``
+        straight down to a host file, with nothing of its own to do: then the file's node, its
+        descriptor and the offset in it, ``(leaf, fd, file_offset)``, and the caller does the
+        I/O itself (the export's direct path: docs/export.md, "The direct path"). None, the
+        default:
+        send the request down the graph.
+
+        A node that answers must do here, exactly once, what it would do for the request on
+        the way down (a filter numbers it, a write counts in ``write_gen``), and only once it
+        knows it answers: None is returned without changing anything."""
+        return None
+
+    def finish_direct(self, write: bool, offset: int, length: int, iov: Iov,
+                      done: int) -> None:
+        """Finish a direct request of which ``done`` bytes were transferred, as this (leaf)
+        node finishes a short transfer of its own."""
+        raise NotImplementedError(f"{type(self).__name__} has no direct path")
+
     # ---------------------------------------------------------- public verbs
     def preadv(self, offset: int, length: int, iov: Iov, flags: ReqFlags = ReqFlags.NONE) -> None:
         self._preadv(offset, length, iov, flags)

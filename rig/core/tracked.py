@@ -45,6 +45,16 @@ class RequestTracker:
             self._active.append(req)
         return req
 
+    def try_begin(self, offset: int, end: int) -> TrackedRequest | None:
+        """An ordinary (not serialising) request registered now, or None if it would have to
+        wait for an overlapping serialising one."""
+        req = TrackedRequest(offset, end, False)
+        with self._cond:
+            if self._conflict(req):
+                return None
+            self._active.append(req)
+        return req
+
     def _conflict(self, req: TrackedRequest) -> bool:
         for other in self._active:
             if (req.serialising or other.serialising) and other.overlaps(req.offset, req.end):

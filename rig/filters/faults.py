@@ -270,6 +270,21 @@ class FaultsFilter(Filter):
         else:
             assert kind == DROP, kind
 
+    def direct(self, write: bool, offset: int, length: int) -> tuple[Node, int, int] | None:
+        """Through, when no rule can match the request (the check :meth:`_preadv` and
+        :meth:`_pwritev` make before they forward); the request takes its number as it would
+        on the way down."""
+        op = _WRITE if write else _READ
+        armed = self.source.armed
+        if op in armed and self._covers(armed, op, offset, length):
+            return None
+        plan = self._child.direct(write, offset, length)
+        if plan is not None:
+            next(self._numbers)
+            if write:
+                self.write_gen += 1
+        return plan
+
     def _forwards(self, op: str, offset: int, length: int) -> bool:
         """For write-zeroes and discard: raise an injected error, or say whether the request
         goes on to the child (False when the rules drop it)."""

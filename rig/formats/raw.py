@@ -85,6 +85,17 @@ class RawFormat(Filter):
         self.emit_below("write_aio")
         self.child.pwritev(offset + self.offset, length, iov, flags)
 
+    def direct(self, write: bool, offset: int, length: int) -> tuple[Node, int, int] | None:
+        """Through the window, when no event below would see the request's read_aio or
+        write_aio and the write cannot touch a probed image's block 0."""
+        child = self.child
+        if child.event_sink is not None or (write and self.probed and offset < 512):
+            return None
+        plan = child.direct(write, offset + self.offset, length)
+        if plan is not None and write:
+            self.write_gen += 1
+        return plan
+
     def _write_zeroes(self, offset: int, length: int, flags: ReqFlags) -> None:
         self.child.write_zeroes(offset + self.offset, length, flags)
 

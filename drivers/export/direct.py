@@ -1,0 +1,238 @@
+"""The export's direct path: small reads and writes the graph passes through, by native AIO.
+
+A FUSE worker that gets a READ or WRITE of at most :data:`SLOT_SIZE` bytes asks the backend
+(:meth:`~rig.core.backend.BlockBackend.direct`) whether every node on the way would pass it
+straight to a host file: no rule that can match it, no event anyone listens to, no throttle,
+cache or format mapping. If so, the worker submits the file I/O to the kernel
+(:class:`~rig.drivers.ffi.aio.AioContext`) into a slot buffer of its own and goes back for the
+next request at once, instead of waiting in ``preadv`` for the disk (and then for the
+interpreter lock). One reaper thread collects the completions in batches, accounts each as the
+graph would, and answers it. A transfer that comes back short or failed is finished in a thread
+of its own by the backend (:meth:`~rig.core.backend.BlockBackend.direct_failed`): the leaf's
+own short-transfer handling, the error policy (``stop`` parks it there), the program's errno.
+Anything else (no slot free, a larger request, a graph that says no) goes the usual way.
+
+Why: at queue depth 16 the thread-per-request path costs ~100 us of CPU per request in context
+switches and interpreter-lock handoffs (``docs/export.md``); this is qemu-storage-daemon's
+model (submit, then batched completions) for the requests where it changes nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rig.core.backend import BlockBackend
+from rig.core.buffers import aligned_buffer, buffer_address
+from rig.drivers.ffi.aio import IOCB_CMD_PREAD, IOCB_CMD_PWRITE, AioContext, Iocb, IoEvent
+from rig.drivers.ffi.libfuse import FuseBufvec
+
+#: The largest request the direct path takes (larger ones are few and gain nothing here).
+SLOT_SIZE = 64 << 10
+#: Requests in flight on the direct path at most (FUSE sends the export fewer than this).
+SLOTS = 64
+#: How long the reaper waits for completions before it looks whether it should end.
+_REAP_WAIT = 0.25
+#: How long :meth:`DirectPath.close` waits for requests in flight before it gives up on them.
+_CLOSE_WAIT = 30.0
+
+
+class _Slot:
+    __slots__ = ("addr", "buf", "dst", "dst_p", "file_offset", "index", "iocb", "iocb_p", "leaf",
+                 "length", "offset", "req", "start", "tracked", "write")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.buf = aligned_buffer(SLOT_SIZE)
+        self.addr = buffer_address(self.buf) or 0
+        self.iocb = Iocb()
+        self.iocb.aio_data = index
+        self.iocb.aio_buf = self.addr
+        self.iocb_p = ctypes.addressof(self.iocb)
+        self.dst = FuseBufvec(1, 0, 0)  # where a WRITE's data is copied: this slot's buffer
+        self.dst.buf[0].fd = -1
+        self.dst.buf[0].mem = self.addr
+        self.dst_p = ctypes.addressof(self.dst)
+        self.req = 0
+        self.write = False
+        self.offset = self.length = self.start = self.file_offset = 0
+        self.leaf: Any = None
+        self.tracked: Any = None
+
+
+class DirectPath:
+    """Direct reads and writes of one export (see the module docstring). ``reply_read(req,
+    addr, n)``, ``reply_write(req, n)`` answer a request; ``fail(req, what, exc)`` answers it
+    with the error an exception stands for; ``copy(dst_bufvec_p, src_bufvec_p, flags)`` is
+    libfuse's ``fuse_buf_copy``."""
+
+    def __init__(self, backend: BlockBackend, reply_read: Callable[[int, int, int], Any],
+                 reply_write: Callable[[int, int], Any],
+                 fail: Callable[[int, str, BaseException], None],
+                 copy: Callable[[int, int, int], int]) -> None:
+        self._backend = backend
+        self._copy = copy
+        self._reply_read = reply_read
+        self._reply_write = reply_write
+        self._fail = fail
+        self._ctx = AioContext(SLOTS)
+        self._slots = [_Slot(i) for i in range(SLOTS)]
+        #: Free slots; list.pop and list.append are atomic under the interpreter lock.
+        self._free = list(reversed(self._slots))
+        self._inflight: set[int] = set()
+        self._finishing: set[threading.Thread] = set()
+        self._closing = False
+        #: Requests served by the direct path, and those of them that went back to the graph.
+        self.served = 0
+        self.handed_back = 0
+        self._reaper = threading.Thread(target=self._reap, name="rig-export-aio", daemon=True)
+        self._reaper.start()
+
+    # ------------------------------------------------------------------ submit
+    def _slot(self) -> _Slot | None:
+        try:
+            return self._free.pop()
+        except IndexError:
+            return None
+
+    def read(self, req: int, offset: int, length: int) -> bool:
+        """Take the READ if the graph lets it through (True: it will be answered)."""
+        if length > SLOT_SIZE or self._closing:
+            return False
+        slot = self._slot()
+        if slot is None:
+            return False
+        start = time.perf_counter_ns()
+        plan = self._backend.direct(False, offset, length)
+        if plan is None:
+            self._free.append(slot)
+            return False
+        self._submit(slot, req, False, offset, length, start, plan, IOCB_CMD_PREAD)
+        return True
+
+    def take_write(self, bufv: int, length: int) -> _Slot | None:
+        """A slot holding the WRITE's data (libfuse's ``bufv``), for :meth:`submit_write`;
+        None when none is free or the WRITE is larger than a slot. Raises if the data cannot
+        be taken."""
+        if length > SLOT_SIZE or self._closing:
+            return None
+        slot = self._slot()
+        if slot is None:
+            return None
+        dst = slot.dst
+        dst.idx = dst.off = 0
+        dst.buf[0].size = length
+        copied = self._copy(slot.dst_p, bufv, 0)
+        if copied != length:
+            self._free.append(slot)
+            err = -copied if copied < 0 else errno.EIO
+            raise OSError(err, f"could not take the WRITE's data ({copied} of {length} bytes)")
+        return slot
+
+    def submit_write(self, slot: _Slot, req: int, offset: int, length: int) -> bool:
+        """Write the slot's data if the graph lets it through (True: it will be answered and
+        the slot given back). False: the caller has the graph write it from ``slot.buf``, then
+        gives the slot back (:meth:`release`)."""
+        start = time.perf_counter_ns()
+        plan = self._backend.direct(True, offset, length)
+        if plan is None:
+            return False
+        self._submit(slot, req, True, offset, length, start, plan, IOCB_CMD_PWRITE)
+        return True
+
+    def _submit(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
+                plan: tuple[Any, int, int, Any], opcode: int) -> None:
+        leaf, fd, file_offset, tracked = plan
+        slot.req, slot.write, slot.offset, slot.length, slot.start = (req, write, offset,
+                                                                      length, start)
+        slot.leaf, slot.file_offset, slot.tracked = leaf, file_offset, tracked
+        iocb = slot.iocb
+        iocb.aio_lio_opcode = opcode
+        iocb.aio_fildes = fd
+        iocb.aio_nbytes = length
+        iocb.aio_offset = file_offset
+        self._inflight.add(slot.index)
+        self.served += 1
+        try:
+            self._ctx.submit(slot.iocb_p)
+        except OSError as e:
+            self._inflight.discard(slot.index)
+            self._finish(slot, 0, e)
+
+    # ---------------------------------------------------------------- complete
+    def _reap(self) -> None:
+        events = (IoEvent * SLOTS)()
+        slots = self._slots
+        backend = self._backend
+        while not self._closing or self._inflight:
+            n = self._ctx.reap(events, _REAP_WAIT)
+            for i in range(n):
+                ev = events[i]
+                slot = slots[ev.data]
+                self._inflight.discard(slot.index)
+                res = ev.res
+                if res != slot.length:
+                    t = threading.Thread(target=self._finish, args=(slot, res, None),
+                                         name="rig-export-aio-finish", daemon=True)
+                    self._finishing.add(t)
+                    t.start()
+                    continue
+                try:
+                    backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
+                                        slot.tracked)
+                    if slot.write:
+                        self._reply_write(slot.req, slot.length)
+                    else:
+                        self._reply_read(slot.req, slot.addr, slot.length)
+                except BaseException as e:  # answered whatever happens
+                    self._fail(slot.req, "write" if slot.write else "read", e)
+                self.release(slot)
+
+    def _finish(self, slot: _Slot, res: int, err: OSError | None) -> None:
+        """A short or failed transfer: the backend finishes it (and may park it), then it is
+        answered."""
+        self.handed_back += 1
+        what = "write" if slot.write else "read"
+        try:
+            if err is None and res < 0:
+                err = OSError(-res, f"{what}: {os.strerror(-res)}")
+            view = slot.buf[:slot.length]
+            self._backend.direct_failed(slot.write, slot.offset, [view], slot.start,
+                                        slot.tracked, slot.leaf, slot.file_offset,
+                                        max(res, 0), err)
+            if slot.write:
+                self._reply_write(slot.req, slot.length)
+            else:
+                self._reply_read(slot.req, slot.addr, slot.length)
+        except BaseException as e:
+            self._fail(slot.req, what, e)
+        finally:
+            self.release(slot)
+            self._finishing.discard(threading.current_thread())
+
+    def release(self, slot: _Slot) -> None:
+        """Give a slot back."""
+        slot.leaf = slot.tracked = None
+        self._free.append(slot)
+
+    # ------------------------------------------------------------------- close
+    def close(self) -> bool:
+        """Take no more requests, wait for those in flight to be answered, end the reaper and
+        the AIO context. False if requests were still in flight after the wait (the context
+        is left to the process's end then: destroying it would wait for them)."""
+        self._closing = True
+        deadline = time.monotonic() + _CLOSE_WAIT
+        self._reaper.join(timeout=_CLOSE_WAIT)
+        for t in list(self._finishing):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._reaper.is_alive() or any(t.is_alive() for t in self._finishing):
+            return False
+        self._ctx.close()
+        return True
+
+

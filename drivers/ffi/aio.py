@@ -1,0 +1,128 @@
+"""Linux native AIO (``io_setup``/``io_submit``/``io_getevents``), through ``syscall(2)``.
+
+The export's direct path (:mod:`rig.drivers.export.direct`) submits a request's read or write
+of the image file here and lets the kernel complete it while the FUSE worker goes back for the
+next request; one thread reaps the completions in batches. With ``O_DIRECT`` the I/O is truly
+asynchronous; on a buffered file ``io_submit`` does it before returning (still correct).
+
+No libaio: the three system calls and two structures are all there is to it (``linux/aio_abi.h``).
+The syscall numbers are per architecture; :func:`available` is False on one not listed here, and
+the export then serves every request as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from typing import Final
+
+from rig.drivers.ffi.calls import library, os_error
+
+IOCB_CMD_PREAD: Final = 0
+IOCB_CMD_PWRITE: Final = 1
+
+#: (io_setup, io_destroy, io_getevents, io_submit) per machine.
+_SYSCALLS: Final = {
+    "x86_64": (206, 207, 208, 209),
+    "aarch64": (0, 1, 4, 2),
+}
+
+
+class Iocb(ctypes.Structure):
+    """``struct iocb`` (little-endian layout: ``aio_key`` before ``aio_rw_flags``)."""
+
+    _fields_ = [
+        ("aio_data", ctypes.c_uint64),
+        ("aio_key", ctypes.c_uint32),
+        ("aio_rw_flags", ctypes.c_int32),
+        ("aio_lio_opcode", ctypes.c_uint16),
+        ("aio_reqprio", ctypes.c_int16),
+        ("aio_fildes", ctypes.c_uint32),
+        ("aio_buf", ctypes.c_uint64),
+        ("aio_nbytes", ctypes.c_uint64),
+        ("aio_offset", ctypes.c_int64),
+        ("aio_reserved2", ctypes.c_uint64),
+        ("aio_flags", ctypes.c_uint32),
+        ("aio_resfd", ctypes.c_uint32),
+    ]
+
+
+class IoEvent(ctypes.Structure):
+    """``struct io_event``: ``data`` is the iocb's ``aio_data``, ``res`` bytes or ``-errno``."""
+
+    _fields_ = [
+        ("data", ctypes.c_uint64),
+        ("obj", ctypes.c_uint64),
+        ("res", ctypes.c_int64),
+        ("res2", ctypes.c_int64),
+    ]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def available() -> bool:
+    """Whether this machine's syscall numbers are known (the kernel may still refuse)."""
+    return platform.machine() in _SYSCALLS
+
+
+class AioContext:
+    """One kernel AIO context for up to ``depth`` requests in flight."""
+
+    def __init__(self, depth: int) -> None:
+        nrs = _SYSCALLS.get(platform.machine())
+        if nrs is None:
+            raise OSError(errno.ENOSYS, f"native AIO: unknown machine {platform.machine()}")
+        self._setup_nr, self._destroy_nr, self._getevents_nr, self._submit_nr = nrs
+        # Its own function objects: the argument types differ per call, so none are declared.
+        # io_submit keeps the interpreter lock (it queues the I/O and returns: giving the lock
+        # up and taking it back would cost more); io_getevents waits, so it gives it up.
+        self._syscall = library("c")["syscall"]
+        self._syscall.restype = ctypes.c_long
+        self._syscall_held = ctypes.PyDLL(library("c")._name, use_errno=True)["syscall"]
+        self._syscall_held.restype = ctypes.c_long
+        ctx = ctypes.c_ulong(0)
+        if self._syscall(ctypes.c_long(self._setup_nr), ctypes.c_long(depth),
+                         ctypes.byref(ctx)) < 0:
+            raise os_error("io_setup", ctypes.get_errno())
+        self._ctx: int | None = ctx.value
+        self.depth = depth
+
+    def submit(self, iocb_p: int) -> None:
+        """Submit one request (the address of its :class:`Iocb`); raises ``OSError`` if the
+        kernel took none of it (EAGAIN: the context is full)."""
+        ptrs = (ctypes.c_void_p * 1)(iocb_p)
+        while True:
+            n = self._syscall_held(ctypes.c_long(self._submit_nr),
+                                   ctypes.c_ulong(self._ctx or 0), ctypes.c_long(1), ptrs)
+            if n == 1:
+                return
+            code = ctypes.get_errno() if n < 0 else errno.EAGAIN
+            if code != errno.EINTR:
+                raise os_error("io_submit", code)
+
+    def reap(self, events: ctypes.Array[IoEvent], timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for at least one completion; fills ``events`` and
+        returns how many (0 on a timeout or an interrupted wait)."""
+        ts = _Timespec(int(timeout), int(timeout % 1 * 1e9))
+        n = self._syscall(ctypes.c_long(self._getevents_nr), ctypes.c_ulong(self._ctx or 0),
+                          ctypes.c_long(1), ctypes.c_long(len(events)), events, ctypes.byref(ts))
+        if n < 0:
+            code = ctypes.get_errno()
+            if code == errno.EINTR:
+                return 0
+            raise os_error("io_getevents", code)
+        return int(n)
+
+    def close(self) -> None:
+        """Destroy the context (the kernel waits for requests still in flight)."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            self._syscall(ctypes.c_long(self._destroy_nr), ctypes.c_ulong(ctx))
+
+
+def strerror(res: int) -> str:
+    return os.strerror(-res)
