@@ -384,24 +384,23 @@ def main(argv: list[str]) -> int:
         return report(e, argparse.Namespace(rig_prog="rig io"))
 
 
-#: qemu-io prints this before reading each command from standard input, terminal or not; it is
-#: part of the output that qemu-iotests golden files hold, so the rig prints it verbatim.
-PROMPT = "qemu-io> "
-
-
-def _stdin_lines(session: Session) -> Iterator[str]:
-    while True:
-        session.out.write(PROMPT)
-        session.out.flush()
-        line = sys.stdin.readline()
-        if not line:
-            return
-        yield line.rstrip("\n")
-
-
 def run_commands(session: Session, cmds: list[str]) -> int:
+    """The ``-c`` commands, or else those on standard input (:mod:`rig.cli.io_input`)."""
+    if cmds:
+        failed = _run_lines(session, cmds)
+    else:
+        from rig.cli.io_input import StdinCommands
+
+        with StdinCommands(session) as lines:
+            failed = _run_lines(session, lines)
+    if session.reap(wait=True) < 0:
+        failed = True
+    return 1 if failed else 0
+
+
+def _run_lines(session: Session, lines: Iterable[str]) -> bool:
+    """Run commands until one quits; whether any failed."""
     failed = False
-    lines: Iterable[str] = cmds if cmds else _stdin_lines(session)
     for line in lines:
         try:
             ret, quit_ = commands.run(session, line)
@@ -412,6 +411,4 @@ def run_commands(session: Session, cmds: list[str]) -> int:
             failed = True
         if quit_:
             break
-    if session.reap(wait=True) < 0:
-        failed = True
-    return 1 if failed else 0
+    return failed

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,8 +44,8 @@ _CLOSE_WAIT = 30.0
 
 
 class _Slot:
-    __slots__ = ("addr", "buf", "dst", "dst_p", "file_offset", "index", "iocb", "iocb_p", "leaf",
-                 "length", "offset", "req", "start", "tracked", "write")
+    __slots__ = ("addr", "buf", "dst", "dst0", "dst_p", "file_offset", "index", "iocb", "leaf",
+                 "length", "offset", "one", "req", "start", "tracked", "write")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -53,10 +54,11 @@ class _Slot:
         self.iocb = Iocb()
         self.iocb.aio_data = index
         self.iocb.aio_buf = self.addr
-        self.iocb_p = ctypes.addressof(self.iocb)
+        self.one = AioContext.one(self.iocb)
         self.dst = FuseBufvec(1, 0, 0)  # where a WRITE's data is copied: this slot's buffer
-        self.dst.buf[0].fd = -1
-        self.dst.buf[0].mem = self.addr
+        self.dst0 = self.dst.buf[0]  # kept: reaching it costs two ctypes objects a time
+        self.dst0.fd = -1
+        self.dst0.mem = self.addr
         self.dst_p = ctypes.addressof(self.dst)
         self.req = 0
         self.write = False
@@ -124,9 +126,9 @@ class DirectPath:
         slot = self._slot()
         if slot is None:
             return None
-        dst = slot.dst
+        dst = slot.dst  # fuse_buf_copy moves its idx and off on: back to the start
         dst.idx = dst.off = 0
-        dst.buf[0].size = length
+        slot.dst0.size = length
         copied = self._copy(slot.dst_p, bufv, 0)
         if copied != length:
             self._free.append(slot)
@@ -159,28 +161,42 @@ class DirectPath:
         self._inflight.add(slot.index)
         self.served += 1
         try:
-            self._ctx.submit(slot.iocb_p)
+            self._ctx.submit(slot.one)
         except OSError as e:
-            self._inflight.discard(slot.index)
-            self._finish(slot, 0, e)
+            self._hand_back(slot, 0, e)
+
+    def _hand_back(self, slot: _Slot, res: int, err: OSError | None) -> None:
+        """Finish the slot's request in a thread of its own (:meth:`_finish`)."""
+        t = threading.Thread(target=self._finish, args=(slot, res, err),
+                             name="rig-export-aio-finish", daemon=True)
+        self._finishing.add(t)
+        t.start()
+        self._inflight.discard(slot.index)
 
     # ---------------------------------------------------------------- complete
     def _reap(self) -> None:
         events = (IoEvent * SLOTS)()
+        # The events as 64-bit words (data, obj, res, res2 each): an index is a plain int
+        # here, where events[i].res would make a structure object per field read.
+        words = memoryview(events).cast("B").cast("q")
         slots = self._slots
         backend = self._backend
         while not self._closing or self._inflight:
-            n = self._ctx.reap(events, _REAP_WAIT)
+            try:
+                n = self._ctx.reap(events, _REAP_WAIT)
+            except OSError as e:
+                if self._closing:
+                    return  # the context was destroyed under the wait: nothing is in flight
+                sys.stderr.write(f"rig export: the direct path's reaper: {e}\n")
+                time.sleep(_REAP_WAIT)
+                continue
             for i in range(n):
-                ev = events[i]
-                slot = slots[ev.data]
-                self._inflight.discard(slot.index)
-                res = ev.res
+                slot = slots[words[4 * i]]
+                res = words[4 * i + 2]
+                # A request leaves _inflight only once answered, or once a thread that will
+                # answer it is in _finishing: close() waits for both to empty.
                 if res != slot.length:
-                    t = threading.Thread(target=self._finish, args=(slot, res, None),
-                                         name="rig-export-aio-finish", daemon=True)
-                    self._finishing.add(t)
-                    t.start()
+                    self._hand_back(slot, res, None)
                     continue
                 try:
                     backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
@@ -191,6 +207,7 @@ class DirectPath:
                         self._reply_read(slot.req, slot.addr, slot.length)
                 except BaseException as e:  # answered whatever happens
                     self._fail(slot.req, "write" if slot.write else "read", e)
+                self._inflight.discard(slot.index)
                 self.release(slot)
 
     def _finish(self, slot: _Slot, res: int, err: OSError | None) -> None:
@@ -227,12 +244,12 @@ class DirectPath:
         is left to the process's end then: destroying it would wait for them)."""
         self._closing = True
         deadline = time.monotonic() + _CLOSE_WAIT
-        self._reaper.join(timeout=_CLOSE_WAIT)
-        for t in list(self._finishing):
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        if self._reaper.is_alive() or any(t.is_alive() for t in self._finishing):
+        while (self._inflight or self._finishing) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if self._inflight or self._finishing:
             return False
-        self._ctx.close()
+        self._ctx.close()  # wakes the reaper from its wait, if the kernel does; else it times out
+        self._reaper.join(timeout=2 * _REAP_WAIT)
         return True
 
 

@@ -90,14 +90,25 @@ class AioContext:
             raise os_error("io_setup", ctypes.get_errno())
         self._ctx: int | None = ctx.value
         self.depth = depth
+        # The arguments of the per-request calls, made once (each ctypes object made per call
+        # costs about as much as the call itself).
+        self._arg_ctx = ctypes.c_ulong(ctx.value)
+        self._arg_submit = ctypes.c_long(self._submit_nr)
+        self._arg_getevents = ctypes.c_long(self._getevents_nr)
+        self._arg_one = ctypes.c_long(1)
+        self._timeout = _Timespec(0, 0)
+        self._timeout_p = ctypes.byref(self._timeout)
 
-    def submit(self, iocb_p: int) -> None:
-        """Submit one request (the address of its :class:`Iocb`); raises ``OSError`` if the
-        kernel took none of it (EAGAIN: the context is full)."""
-        ptrs = (ctypes.c_void_p * 1)(iocb_p)
+    @staticmethod
+    def one(iocb: Iocb) -> ctypes.Array[ctypes.c_void_p]:
+        """The ``iocb **`` that :meth:`submit` takes for ``iocb`` (make it once, keep it)."""
+        return (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
+
+    def submit(self, one: ctypes.Array[ctypes.c_void_p]) -> None:
+        """Submit one request (``one``: from :meth:`one`); raises ``OSError`` if the kernel took
+        none of it (EAGAIN: the context is full)."""
         while True:
-            n = self._syscall_held(ctypes.c_long(self._submit_nr),
-                                   ctypes.c_ulong(self._ctx or 0), ctypes.c_long(1), ptrs)
+            n = self._syscall_held(self._arg_submit, self._arg_ctx, self._arg_one, one)
             if n == 1:
                 return
             code = ctypes.get_errno() if n < 0 else errno.EAGAIN
@@ -106,10 +117,14 @@ class AioContext:
 
     def reap(self, events: ctypes.Array[IoEvent], timeout: float) -> int:
         """Wait up to ``timeout`` seconds for at least one completion; fills ``events`` and
-        returns how many (0 on a timeout or an interrupted wait)."""
-        ts = _Timespec(int(timeout), int(timeout % 1 * 1e9))
-        n = self._syscall(ctypes.c_long(self._getevents_nr), ctypes.c_ulong(self._ctx or 0),
-                          ctypes.c_long(1), ctypes.c_long(len(events)), events, ctypes.byref(ts))
+        returns how many (0 on a timeout or an interrupted wait). One thread at a time."""
+        if self._ctx is None:
+            raise OSError(errno.EINVAL, "io_getevents: the AIO context is closed")
+        ts = self._timeout
+        ts.tv_sec = int(timeout)
+        ts.tv_nsec = int(timeout % 1 * 1e9)
+        n = self._syscall(self._arg_getevents, self._arg_ctx, self._arg_one,
+                          ctypes.c_long(len(events)), events, self._timeout_p)
         if n < 0:
             code = ctypes.get_errno()
             if code == errno.EINTR:

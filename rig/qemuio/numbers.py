@@ -43,6 +43,10 @@ def strtosz(text: str) -> int | str:
     stripped = text.lstrip(" \t\n\v\f\r")
     if stripped[:1] == "+" and stripped[1:2].isdigit():  # strtoull takes a plus sign
         body = stripped[1:]
+    # strtoull skips blanks before the number; anything after it, blanks too, is trailing
+    # garbage to qemu_strtosz (a "\r" left by a CRLF script line).
+    if body[-1:].isspace():
+        return NON_NUMERIC
     value = size_text(body)
     if value is None:
         bare = body.strip()

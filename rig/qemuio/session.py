@@ -97,7 +97,7 @@ class Session:
 
     def open(self, path: str | None, options: OpenOptions | None = None) -> int:
         if self.blk is not None:
-            self.err.write("file open already, try 'help close'\n")
+            self.err.write(f"{self.prog}: file open already, try 'help close'\n")
             return -errno.EBUSY
         opts = options or self.defaults
         try:
