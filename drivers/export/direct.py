@@ -19,8 +19,6 @@ model (submit, then batched completions) for the requests where it changes nothi
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import sys
 import threading
@@ -31,7 +29,6 @@ from typing import Any
 from rig.core.backend import BlockBackend
 from rig.core.buffers import aligned_buffer, buffer_address
 from rig.drivers.ffi.aio import IOCB_CMD_PREAD, IOCB_CMD_PWRITE, AioContext, Iocb, IoEvent
-from rig.drivers.ffi.libfuse import FuseBufvec
 
 #: The largest request the direct path takes (larger ones are few and gain nothing here).
 SLOT_SIZE = 64 << 10
@@ -44,8 +41,8 @@ _CLOSE_WAIT = 30.0
 
 
 class _Slot:
-    __slots__ = ("addr", "buf", "dst", "dst0", "dst_p", "file_offset", "index", "iocb", "leaf",
-                 "length", "offset", "one", "req", "start", "tracked", "write")
+    __slots__ = ("addr", "buf", "file_offset", "index", "iocb", "leaf", "length", "offset", "one",
+                 "req", "start", "tracked", "write")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -55,11 +52,6 @@ class _Slot:
         self.iocb.aio_data = index
         self.iocb.aio_buf = self.addr
         self.one = AioContext.one(self.iocb)
-        self.dst = FuseBufvec(1, 0, 0)  # where a WRITE's data is copied: this slot's buffer
-        self.dst0 = self.dst.buf[0]  # kept: reaching it costs two ctypes objects a time
-        self.dst0.fd = -1
-        self.dst0.mem = self.addr
-        self.dst_p = ctypes.addressof(self.dst)
         self.req = 0
         self.write = False
         self.offset = self.length = self.start = self.file_offset = 0
@@ -70,8 +62,7 @@ class _Slot:
 class DirectPath:
     """Direct reads and writes of one export (see the module docstring). ``reply_read(req,
     addr, n)``, ``reply_write(req, n)`` answer a request; ``fail(req, what, exc)`` answers it
-    with the error an exception stands for; ``copy(dst_bufvec_p, src_bufvec_p, flags)`` is
-    libfuse's ``fuse_buf_copy``."""
+    with the error an exception stands for; ``copy(dst, src, n)`` is ``memcpy``."""
 
     def __init__(self, backend: BlockBackend, reply_read: Callable[[int, int, int], Any],
                  reply_write: Callable[[int, int], Any],
@@ -117,23 +108,16 @@ class DirectPath:
         self._submit(slot, req, False, offset, length, start, plan, IOCB_CMD_PREAD)
         return True
 
-    def take_write(self, bufv: int, length: int) -> _Slot | None:
-        """A slot holding the WRITE's data (libfuse's ``bufv``), for :meth:`submit_write`;
-        None when none is free or the WRITE is larger than a slot. Raises if the data cannot
-        be taken."""
+    def take_write(self, data: int, length: int) -> _Slot | None:
+        """A slot holding a copy of the WRITE's ``length`` bytes at ``data`` (libfuse's request
+        buffer), for :meth:`submit_write`; None when none is free or the WRITE is larger than a
+        slot."""
         if length > SLOT_SIZE or self._closing:
             return None
         slot = self._slot()
         if slot is None:
             return None
-        dst = slot.dst  # fuse_buf_copy moves its idx and off on: back to the start
-        dst.idx = dst.off = 0
-        slot.dst0.size = length
-        copied = self._copy(slot.dst_p, bufv, 0)
-        if copied != length:
-            self._free.append(slot)
-            err = -copied if copied < 0 else errno.EIO
-            raise OSError(err, f"could not take the WRITE's data ({copied} of {length} bytes)")
+        self._copy(slot.addr, data, length)
         return slot
 
     def submit_write(self, slot: _Slot, req: int, offset: int, length: int) -> bool:

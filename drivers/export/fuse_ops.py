@@ -15,7 +15,7 @@ No request makes fresh memory in Python. Each graph worker owns one page-aligned
 FUSE's largest request (made on its first request: :meth:`ExportOperations._first_request`); a
 READ is read by the backend straight into it and sent from it (``fuse_reply_buf``). A WRITE's
 data lives in libfuse's request buffer only while its callback runs, so the reader copies it
-once (``fuse_buf_copy``) into a direct-path slot or a pooled buffer, and the backend writes it
+once (``memcpy``) into a direct-path slot or a pooled buffer, and the backend writes it
 from there. The C calls of a request up to 64 KiB keep the GIL (a short writev or memcpy costs
 less than handing the GIL to another thread and taking it back); larger ones give it up.
 
@@ -47,7 +47,12 @@ from rig.core.buffers import BufferPool, aligned_buffer, buffer_address
 from rig.drivers.export.direct import DirectPath
 from rig.drivers.ffi import aio
 from rig.drivers.ffi.calls import bind, library
-from rig.drivers.ffi.libc import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from rig.drivers.ffi.libc import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE,
+    LIBC,
+)
 from rig.drivers.ffi.libfuse import (
     FI_DIRECT_IO,
     FI_KEEP_CACHE,
@@ -56,9 +61,7 @@ from rig.drivers.ffi.libfuse import (
     FUSE_SET_ATTR_MODE,
     FUSE_SET_ATTR_SIZE,
     FUSE_SET_ATTR_UID,
-    LIBFUSE,
     LIBFUSE_LOWLEVEL,
-    FuseBufvec,
     FuseConnInfo,
     FuseEntryParam,
     FuseFileInfo,
@@ -179,25 +182,25 @@ class ExportOperations:
         self.negotiated_want = 0
         #: FUSE fsync requests seen (each is one backend flush).
         self.fsync_count = 0
-        fuse = bind(fuse_library(), {**LIBFUSE, **LIBFUSE_LOWLEVEL})
+        fuse = bind(fuse_library(), LIBFUSE_LOWLEVEL)
         self._reply_err = fuse["fuse_reply_err"]
         self._reply_buf = fuse["fuse_reply_buf"]
         self._reply_write = fuse["fuse_reply_write"]
         # The per-request calls of a 4 KiB request keep the GIL: giving it up and taking it
         # back around a short writev or memcpy costs more (another worker wakes up and takes
         # it in between) than the call. Measured: 20-40 % less CPU per request at QD16.
-        held = bind(ctypes.PyDLL(fuse_library()._name), {**LIBFUSE, **LIBFUSE_LOWLEVEL})
+        held = bind(ctypes.PyDLL(fuse_library()._name), LIBFUSE_LOWLEVEL)
         self._reply_buf_held = held["fuse_reply_buf"]
         self._reply_write = held["fuse_reply_write"]
-        self._buf_copy_held = held["fuse_buf_copy"]
-        self._buf_size = held["fuse_buf_size"]
+        memcpy = {"memcpy": LIBC["memcpy"]}
+        self._memcpy_held = bind(ctypes.PyDLL(library("c")._name), memcpy)["memcpy"]
+        self._memcpy = bind(library("c"), memcpy)["memcpy"]
         self._reply_none = fuse["fuse_reply_none"]
         self._reply_entry = fuse["fuse_reply_entry"]
         self._reply_attr = fuse["fuse_reply_attr"]
         self._reply_open = fuse["fuse_reply_open"]
         self._reply_statfs = fuse["fuse_reply_statfs"]
         self._add_direntry = fuse["fuse_add_direntry"]
-        self._buf_copy = fuse["fuse_buf_copy"]
         t = time.time_ns()
         self._file_attr = _stat(stat.S_IFREG | 0o600, 1, self._size, FILE_INO, t)
         self._dir_attr = _stat(stat.S_IFDIR | 0o700, 2, 0, ROOT_INO, t)
@@ -215,7 +218,7 @@ class ExportOperations:
         self.direct: DirectPath | None = None
         if direct and self._pool is None and aio.available():
             self.direct = DirectPath(backend, self._reply_buf_held, self._reply_write,
-                                     self._fail, self._buf_copy_held)
+                                     self._fail, self._memcpy_held)
 
     # ------------------------------------------------------------------ lifecycle
     def _call(self, what: str, fn: Callable[..., _T], *args: Any,
@@ -443,38 +446,23 @@ class ExportOperations:
         except BaseException as e:
             self._fail(req, "read", e)
 
-    def write_buf(self, req: int, ino: int, bufv: int, off: int, fi: int) -> None:
-        """WRITE: its data is copied out of libfuse's buffer (valid only during this call), into
-        a direct-path slot or a pooled buffer; then it is written by the direct path, or by a
-        graph worker (:meth:`_write`)."""
+    def write(self, req: int, ino: int, data: int, size: int, off: int, fi: int) -> None:
+        """WRITE: its data (at ``data``, in libfuse's request buffer, valid only during this
+        call) is copied once, into a direct-path slot or a pooled buffer; then it is written by
+        the direct path, or by a graph worker (:meth:`_write`)."""
         try:
-            size = self._buf_size(bufv)
             if off + size > self._size:
                 raise OSError(errno.ENOSPC, "write beyond the end of the export")
             direct = self.direct
             if direct is not None:
-                slot = direct.take_write(bufv, size)
+                slot = direct.take_write(data, size)
                 if slot is not None:
                     if not direct.submit_write(slot, req, off, size):
                         self._workers.put(self._write, req, off, size, slot.buf, slot)
                     return
             buf = self._write_bufs.get() if size <= _WORKER_BUF else aligned_buffer(size)
-            try:
-                dst = FuseBufvec(1, 0, 0)
-                dst.buf[0].fd = -1
-                dst.buf[0].mem = buffer_address(buf)
-                dst.buf[0].size = size
-                if size <= _HOLD_GIL_BELOW:
-                    copied = self._buf_copy_held(ctypes.addressof(dst), bufv, 0)
-                else:
-                    copied = self._buf_copy(ctypes.addressof(dst), bufv, 0)
-                if copied != size:
-                    err = -copied if copied < 0 else errno.EIO
-                    raise OSError(err, f"could not take the WRITE's data ({copied} of {size} "
-                                  "bytes)")
-            except BaseException:
-                self._give_back(buf, None)
-                raise
+            (self._memcpy_held if size <= _HOLD_GIL_BELOW else self._memcpy)(
+                buffer_address(buf), data, size)
             self._workers.put(self._write, req, off, size, buf, None)
         except BaseException as e:
             self._fail(req, "write", e)

@@ -28,6 +28,8 @@ LIBC: Final[dict[str, Signature]] = {
     "posix_memalign": ((ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t),
                        ctypes.c_int),
     "malloc": ((ctypes.c_size_t,), ctypes.c_void_p),
+    # The FUSE export takes a WRITE's data out of libfuse's request buffer.
+    "memcpy": ((ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t), ctypes.c_void_p),
     "free": ((ctypes.c_void_p,), None),
 }
 

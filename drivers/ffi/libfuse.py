@@ -2,8 +2,8 @@
 
 The export loads libfuse3 itself (``library("fuse3")``) and binds these tables to it with
 :func:`rig.drivers.ffi.calls.bind` (the per-request ones also through ``ctypes.PyDLL``, which
-keeps the GIL). They are called directly: ``fuse_buf_copy`` and the ``fuse_reply_*`` functions
-return ``-errno``, not -1 with errno. The structs are libfuse 3.14's on x86_64 (Debian 13's);
+keeps the GIL). They are called directly: the ``fuse_reply_*`` functions return ``-errno``,
+not -1 with errno. The structs are libfuse 3.14's on x86_64 (Debian 13's);
 ``tests/drivers/test_export_lowlevel.py`` checks their sizes.
 """
 
@@ -13,25 +13,6 @@ import ctypes
 from typing import Any, Final
 
 from rig.drivers.ffi.calls import Signature
-
-#: name -> (argtypes, restype). The ``void *`` arguments are ``struct fuse_bufvec *``.
-LIBFUSE: Final[dict[str, Signature]] = {
-    "fuse_buf_copy": ((ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int), ctypes.c_ssize_t),
-    "fuse_buf_size": ((ctypes.c_void_p,), ctypes.c_size_t),
-}
-
-
-# ``struct fuse_buf`` and ``struct fuse_bufvec`` (fuse_common.h, 3.x: ``buf`` is an inline
-# array of one).
-class FuseBuf(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
-                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
-
-
-class FuseBufvec(ctypes.Structure):
-    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
-                ("buf", FuseBuf * 1)]
-
 
 # ------------------------------------------------------------------ the low-level API (3.12+)
 #: The export's own session on libfuse3's low-level API (``fuse_lowlevel.h``): it answers each
@@ -167,6 +148,8 @@ CALLBACKS: Final[dict[str, tuple[Any, ...]]] = {
     "readdir": (_P, _U64, _SZ, _OFF, _P),
     "releasedir": (_P, _U64, _P),
     "statfs": (_P, _U64),
-    "write_buf": (_P, _U64, _P, _OFF, _P),
+    # write, not write_buf: the data comes as a plain pointer into libfuse's request buffer
+    # (requests are read, not spliced), so one memcpy takes it, with no fuse_bufvec to fill.
+    "write": (_P, _U64, _P, _SZ, _OFF, _P),
     "fallocate": (_P, _U64, _INT, _OFF, _OFF, _P),
 }

@@ -14,7 +14,6 @@ import pytest
 from rig.drivers.ffi import libc
 from rig.drivers.ffi.calls import checked, os_error
 from rig.drivers.ffi.ioctls import ioctl, ioctl_read
-from rig.drivers.ffi.libfuse import LIBFUSE
 
 
 def test_a_failure_is_one_oserror_named_after_the_call() -> None:
@@ -75,7 +74,6 @@ def test_the_tables_are_bound_as_declared() -> None:
     for name, (argtypes, restype) in libc.LIBC.items():
         fn = libc.function(name)
         assert list(fn.argtypes) == list(argtypes) and fn.restype == restype  # type: ignore[attr-defined]
-    assert set(LIBFUSE) == {"fuse_buf_copy", "fuse_buf_size"}
 
 
 def test_parent_death_signal_in_a_child() -> None:
