@@ -29,8 +29,14 @@ class TrackedRequest:
 
 class RequestTracker:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # The lock itself is taken with ``with self._lock`` (its C-level enter and exit) where
+        # no wait is needed: Condition's own __enter__ is Python code, on every write's path.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active: list[TrackedRequest] = []
+        #: How many of them are serialising: with none, an ordinary request conflicts with
+        #: nothing, and the scan of every request in flight is skipped.
+        self._serialising = 0
         self._waiters = 0
 
     def begin(self, offset: int, end: int, serialising: bool) -> TrackedRequest:
@@ -43,27 +49,33 @@ class RequestTracker:
                 finally:
                     self._waiters -= 1
             self._active.append(req)
+            if serialising:
+                self._serialising += 1
         return req
 
     def try_begin(self, offset: int, end: int) -> TrackedRequest | None:
         """An ordinary (not serialising) request registered now, or None if it would have to
         wait for an overlapping serialising one."""
         req = TrackedRequest(offset, end, False)
-        with self._cond:
+        with self._lock:
             if self._conflict(req):
                 return None
             self._active.append(req)
         return req
 
     def _conflict(self, req: TrackedRequest) -> bool:
+        if not (req.serialising or self._serialising):
+            return False
         for other in self._active:
             if (req.serialising or other.serialising) and other.overlaps(req.offset, req.end):
                 return True
         return False
 
     def end(self, req: TrackedRequest) -> None:
-        with self._cond:
+        with self._lock:
             self._active.remove(req)
+            if req.serialising:
+                self._serialising -= 1
             if self._waiters:
                 self._cond.notify_all()
 
