@@ -1,11 +1,11 @@
 """The export's direct path: small reads and writes the graph passes through, by native AIO.
 
-A FUSE worker that gets a READ or WRITE of at most :data:`SLOT_SIZE` bytes asks the backend
-(:meth:`~rig.core.backend.BlockBackend.direct`) whether every node on the way would pass it
-straight to a host file: no rule that can match it, no event anyone listens to, no throttle,
-cache or format mapping. If so, the worker submits the file I/O to the kernel
+The export's FUSE reader, given a READ or WRITE of at most :data:`SLOT_SIZE` bytes, asks the
+backend (:meth:`~rig.core.backend.BlockBackend.direct`) whether every node on the way would pass
+it straight to a host file: no rule that can match it, no event anyone listens to, no throttle,
+cache or format mapping. If so, the reader submits the file I/O to the kernel
 (:class:`~rig.drivers.ffi.aio.AioContext`) into a slot buffer of its own and goes back for the
-next request at once, instead of waiting in ``preadv`` for the disk (and then for the
+next request at once, instead of a thread waiting in ``preadv`` for the disk (and then for the
 interpreter lock). One reaper thread collects the completions in batches, accounts each as the
 graph would, and answers it. A transfer that comes back short or failed is finished in a thread
 of its own by the backend (:meth:`~rig.core.backend.BlockBackend.direct_failed`): the leaf's

@@ -457,7 +457,12 @@ class ExportOperations:
             if direct is not None:
                 slot = direct.take_write(data, size)
                 if slot is not None:
-                    if not direct.submit_write(slot, req, off, size):
+                    try:
+                        taken = direct.submit_write(slot, req, off, size)
+                    except BaseException:
+                        direct.release(slot)
+                        raise
+                    if not taken:
                         self._workers.put(self._write, req, off, size, slot.buf, slot)
                     return
             buf = self._write_bufs.get() if size <= _WORKER_BUF else aligned_buffer(size)

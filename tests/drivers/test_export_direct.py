@@ -17,7 +17,7 @@ import pytest
 
 import rig
 from rig.drivers.export import export
-from rig.faults.rules import Error, Rule
+from rig.faults.rules import Delay, Error, Rule
 from rig.filters.faults import FaultsFilter
 
 pytestmark = pytest.mark.rig_needs("loop", "fuse")
@@ -130,3 +130,26 @@ def test_a_failed_direct_write_stops_then_lands_after_cont(tmp_path: Path) -> No
         blk.resume()
         assert writer.wait(timeout=30) == 0, writer.communicate()[1]
     assert img.read_bytes()[5 * 4096:6 * 4096] == b"\xc3" * 4096
+
+
+def test_direct_requests_pass_a_request_held_in_the_graph(tmp_path: Path) -> None:
+    """With one graph worker (``threads=1``), a read the graph holds (a 3 s ``delay`` rule)
+    holds up no read the graph passes through: those never wait for a worker."""
+    img = _image(tmp_path)
+    spec = {"driver": "faults", "file": {"driver": "file", "filename": str(img)}}
+    with rig.open(spec, cache="none") as blk, export(blk, threads=1) as ex:
+        f = blk.root
+        assert isinstance(f, FaultsFilter)
+        f.add_rule(Rule(Delay(3.0), name="slow", op="read", start=0, end=4096))
+        held = subprocess.Popen(["dd", f"if={ex.path}", "of=/dev/null", "bs=4096", "count=1",
+                                 "iflag=direct", "status=none"])
+        try:
+            _wait(lambda: f.counters().get("slow", 0) == 1, "the held read to reach the rule")
+            start = time.monotonic()
+            r = _dd(f"if={ex.path}", "of=/dev/null", "bs=4096", "skip=100", "count=1",
+                    "iflag=direct")
+            assert r.returncode == 0, r.stderr
+            assert time.monotonic() - start < 1.5  # not after the held one's 3 s
+            assert held.poll() is None  # still held
+        finally:
+            assert held.wait(timeout=30) == 0
