@@ -85,8 +85,8 @@ class Export:
 
 
 def load_libfuse() -> None:
-    """Check that libfuse3 loads and has the low-level loop of 3.12 and later (what the export
-    serves with), or raise RigError."""
+    """Check that libfuse3 loads and is 3.12 or later (told by a symbol 3.12 added, its
+    multithreaded loop; the export runs the single-threaded one), or raise RigError."""
     try:
         lib = fuse_library()
         lib["fuse_session_loop_mt_312"]
@@ -299,7 +299,7 @@ class _Server:
 
     def _serve(self) -> None:
         try:
-            session = Session(fuse_library(), self.ops, self.mountpoint, 1,
+            session = Session(fuse_library(), self.ops, self.mountpoint,
                               "auto_unmount,fsname=blockrig,subtype=blockrig")
             try:
                 session.mount()

@@ -163,7 +163,7 @@ class ExportOperations:
     has their C signatures) and answers its ``req``."""
 
     def __init__(self, backend: BlockBackend, *, max_write: int = 0,
-                 request_timeout: float = 0.0, workers: int = 8, direct: bool = True) -> None:
+                 request_timeout: float = 0.0, workers: int = 8) -> None:
         if request_timeout < 0:
             raise ValueError(f"request_timeout must be >= 0 seconds, got {request_timeout}")
         self._backend = backend
@@ -216,7 +216,7 @@ class ExportOperations:
         #: Small requests the graph passes through, by native AIO (None: off, or with a
         #: request timeout, whose pool the direct path would bypass).
         self.direct: DirectPath | None = None
-        if direct and self._pool is None and aio.available():
+        if self._pool is None and aio.available():
             self.direct = DirectPath(backend, self._reply_buf_held, self._reply_write,
                                      self._fail, self._memcpy_held)
 

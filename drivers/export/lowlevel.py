@@ -4,10 +4,10 @@
 a handler (:class:`~rig.drivers.export.fuse_ops.ExportOperations`) named like the slots in
 :data:`~rig.drivers.ffi.libfuse.CALLBACKS`, makes the session (``fuse_session_new`` with the
 mount options), mounts it (``fuse_session_mount``: through ``fusermount3``, which stays as the
-``auto_unmount`` watcher) and runs libfuse's loop: multithreaded
-(``fuse_session_loop_mt``, 3.12 ABI, ``threads`` workers) or single-threaded for
-``threads=1``. The loop ends when the mount goes away (``fusermount3 -u``); :meth:`close` then
-unmounts (a no-op on a connection that is gone) and frees the session.
+``auto_unmount`` watcher) and runs libfuse's single-threaded loop (``fuse_session_loop``: the
+export's reader, which hands requests on itself, ``fuse_ops``). The loop ends when the mount
+goes away (``fusermount3 -u``); :meth:`close` then unmounts (a no-op on a connection that is
+gone) and frees the session.
 
 Unlike ``fuse_main`` (what mfusepy ran before), this installs no signal handlers and never
 ``chdir("/")``s the process.
@@ -26,11 +26,9 @@ from rig.errors import RigError
 class Session:
     """One low-level FUSE session serving ``handler`` on ``mountpoint``."""
 
-    def __init__(self, lib: ctypes.CDLL, handler: Any, mountpoint: str, threads: int,
-                 options: str) -> None:
+    def __init__(self, lib: ctypes.CDLL, handler: Any, mountpoint: str, options: str) -> None:
         self._fuse = bind(lib, LIBFUSE_LOWLEVEL)
         self.mountpoint = mountpoint
-        self.threads = threads
         # The callbacks must outlive the session: libfuse keeps only their addresses.
         self._callbacks = {name: ctypes.CFUNCTYPE(None, *argtypes)(getattr(handler, name))
                            for name, argtypes in CALLBACKS.items()}
@@ -55,21 +53,7 @@ class Session:
     def loop(self) -> int:
         """Serve until the mount goes away; libfuse's result (0, or ``-errno``)."""
         assert self._se is not None
-        fuse = self._fuse
-        if self.threads == 1:
-            return int(fuse["fuse_session_loop"](self._se))
-        cfg = fuse["fuse_loop_cfg_create"]()
-        if not cfg:
-            raise MemoryError("fuse_loop_cfg_create")
-        try:
-            fuse["fuse_loop_cfg_set_max_threads"](cfg, self.threads)
-            # Said explicitly: libfuse 3.14 logs "Ignoring invalid max threads value
-            # 4294967295" for its own "unset" value otherwise.
-            fuse["fuse_loop_cfg_set_idle_threads"](cfg, self.threads)
-            fuse["fuse_loop_cfg_set_clone_fd"](cfg, 0)
-            return int(fuse["fuse_session_loop_mt_312"](self._se, cfg))
-        finally:
-            fuse["fuse_loop_cfg_destroy"](cfg)
+        return int(self._fuse["fuse_session_loop"](self._se))
 
     def close(self) -> None:
         """Unmount (nothing to do when the mount is gone already) and free the session."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
 import platform
 from typing import Final
 
@@ -138,6 +137,3 @@ class AioContext:
         if ctx is not None:
             self._syscall(ctypes.c_long(self._destroy_nr), ctypes.c_ulong(ctx))
 
-
-def strerror(res: int) -> str:
-    return os.strerror(-res)

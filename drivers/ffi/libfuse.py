@@ -17,22 +17,15 @@ from rig.drivers.ffi.calls import Signature
 # ------------------------------------------------------------------ the low-level API (3.12+)
 #: The export's own session on libfuse3's low-level API (``fuse_lowlevel.h``): it answers each
 #: request itself (``fuse_reply_*``), with no path lookup, no high-level layer and no mfusepy
-#: wrapper in between. ``fuse_session_loop_mt_312`` is the 3.12 ABI (a ``fuse_loop_config``
-#: made by ``fuse_loop_cfg_create``). Replies return ``-errno``.
+#: wrapper in between. Replies return ``-errno``.
 _P = ctypes.c_void_p
 LIBFUSE_LOWLEVEL: Final[dict[str, Signature]] = {
     "fuse_session_new": ((_P, _P, ctypes.c_size_t, _P), _P),
     "fuse_session_mount": ((_P, ctypes.c_char_p), ctypes.c_int),
     "fuse_session_loop": ((_P,), ctypes.c_int),
-    "fuse_session_loop_mt_312": ((_P, _P), ctypes.c_int),
     "fuse_session_exit": ((_P,), None),
     "fuse_session_unmount": ((_P,), None),
     "fuse_session_destroy": ((_P,), None),
-    "fuse_loop_cfg_create": ((), _P),
-    "fuse_loop_cfg_destroy": ((_P,), None),
-    "fuse_loop_cfg_set_max_threads": ((_P, ctypes.c_uint), None),
-    "fuse_loop_cfg_set_idle_threads": ((_P, ctypes.c_uint), None),
-    "fuse_loop_cfg_set_clone_fd": ((_P, ctypes.c_uint), None),
     "fuse_reply_err": ((_P, ctypes.c_int), ctypes.c_int),
     "fuse_reply_none": ((_P,), None),
     "fuse_reply_entry": ((_P, _P), ctypes.c_int),
