@@ -47,13 +47,20 @@ def library() -> ctypes.CDLL:
     return _lib
 
 
+def _streams(data: bytes, out_size: int) -> tuple[ctypes.Array[ctypes.c_char],
+                                                  ctypes.Array[ctypes.c_char], _Buf, _Buf]:
+    """A copy of ``data``, an output buffer of ``out_size`` bytes, and the zstd in/out buffer
+    structures over them (the two arrays are returned so that they outlive the calls)."""
+    src = ctypes.create_string_buffer(data, len(data))
+    dst = ctypes.create_string_buffer(out_size)
+    return (src, dst, _Buf(ctypes.cast(src, ctypes.c_void_p), len(data), 0),
+            _Buf(ctypes.cast(dst, ctypes.c_void_p), out_size, 0))
+
+
 def compress(data: bytes | bytearray | memoryview, limit: int) -> bytes | None:
     """QEMU's qcow2_zstd_compress; None when the result would be longer than ``limit``."""
     lib = library()
-    src = ctypes.create_string_buffer(bytes(data), len(data))
-    dst = ctypes.create_string_buffer(limit)
-    inp = _Buf(ctypes.cast(src, ctypes.c_void_p), len(data), 0)
-    out = _Buf(ctypes.cast(dst, ctypes.c_void_p), limit, 0)
+    _src, dst, inp, out = _streams(bytes(data), limit)  # _src: kept alive for the call
     cctx = lib.ZSTD_createCCtx()
     if not cctx:
         return None
@@ -69,10 +76,7 @@ def compress(data: bytes | bytearray | memoryview, limit: int) -> bytes | None:
 def decompress(data: bytes, cluster_size: int) -> bytes | None:
     """QEMU's qcow2_zstd_decompress of one cluster; None when the data is bad."""
     lib = library()
-    src = ctypes.create_string_buffer(data, len(data))
-    dst = ctypes.create_string_buffer(cluster_size)
-    inp = _Buf(ctypes.cast(src, ctypes.c_void_p), len(data), 0)
-    out = _Buf(ctypes.cast(dst, ctypes.c_void_p), cluster_size, 0)
+    _src, dst, inp, out = _streams(data, cluster_size)  # _src: kept alive for the calls
     dctx = lib.ZSTD_createDCtx()
     if not dctx:
         return None
