@@ -303,6 +303,7 @@ class _Server:
                               "auto_unmount,fsname=blockrig,subtype=blockrig")
             try:
                 session.mount()
+                self.ops.watch(session.fd())
                 session.loop()
             finally:
                 self.ops.close_direct()

@@ -12,6 +12,12 @@ of its own by the backend (:meth:`~rig.core.backend.BlockBackend.direct_failed`)
 own short-transfer handling, the error policy (``stop`` parks it there), the program's errno.
 Anything else (no slot free, a larger request, a graph that says no) goes the usual way.
 
+A request that finds itself alone (none in flight on the direct path, none waiting in
+``/dev/fuse``: a program at queue depth 1) is done by the reader at once, with ``pread`` or
+``pwrite``, and answered from there: that saves the kernel workqueue a native-AIO write
+completes through and the reaper's wake-up. The first request of a burst may be done so; the
+next ones find it in flight or find others waiting, and go by AIO.
+
 Why: at queue depth 16 the thread-per-request path costs ~100 us of CPU per request in context
 switches and interpreter-lock handoffs (``docs/export.md``); this is qemu-storage-daemon's
 model (submit, then batched completions) for the requests where it changes nothing.
@@ -19,7 +25,10 @@ model (submit, then batched completions) for the requests where it changes nothi
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import select
 import sys
 import threading
 import time
@@ -29,6 +38,13 @@ from typing import Any
 from rig.core.backend import BlockBackend
 from rig.core.buffers import aligned_buffer, buffer_address
 from rig.drivers.ffi.aio import IOCB_CMD_PREAD, IOCB_CMD_PWRITE, AioContext, Iocb, IoEvent
+from rig.drivers.ffi.calls import bind, library
+
+_IO: dict[str, Any] = bind(library("c"), {
+    "pread": ((ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64), ctypes.c_ssize_t),
+    "pwrite": ((ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64), ctypes.c_ssize_t),
+})
+_pread, _pwrite = _IO["pread"], _IO["pwrite"]
 
 #: The largest request the direct path takes (larger ones are few and gain nothing here).
 SLOT_SIZE = 64 << 10
@@ -80,9 +96,15 @@ class DirectPath:
         self._inflight: set[int] = set()
         self._finishing: set[threading.Thread] = set()
         self._closing = False
-        #: Requests served by the direct path, and those of them that went back to the graph.
+        #: Requests served by the direct path, those of them done at once by the reader
+        #: (:meth:`_alone`), and those that went back to the graph.
         self.served = 0
+        self.done_at_once = 0
         self.handed_back = 0
+        #: Whether a request found alone is done at once (:meth:`_alone`); off, every direct
+        #: request goes by native AIO.
+        self.sync_when_alone = True
+        self._waiting: select.poll | None = None
         self._reaper = threading.Thread(target=self._reap, name="rig-export-aio", daemon=True)
         self._reaper.start()
 
@@ -105,7 +127,10 @@ class DirectPath:
         if plan is None:
             self._free.append(slot)
             return False
-        self._submit(slot, req, False, offset, length, start, plan, IOCB_CMD_PREAD)
+        if self._alone():
+            self._now(slot, req, False, offset, length, start, plan)
+        else:
+            self._submit(slot, req, False, offset, length, start, plan, IOCB_CMD_PREAD)
         return True
 
     def take_write(self, data: int, length: int) -> _Slot | None:
@@ -128,22 +153,60 @@ class DirectPath:
         plan = self._backend.direct(True, offset, length)
         if plan is None:
             return False
-        self._submit(slot, req, True, offset, length, start, plan, IOCB_CMD_PWRITE)
+        if self._alone():
+            self._now(slot, req, True, offset, length, start, plan)
+        else:
+            self._submit(slot, req, True, offset, length, start, plan, IOCB_CMD_PWRITE)
         return True
 
-    def _submit(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
-                plan: tuple[Any, int, int, Any], opcode: int) -> None:
-        leaf, fd, file_offset, tracked = plan
+    def watch(self, fuse_fd: int) -> None:
+        """Look at the FUSE connection ``fuse_fd`` (``/dev/fuse``) for requests waiting to be
+        read: a request with none waiting and none in flight is done at once (:meth:`_alone`)."""
+        waiting = select.poll()
+        waiting.register(fuse_fd, select.POLLIN)
+        self._waiting = waiting
+
+    def _alone(self) -> bool:
+        """Whether the request in hand is the export's only one on the direct path: none in
+        flight and none waiting to be read. Then the reader does it itself, with ``pread`` or
+        ``pwrite`` (a queue depth 1 program's case), and answers it: a native-AIO write's
+        completion goes through a kernel workqueue and then wakes the reaper, where a
+        synchronous one wakes the reader directly (docs/export.md, "The direct path")."""
+        return (self.sync_when_alone and not self._inflight and self._waiting is not None
+                and not self._waiting.poll(0))
+
+    def _hold(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
+              plan: tuple[Any, int, int, Any]) -> None:
+        leaf, _fd, file_offset, tracked = plan
         slot.req, slot.write, slot.offset, slot.length, slot.start = (req, write, offset,
                                                                       length, start)
         slot.leaf, slot.file_offset, slot.tracked = leaf, file_offset, tracked
+        self._inflight.add(slot.index)
+        self.served += 1
+
+    def _now(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
+             plan: tuple[Any, int, int, Any]) -> None:
+        """Do the request here (:meth:`_alone`), the interpreter lock released meanwhile."""
+        self._hold(slot, req, write, offset, length, start, plan)
+        self.done_at_once += 1
+        io = _pwrite if write else _pread
+        res = io(plan[1], slot.addr, length, plan[2])
+        while res < 0 and ctypes.get_errno() == errno.EINTR:
+            res = io(plan[1], slot.addr, length, plan[2])
+        if res != length:
+            self._hand_back(slot, res if res >= 0 else -ctypes.get_errno(), None)
+            return
+        self._answer(slot)
+
+    def _submit(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
+                plan: tuple[Any, int, int, Any], opcode: int) -> None:
+        self._hold(slot, req, write, offset, length, start, plan)
+        fd, file_offset = plan[1], plan[2]
         iocb = slot.iocb
         iocb.aio_lio_opcode = opcode
         iocb.aio_fildes = fd
         iocb.aio_nbytes = length
         iocb.aio_offset = file_offset
-        self._inflight.add(slot.index)
-        self.served += 1
         try:
             self._ctx.submit(slot.one)
         except OSError as e:
@@ -164,7 +227,7 @@ class DirectPath:
         # here, where events[i].res would make a structure object per field read.
         words = memoryview(events).cast("B").cast("q")
         slots = self._slots
-        backend = self._backend
+        answer = self._answer
         while not self._closing or self._inflight:
             try:
                 n = self._ctx.reap(events, _REAP_WAIT)
@@ -181,18 +244,22 @@ class DirectPath:
                 # answer it is in _finishing: close() waits for both to empty.
                 if res != slot.length:
                     self._hand_back(slot, res, None)
-                    continue
-                try:
-                    backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
-                                        slot.tracked)
-                    if slot.write:
-                        self._reply_write(slot.req, slot.length)
-                    else:
-                        self._reply_read(slot.req, slot.addr, slot.length)
-                except BaseException as e:  # answered whatever happens
-                    self._fail(slot.req, "write" if slot.write else "read", e)
-                self._inflight.discard(slot.index)
-                self.release(slot)
+                else:
+                    answer(slot)
+
+    def _answer(self, slot: _Slot) -> None:
+        """A request that transferred every byte: accounted, answered, its slot given back."""
+        try:
+            self._backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
+                                      slot.tracked)
+            if slot.write:
+                self._reply_write(slot.req, slot.length)
+            else:
+                self._reply_read(slot.req, slot.addr, slot.length)
+        except BaseException as e:  # answered whatever happens
+            self._fail(slot.req, "write" if slot.write else "read", e)
+        self._inflight.discard(slot.index)
+        self.release(slot)
 
     def _finish(self, slot: _Slot, res: int, err: OSError | None) -> None:
         """A short or failed transfer: the backend finishes it (and may park it), then it is

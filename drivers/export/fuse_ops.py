@@ -268,6 +268,12 @@ class ExportOperations:
         code = e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EINVAL
         self._reply_err(req, code)
 
+    def watch(self, fuse_fd: int) -> None:
+        """The FUSE connection's descriptor, once mounted: the direct path looks there for
+        requests waiting (:meth:`~rig.drivers.export.direct.DirectPath.watch`)."""
+        if self.direct is not None:
+            self.direct.watch(fuse_fd)
+
     def close_direct(self) -> None:
         """End the direct path once the FUSE loop has ended: its requests in flight are
         answered first (they must be, before the session goes)."""

@@ -50,6 +50,11 @@ class Session:
             raise RigError(f"libfuse3 could not mount {self.mountpoint} (see its message on "
                            "stderr)")
 
+    def fd(self) -> int:
+        """The session's ``/dev/fuse`` descriptor (once mounted)."""
+        assert self._se is not None
+        return int(self._fuse["fuse_session_fd"](self._se))
+
     def loop(self) -> int:
         """Serve until the mount goes away; libfuse's result (0, or ``-errno``)."""
         assert self._se is not None

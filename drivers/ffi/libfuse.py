@@ -23,6 +23,7 @@ LIBFUSE_LOWLEVEL: Final[dict[str, Signature]] = {
     "fuse_session_new": ((_P, _P, ctypes.c_size_t, _P), _P),
     "fuse_session_mount": ((_P, ctypes.c_char_p), ctypes.c_int),
     "fuse_session_loop": ((_P,), ctypes.c_int),
+    "fuse_session_fd": ((_P,), ctypes.c_int),
     "fuse_session_exit": ((_P,), None),
     "fuse_session_unmount": ((_P,), None),
     "fuse_session_destroy": ((_P,), None),
