@@ -50,6 +50,8 @@ _pread, _pwrite = _IO["pread"], _IO["pwrite"]
 SLOT_SIZE = 64 << 10
 #: Requests in flight on the direct path at most (FUSE sends the export fewer than this).
 SLOTS = 64
+#: Addresses of WRITE data remembered (one is used; a few more cost nothing).
+_SOURCES = 8
 #: How long the reaper waits for completions before it looks whether it should end.
 _REAP_WAIT = 0.25
 #: How long :meth:`DirectPath.close` waits for requests in flight before it gives up on them.
@@ -78,14 +80,17 @@ class _Slot:
 class DirectPath:
     """Direct reads and writes of one export (see the module docstring). ``reply_read(req,
     addr, n)``, ``reply_write(req, n)`` answer a request; ``fail(req, what, exc)`` answers it
-    with the error an exception stands for; ``copy(dst, src, n)`` is ``memcpy``."""
+    with the error an exception stands for."""
 
     def __init__(self, backend: BlockBackend, reply_read: Callable[[int, int, int], Any],
                  reply_write: Callable[[int, int], Any],
-                 fail: Callable[[int, str, BaseException], None],
-                 copy: Callable[[int, int, int], int]) -> None:
+                 fail: Callable[[int, str, BaseException], None]) -> None:
         self._backend = backend
-        self._copy = copy
+        #: Views of the memory WRITE data arrives in, by address (libfuse's single-threaded
+        #: loop reads every request into one buffer, so a WRITE's data is always at the same
+        #: address): copying through a view is a plain memoryview assignment, where a
+        #: ``memcpy`` through ctypes cost ~3 us per request at queue depth 1.
+        self._sources: dict[int, memoryview] = {}
         self._reply_read = reply_read
         self._reply_write = reply_write
         self._fail = fail
@@ -97,13 +102,11 @@ class DirectPath:
         self._finishing: set[threading.Thread] = set()
         self._closing = False
         #: Requests served by the direct path, those of them done at once by the reader
-        #: (:meth:`_alone`), and those that went back to the graph.
+        #: (:meth:`_now`), and those that went back to the graph.
         self.served = 0
         self.done_at_once = 0
         self.handed_back = 0
-        #: Whether a request found alone is done at once (:meth:`_alone`); off, every direct
-        #: request goes by native AIO.
-        self.sync_when_alone = True
+        #: The FUSE connection, polled for requests waiting (:meth:`watch`).
         self._waiting: select.poll | None = None
         self._reaper = threading.Thread(target=self._reap, name="rig-export-aio", daemon=True)
         self._reaper.start()
@@ -127,7 +130,8 @@ class DirectPath:
         if plan is None:
             self._free.append(slot)
             return False
-        if self._alone():
+        waiting = self._waiting
+        if not self._inflight and waiting is not None and not waiting.poll(0):
             self._now(slot, req, False, offset, length, start, plan)
         else:
             self._submit(slot, req, False, offset, length, start, plan, IOCB_CMD_PREAD)
@@ -139,10 +143,17 @@ class DirectPath:
         slot."""
         if length > SLOT_SIZE or self._closing:
             return None
-        slot = self._slot()
-        if slot is None:
+        try:
+            slot = self._free.pop()
+        except IndexError:
             return None
-        self._copy(slot.addr, data, length)
+        source = self._sources.get(data)
+        if source is None:
+            # A view of a slot's size: only the request's own bytes are ever read from it.
+            source = memoryview((ctypes.c_char * SLOT_SIZE).from_address(data)).cast("B")
+            if len(self._sources) < _SOURCES:
+                self._sources[data] = source
+        slot.buf[:length] = source[:length]
         return slot
 
     def submit_write(self, slot: _Slot, req: int, offset: int, length: int) -> bool:
@@ -153,27 +164,24 @@ class DirectPath:
         plan = self._backend.direct(True, offset, length)
         if plan is None:
             return False
-        if self._alone():
+        waiting = self._waiting
+        if not self._inflight and waiting is not None and not waiting.poll(0):
             self._now(slot, req, True, offset, length, start, plan)
         else:
             self._submit(slot, req, True, offset, length, start, plan, IOCB_CMD_PWRITE)
         return True
 
-    def watch(self, fuse_fd: int) -> None:
+    def watch(self, fuse_fd: int | None) -> None:
         """Look at the FUSE connection ``fuse_fd`` (``/dev/fuse``) for requests waiting to be
-        read: a request with none waiting and none in flight is done at once (:meth:`_alone`)."""
+        read: a request that finds none waiting and none in flight on the direct path is the
+        only one, and the reader does it itself (:meth:`_now`). None: never (every direct
+        request goes by native AIO)."""
+        if fuse_fd is None:
+            self._waiting = None
+            return
         waiting = select.poll()
         waiting.register(fuse_fd, select.POLLIN)
         self._waiting = waiting
-
-    def _alone(self) -> bool:
-        """Whether the request in hand is the export's only one on the direct path: none in
-        flight and none waiting to be read. Then the reader does it itself, with ``pread`` or
-        ``pwrite`` (a queue depth 1 program's case), and answers it: a native-AIO write's
-        completion goes through a kernel workqueue and then wakes the reaper, where a
-        synchronous one wakes the reader directly (docs/export.md, "The direct path")."""
-        return (self.sync_when_alone and not self._inflight and self._waiting is not None
-                and not self._waiting.poll(0))
 
     def _hold(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
               plan: tuple[Any, int, int, Any]) -> None:
@@ -186,17 +194,37 @@ class DirectPath:
 
     def _now(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
              plan: tuple[Any, int, int, Any]) -> None:
-        """Do the request here (:meth:`_alone`), the interpreter lock released meanwhile."""
-        self._hold(slot, req, write, offset, length, start, plan)
+        """Do the request here, the only one (:meth:`watch`), with ``pread`` or ``pwrite``
+        (the interpreter lock released meanwhile), and answer it: a native-AIO write's
+        completion goes through a kernel workqueue and then wakes the reaper, where a
+        synchronous one wakes the reader directly (docs/export.md, "The direct path"). The
+        request is never in ``_inflight``: only the reader runs it, and the reader is the one
+        that closes the direct path."""
+        _leaf, fd, file_offset, tracked = plan
+        self.served += 1
         self.done_at_once += 1
         io = _pwrite if write else _pread
-        res = io(plan[1], slot.addr, length, plan[2])
+        res = io(fd, slot.addr, length, file_offset)
         while res < 0 and ctypes.get_errno() == errno.EINTR:
-            res = io(plan[1], slot.addr, length, plan[2])
+            res = io(fd, slot.addr, length, file_offset)
         if res != length:
+            self.served -= 1  # counted again by _hold
+            self._hold(slot, req, write, offset, length, start, plan)
             self._hand_back(slot, res if res >= 0 else -ctypes.get_errno(), None)
             return
-        self._answer(slot)
+        done = time.perf_counter_ns()
+        try:
+            if write:
+                self._reply_write(req, length)
+            else:
+                self._reply_read(req, slot.addr, length)
+        except BaseException as e:  # answered whatever happens
+            self._fail(req, "write" if write else "read", e)
+        self._free.append(slot)
+        try:
+            self._backend.direct_done(write, offset, length, start, tracked, done)
+        except BaseException as e:  # a bug; the request was answered already
+            sys.stderr.write(f"rig export: accounting a direct request: {e!r}\n")
 
     def _submit(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
                 plan: tuple[Any, int, int, Any], opcode: int) -> None:
@@ -248,16 +276,23 @@ class DirectPath:
                     answer(slot)
 
     def _answer(self, slot: _Slot) -> None:
-        """A request that transferred every byte: accounted, answered, its slot given back."""
+        """A request that transferred every byte: answered, then accounted, its slot given
+        back. The answer goes first, so that the program's latency holds no bookkeeping; the
+        reply keeps the interpreter lock (``fuse_reply_*`` through ``PyDLL``), so no other
+        Python thread runs between the two and sees the request answered but not counted."""
+        done = time.perf_counter_ns()
         try:
-            self._backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
-                                      slot.tracked)
             if slot.write:
                 self._reply_write(slot.req, slot.length)
             else:
                 self._reply_read(slot.req, slot.addr, slot.length)
         except BaseException as e:  # answered whatever happens
             self._fail(slot.req, "write" if slot.write else "read", e)
+        try:
+            self._backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
+                                      slot.tracked, done)
+        except BaseException as e:  # a bug; the request was answered already
+            sys.stderr.write(f"rig export: accounting a direct request: {e!r}\n")
         self._inflight.discard(slot.index)
         self.release(slot)
 

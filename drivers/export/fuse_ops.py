@@ -218,7 +218,7 @@ class ExportOperations:
         self.direct: DirectPath | None = None
         if self._pool is None and aio.available():
             self.direct = DirectPath(backend, self._reply_buf_held, self._reply_write,
-                                     self._fail, self._memcpy_held)
+                                     self._fail)
 
     # ------------------------------------------------------------------ lifecycle
     def _call(self, what: str, fn: Callable[..., _T], *args: Any,

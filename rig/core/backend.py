@@ -380,7 +380,8 @@ class BlockBackend:
         short transfer, :meth:`direct_failed`. None: make the request as usual."""
         if self.closed or self._paused or offset < 0 or offset + length > self._length:
             return None
-        lim = self.root.limits
+        root = self.root
+        lim = root.limits
         if ((offset | length) & (lim.request_alignment - 1) or lim.buffer_alignment > PAGE_SIZE
                 or length > (lim.max_transfer or DEFAULT_MAX_TRANSFER)):
             return None
@@ -391,7 +392,7 @@ class BlockBackend:
             req = self._tracker.try_begin(offset, offset + length)
             if req is None:
                 return None
-        plan = self.root.direct(write, offset, length)
+        plan = root.direct(write, offset, length)
         if plan is None:
             if req is not None:
                 self._tracker.end(req)
@@ -399,11 +400,12 @@ class BlockBackend:
         return plan[0], plan[1], plan[2], req
 
     def direct_done(self, write: bool, offset: int, length: int, start: int,
-                    tracked: TrackedRequest | None) -> None:
-        """A direct request transferred every byte: account it as the graph would have."""
+                    tracked: TrackedRequest | None, done: int = 0) -> None:
+        """A direct request transferred every byte: account it as the graph would have
+        (``done``: when it ended, ``time.perf_counter_ns()``; default now)."""
         if tracked is not None:
             self._tracker.end(tracked)
-        done = _perf_counter_ns()
+        done = done or _perf_counter_ns()
         if write:
             self.stats.account("write", length, done - start, True, offset + length, done)
         else:

@@ -58,7 +58,7 @@ class RequestTracker:
         wait for an overlapping serialising one."""
         req = TrackedRequest(offset, end, False)
         with self._lock:
-            if self._conflict(req):
+            if self._serialising and self._conflict(req):
                 return None
             self._active.append(req)
         return req

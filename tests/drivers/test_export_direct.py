@@ -116,7 +116,8 @@ def test_a_failed_direct_write_stops_then_lands_after_cont(tmp_path: Path, at_on
             export(blk) as ex:
         direct = ex.operations.direct
         assert direct is not None
-        direct.sync_when_alone = at_once
+        if not at_once:
+            direct.watch(None)
         at_once_before = direct.done_at_once
         leaf_fd = blk.root.fd  # type: ignore[attr-defined]
         saved = os.dup(leaf_fd)
