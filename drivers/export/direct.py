@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from rig.core.backend import BlockBackend
 from rig.core.buffers import aligned_buffer, buffer_address
@@ -77,13 +77,22 @@ class _Slot:
         self.tracked: Any = None
 
 
-class DirectPath:
-    """Direct reads and writes of one export (see the module docstring). ``reply_read(req,
-    addr, n)``, ``reply_write(req, n)`` answer a request; ``fail(req, what, exc)`` answers it
-    with the error an exception stands for."""
+class Replies(NamedTuple):
+    """libfuse's answers to a READ (``read(req, addr, n)``) and a WRITE (``write(req, n)``),
+    each bound twice: giving the interpreter lock up during the call, and keeping it
+    (``*_held``)."""
 
-    def __init__(self, backend: BlockBackend, reply_read: Callable[[int, int, int], Any],
-                 reply_write: Callable[[int, int], Any],
+    read: Callable[[int, int, int], Any]
+    write: Callable[[int, int], Any]
+    read_held: Callable[[int, int, int], Any]
+    write_held: Callable[[int, int], Any]
+
+
+class DirectPath:
+    """Direct reads and writes of one export (see the module docstring). ``replies`` answer a
+    request; ``fail(req, what, exc)`` answers it with the error an exception stands for."""
+
+    def __init__(self, backend: BlockBackend, replies: Replies,
                  fail: Callable[[int, str, BaseException], None]) -> None:
         self._backend = backend
         #: Views of the memory WRITE data arrives in, by address (libfuse's single-threaded
@@ -91,8 +100,12 @@ class DirectPath:
         #: address): copying through a view is a plain memoryview assignment, where a
         #: ``memcpy`` through ctypes cost ~3 us per request at queue depth 1.
         self._sources: dict[int, memoryview] = {}
-        self._reply_read = reply_read
-        self._reply_write = reply_write
+        # The reaper and the finishing threads give the lock up while they answer: the reader
+        # may run meanwhile (it gives it up in io_submit too). The reader, answering a lone
+        # request (_now), keeps it: nobody else is waiting, and no thread can then see the
+        # request answered but not yet counted.
+        self._reply_read, self._reply_write = replies.read, replies.write
+        self._reply_read_held, self._reply_write_held = replies.read_held, replies.write_held
         self._fail = fail
         self._ctx = AioContext(SLOTS)
         self._slots = [_Slot(i) for i in range(SLOTS)]
@@ -215,9 +228,9 @@ class DirectPath:
         done = time.perf_counter_ns()
         try:
             if write:
-                self._reply_write(req, length)
+                self._reply_write_held(req, length)
             else:
-                self._reply_read(req, slot.addr, length)
+                self._reply_read_held(req, slot.addr, length)
         except BaseException as e:  # answered whatever happens
             self._fail(req, "write" if write else "read", e)
         self._free.append(slot)
@@ -276,23 +289,16 @@ class DirectPath:
                     answer(slot)
 
     def _answer(self, slot: _Slot) -> None:
-        """A request that transferred every byte: answered, then accounted, its slot given
-        back. The answer goes first, so that the program's latency holds no bookkeeping; the
-        reply keeps the interpreter lock (``fuse_reply_*`` through ``PyDLL``), so no other
-        Python thread runs between the two and sees the request answered but not counted."""
-        done = time.perf_counter_ns()
+        """A request that transferred every byte: accounted, answered, its slot given back."""
         try:
+            self._backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
+                                      slot.tracked)
             if slot.write:
                 self._reply_write(slot.req, slot.length)
             else:
                 self._reply_read(slot.req, slot.addr, slot.length)
         except BaseException as e:  # answered whatever happens
             self._fail(slot.req, "write" if slot.write else "read", e)
-        try:
-            self._backend.direct_done(slot.write, slot.offset, slot.length, slot.start,
-                                      slot.tracked, done)
-        except BaseException as e:  # a bug; the request was answered already
-            sys.stderr.write(f"rig export: accounting a direct request: {e!r}\n")
         self._inflight.discard(slot.index)
         self.release(slot)
 

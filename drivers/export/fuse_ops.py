@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 from rig.core.backend import BlockBackend
 from rig.core.buffers import BufferPool, aligned_buffer, buffer_address
-from rig.drivers.export.direct import DirectPath
+from rig.drivers.export.direct import DirectPath, Replies
 from rig.drivers.ffi import aio
 from rig.drivers.ffi.calls import bind, library
 from rig.drivers.ffi.libc import (
@@ -185,7 +185,6 @@ class ExportOperations:
         fuse = bind(fuse_library(), LIBFUSE_LOWLEVEL)
         self._reply_err = fuse["fuse_reply_err"]
         self._reply_buf = fuse["fuse_reply_buf"]
-        self._reply_write = fuse["fuse_reply_write"]
         # The per-request calls of a 4 KiB request keep the GIL: giving it up and taking it
         # back around a short writev or memcpy costs more (another worker wakes up and takes
         # it in between) than the call. Measured: 20-40 % less CPU per request at QD16.
@@ -217,8 +216,9 @@ class ExportOperations:
         #: request timeout, whose pool the direct path would bypass).
         self.direct: DirectPath | None = None
         if self._pool is None and aio.available():
-            self.direct = DirectPath(backend, self._reply_buf_held, self._reply_write,
-                                     self._fail)
+            replies = Replies(fuse["fuse_reply_buf"], fuse["fuse_reply_write"],
+                              held["fuse_reply_buf"], held["fuse_reply_write"])
+            self.direct = DirectPath(backend, replies, self._fail)
 
     # ------------------------------------------------------------------ lifecycle
     def _call(self, what: str, fn: Callable[..., _T], *args: Any,
