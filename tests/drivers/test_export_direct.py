@@ -176,6 +176,7 @@ def test_a_lone_request_is_done_at_once_and_a_crowd_goes_by_native_aio(tmp_path:
         direct = ex.operations.direct
         assert direct is not None
         at_once, served = direct.done_at_once, direct.served
+        writes, reads = blk.stats.by_op["write"].ops, blk.stats.by_op["read"].ops
         r = _dd(f"if={src}", f"of={ex.path}", "bs=4096", "count=64", "oflag=direct")
         assert r.returncode == 0, r.stderr
         back = tmp_path / "back.bin"
@@ -184,6 +185,9 @@ def test_a_lone_request_is_done_at_once_and_a_crowd_goes_by_native_aio(tmp_path:
         assert back.read_bytes() == src.read_bytes()
         assert direct.done_at_once - at_once >= 128
         assert direct.done_at_once - at_once == direct.served - served
+        # Answered first, accounted right after: each counted once all the same.
+        assert blk.stats.by_op["write"].ops - writes == 64
+        assert blk.stats.by_op["read"].ops - reads >= 64
 
         at_once, served = direct.done_at_once, direct.served
         errors: list[BaseException] = []
