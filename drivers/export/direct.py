@@ -214,17 +214,17 @@ class DirectPath:
         request is never in ``_inflight``: only the reader runs it, and the reader is the one
         that closes the direct path."""
         _leaf, fd, file_offset, tracked = plan
-        self.served += 1
         self.done_at_once += 1
         io = _pwrite if write else _pread
         res = io(fd, slot.addr, length, file_offset)
         while res < 0 and ctypes.get_errno() == errno.EINTR:
             res = io(fd, slot.addr, length, file_offset)
-        if res != length:
-            self.served -= 1  # counted again by _hold
+        if res != length:  # finished in a thread of its own, as a native-AIO one would be
+            code = -ctypes.get_errno() if res < 0 else res
             self._hold(slot, req, write, offset, length, start, plan)
-            self._hand_back(slot, res if res >= 0 else -ctypes.get_errno(), None)
+            self._hand_back(slot, code, None)
             return
+        self.served += 1
         done = time.perf_counter_ns()
         try:
             if write:
