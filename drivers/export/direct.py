@@ -210,9 +210,10 @@ class DirectPath:
         """Do the request here, the only one (:meth:`watch`), with ``pread`` or ``pwrite``
         (the interpreter lock released meanwhile), and answer it: a native-AIO write's
         completion goes through a kernel workqueue and then wakes the reaper, where a
-        synchronous one wakes the reader directly (docs/export.md, "The direct path"). The
-        request is never in ``_inflight``: only the reader runs it, and the reader is the one
-        that closes the direct path."""
+        synchronous one wakes the reader directly (docs/export.md, "The direct path"). While it
+        runs it is not in ``_inflight``: only the reader runs such requests, and the reader is
+        the one that closes the direct path. If it comes back short or failed it joins
+        ``_inflight`` and is finished as a native-AIO one would be."""
         _leaf, fd, file_offset, tracked = plan
         self.done_at_once += 1
         io = _pwrite if write else _pread
