@@ -106,7 +106,9 @@ def test_a_failing_machine_writes_its_shrunk_example(repro_dir: Path) -> None:
     assert [r.graph for r in b.backends] == [MEMORY, BROKEN]
     assert b.zero_on_start and b.size == SIZE
     writes = [op for op in b.ops if isinstance(op, Write)]
-    assert len(writes) == 2, b.ops  # shrunk: the lost write needs exactly two
+    # Shrunk: the lost write needs two; the shrinker may stop at a local minimum of three (one
+    # CI run of 2026-12-07 on a slow machine), never at the dozens an unshrunk example has.
+    assert 2 <= len(writes) <= 3, b.ops
     assert b.failure["kind"] in ("mismatch", "disagreement")
     assert b.failure["op_index"] == len(b.ops) - (b.failure["kind"] == "disagreement")
     assert b.seed is not None and not b.derandomize
