@@ -143,11 +143,7 @@ class DirectPath:
         if plan is None:
             self._free.append(slot)
             return False
-        waiting = self._waiting
-        if not self._inflight and waiting is not None and not waiting.poll(0):
-            self._now(slot, req, False, offset, length, start, plan)
-        else:
-            self._submit(slot, req, False, offset, length, start, plan, IOCB_CMD_PREAD)
+        self._start(slot, req, False, offset, length, start, plan)
         return True
 
     def take_write(self, data: int, length: int) -> _Slot | None:
@@ -156,9 +152,8 @@ class DirectPath:
         slot."""
         if length > SLOT_SIZE or self._closing:
             return None
-        try:
-            slot = self._free.pop()
-        except IndexError:
+        slot = self._slot()
+        if slot is None:
             return None
         source = self._sources.get(data)
         if source is None:
@@ -177,12 +172,19 @@ class DirectPath:
         plan = self._backend.direct(True, offset, length)
         if plan is None:
             return False
+        self._start(slot, req, True, offset, length, start, plan)
+        return True
+
+    def _start(self, slot: _Slot, req: int, write: bool, offset: int, length: int, start: int,
+               plan: tuple[Any, int, int, Any]) -> None:
+        """Done at once when alone (none in flight, none waiting: :meth:`watch`), else by
+        native AIO."""
         waiting = self._waiting
         if not self._inflight and waiting is not None and not waiting.poll(0):
-            self._now(slot, req, True, offset, length, start, plan)
+            self._now(slot, req, write, offset, length, start, plan)
         else:
-            self._submit(slot, req, True, offset, length, start, plan, IOCB_CMD_PWRITE)
-        return True
+            self._submit(slot, req, write, offset, length, start, plan,
+                         IOCB_CMD_PWRITE if write else IOCB_CMD_PREAD)
 
     def watch(self, fuse_fd: int | None) -> None:
         """Look at the FUSE connection ``fuse_fd`` (``/dev/fuse``) for requests waiting to be
