@@ -6,10 +6,12 @@ O_DIRECT, as in QEMU: both bypass the page cache). Opening for writing passes th
 
 Limits as QEMU 7.2's file-posix takes them (``raw_refresh_limits``): the O_DIRECT request
 alignment from BLKSSZGET, ``max_hw_transfer`` from BLKSECTGET (sectors, i.e. ``max_sectors_kb``)
-and ``max_hw_iov`` from ``queue/max_segments``. Like QEMU, the node does not split a request
-at ``max_hw_transfer`` (the kernel does): one guest request is one ``preadv``/``pwritev``. The
-rig's own option ``x-max-transfer`` (``hw``: at ``max_hw_transfer``; or a size) makes it the
-node's ``max_transfer``, so the chokepoint splits there and every syscall is at most one device
+and ``max_hw_iov`` from ``queue/max_segments``; one departure: with O_DIRECT the buffer
+alignment is at least the logical block size (``_buffer_alignment``), not only what the probe
+accepts. Like QEMU, the node does not split a request at ``max_hw_transfer`` (the kernel
+does): one guest request is one ``preadv``/``pwritev``. The rig's own option
+``x-max-transfer`` (``hw``: at ``max_hw_transfer``; or a size) makes it the node's
+``max_transfer``, so the chokepoint splits there and every syscall is at most one device
 command.
 """
 
@@ -115,7 +117,7 @@ class HostDeviceNode(PosixNode):
         hw_transfer = max_hw_transfer(self.fd)
         self.limits = BlockLimits(
             request_alignment=base.request_alignment,
-            buffer_alignment=base.buffer_alignment,
+            buffer_alignment=self._buffer_alignment(base.buffer_alignment, lbs),
             max_transfer=self._max_transfer(base.request_alignment, hw_transfer),
             opt_transfer=io_opt if io_opt and io_opt % base.request_alignment == 0 else 0,
             discard_granularity=granularity,
@@ -123,6 +125,16 @@ class HostDeviceNode(PosixNode):
             max_hw_transfer=hw_transfer,
             max_hw_iov=read_int(self.rdev, "max_segments"),
         )
+
+    def _buffer_alignment(self, probed: int, logical_block_size: int) -> int:
+        """With O_DIRECT, buffers aligned to at least a logical block, even where the kernel
+        accepts less (since Linux 6.0 a buffer only needs the queue's DMA alignment, 512 bytes
+        by default). A driver may mishandle a piece of a block in one memory page and the rest in
+        the next: null_blk (memory-backed, 4096-byte blocks, Linux 6.1) keeps one valid bit per
+        block and reads the last 512 bytes back as zeroes through a buffer at a page + 512
+        (docs/vm-lab.md, "Found with it"). QEMU uses the probed alignment; the rig bounces
+        such a buffer through an aligned one instead."""
+        return max(probed, logical_block_size) if self.cache_direct else probed
 
     def _max_transfer(self, alignment: int, hw_transfer: int) -> int:
         """The node's ``max_transfer`` from ``x-max-transfer`` (0 by default, as QEMU)."""

@@ -35,6 +35,37 @@ def test_null_blk(rig_null_blk: Callable[..., str],
     assert lockstep(path, 4096)
 
 
+@pytest.mark.rig_needs("null_blk")
+def test_a_buffer_half_in_the_next_page_reads_the_whole_block(
+        rig_null_blk: Callable[..., str]) -> None:
+    """null_blk (Linux 6.1, memory-backed, 4096-byte blocks) reads a block's last 512 bytes as
+    zeroes through an O_DIRECT buffer at a page + 512, which the kernel accepts. With O_DIRECT
+    host_device aligns buffers to a whole block, bouncing a caller's buffer that is not."""
+    import mmap
+
+    import rig
+
+    path = rig_null_blk(block_size=4096)
+    block = bytes(range(256)) * 16
+    pages = mmap.mmap(-1, 3 * 4096)
+    pages[:4096] = block
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    try:
+        os.pwritev(fd, [memoryview(pages)[:4096]], 0)
+        os.preadv(fd, [memoryview(pages)[4096 + 512:2 * 4096 + 512]], 0)
+        kernel_ok = pages[4096 + 512:2 * 4096 + 512] == block
+    finally:
+        os.close(fd)
+    spec = {"driver": "host_device", "filename": path, "x-allow": path}
+    with rig.open(spec, cache="none") as blk:
+        assert blk.limits.buffer_alignment == 4096
+        pages[4096:] = bytes(2 * 4096)
+        blk.preadv(0, [memoryview(pages)[4096 + 512:2 * 4096 + 512]])
+        assert pages[4096 + 512:2 * 4096 + 512] == block, (
+            f"read through a buffer at a page + 512 (the kernel's own read was "
+            f"{'right' if kernel_ok else 'wrong'})")
+
+
 @pytest.mark.rig_needs("sg", "lab_disk")  # the VM lab offers its SCSI disk as one
 def test_lab_disk(rig_lab_disk: Callable[..., LabDisk],
                   lockstep: Callable[[str, int], set[str]]) -> None:
