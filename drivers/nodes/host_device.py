@@ -130,9 +130,9 @@ class HostDeviceNode(PosixNode):
         """With O_DIRECT, buffers aligned to at least a logical block, even where the kernel
         accepts less (since Linux 6.0 a buffer only needs the queue's DMA alignment, 512 bytes
         by default). A driver may mishandle a piece of a block in one memory page and the rest in
-        the next: null_blk (memory-backed, 4096-byte blocks, Linux 6.1) keeps one valid bit per
-        block and reads the last 512 bytes back as zeroes through a buffer at a page + 512
-        (docs/vm-lab.md, "Found with it"). QEMU uses the probed alignment; the rig bounces
+        the next: null_blk (memory-backed, 4096-byte blocks, Linux 6.1) reads a block's last
+        512 bytes back as zeroes through a buffer at a page + 512 (docs/vm-lab.md, "Found with
+        it"). QEMU uses the probed alignment; the rig bounces
         such a buffer through an aligned one instead."""
         return max(probed, logical_block_size) if self.cache_direct else probed
 
