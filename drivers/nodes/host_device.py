@@ -132,8 +132,8 @@ class HostDeviceNode(PosixNode):
         by default). A driver may mishandle a piece of a block in one memory page and the rest in
         the next: null_blk (memory-backed, 4096-byte blocks, Linux 6.1) reads a block's last
         512 bytes back as zeroes through a buffer at a page + 512 (docs/vm-lab.md, "Found with
-        it"). QEMU uses the probed alignment; the rig bounces
-        such a buffer through an aligned one instead."""
+        it"). QEMU uses the probed alignment; the rig bounces such a buffer through an aligned
+        one instead."""
         return max(probed, logical_block_size) if self.cache_direct else probed
 
     def _max_transfer(self, alignment: int, hw_transfer: int) -> int:
